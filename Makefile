@@ -1,0 +1,43 @@
+# make run   - set up .venv and start the sensor (CAPTURE=FILE replays a capture file)
+# make test  - set up .venv (and, as root, the Debian tools the tests use) and run the whole suite
+# make bench - run the benchmarks under bench/ side by side with the reference tools
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+DATA ?= ../shared/data
+CAPTURE ?= $(DATA)/pcap/stratosphere_cc_capture1.pcap
+DEB_PACKAGES := libsystemd-dev pkg-config gcc libpcap0.8 argus-server argus-client tshark tcpreplay tcpdump iproute2
+
+.PHONY: run test bench venv debs clean
+
+debs:
+	@if [ "$$(id -u)" = 0 ]; then \
+	  missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	  if [ -n "$$missing" ]; then \
+	    echo "installing Debian packages: $$missing"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    echo 'wireshark-common wireshark-common/install-setuid boolean false' | debconf-set-selections; \
+	    apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing; \
+	  fi; \
+	else echo "not root: skipping apt-get (install $(DEB_PACKAGES) yourself)"; fi
+
+$(VENV)/.stamp: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q -e '.[train,test]'
+	touch $@
+
+venv: debs $(VENV)/.stamp
+
+run: venv
+	$(VENV)/bin/malsensor extract $(CAPTURE)
+
+test: venv
+	$(VPY) -m pytest $(PYTEST_ARGS)
+
+bench: venv
+	$(VPY) bench/run.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

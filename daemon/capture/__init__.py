@@ -1,0 +1,1 @@
+"""Capture sources. Each yields :class:`~malsensor.daemon.capture.batch.PacketBatch` objects."""

@@ -1,0 +1,86 @@
+"""Column layout of a flow record.
+
+The flow table stores one row of int64 per tracked connection (``table[slot, COL]``):
+every field a packet updates sits in the same few cache lines, and a finished
+connection is emitted by copying its row. Finished connections travel as
+``FlowRecords`` (a 2-D int64 array with this layout) to the feature views, whose
+arithmetic is plain vectorised numpy over the batch.
+
+"s" is the originator (the sender of the SYN for TCP, of the first packet
+otherwise), "d" the responder. Timestamps are epoch nanoseconds; 0 means "not seen".
+"""
+from __future__ import annotations
+
+# --- key (originator orientation) ---
+SRC_HI = 0          # IPv6 address (IPv4 as ::ffff:a.b.c.d), high 64 bits
+SRC_LO = 1
+DST_HI = 2
+DST_LO = 3
+PORTS = 4           # sport << 16 | dport
+PROTO = 5           # IP protocol number | ip_version << 8
+# --- times (ns) ---
+FIRST_TS = 6
+LAST_TS = 7
+S_FIRST_TS = 8
+S_LAST_TS = 9
+D_FIRST_TS = 10
+D_LAST_TS = 11
+SYN_TS = 12         # last SYN before the SYN-ACK (retransmissions move it)
+SYNACK_TS = 13      # first SYN-ACK
+ACK_TS = 14         # first originator ACK after the SYN-ACK
+# --- counters ---
+S_PKTS = 15
+D_PKTS = 16
+S_IP_BYTES = 17     # sum of IP total length
+D_IP_BYTES = 18
+S_WIRE_BYTES = 19   # sum of original frame length (what Argus counts)
+D_WIRE_BYTES = 20
+S_TTL_SUM = 21
+D_TTL_SUM = 22
+TTL_LAST = 23       # s_last_ttl | d_last_ttl << 8
+SRC_MAC = 24
+DST_MAC = 25
+STATE = 26          # bit field, see STATE_* below
+SEQ = 27            # syn_seq | synack_seq << 32 (uint32 each)
+SERIAL = 28         # connection serial number, unique per tracker (joins snapshots to their end)
+END = 29            # end reason (END_*) | snapshot index << 8 for snapshot rows
+N_COLS = 30
+
+COLUMN_NAMES = (
+    "src_hi", "src_lo", "dst_hi", "dst_lo", "ports", "proto",
+    "first_ts", "last_ts", "s_first_ts", "s_last_ts", "d_first_ts", "d_last_ts",
+    "syn_ts", "synack_ts", "ack_ts",
+    "s_pkts", "d_pkts", "s_ip_bytes", "d_ip_bytes", "s_wire_bytes", "d_wire_bytes",
+    "s_ttl_sum", "d_ttl_sum", "ttl_last", "src_mac", "dst_mac", "state", "seq", "serial", "end",
+)
+assert len(COLUMN_NAMES) == N_COLS
+
+# STATE bits
+ST_SYN = 1 << 0          # originator SYN seen
+ST_SYNACK = 1 << 1       # valid SYN-ACK seen
+ST_ESTABLISHED = 1 << 2  # originator ACK after SYN-ACK seen
+ST_FIN_S = 1 << 3
+ST_FIN_D = 1 << 4
+ST_RST = 1 << 5
+ST_MIDSTREAM = 1 << 6    # first packet was not a SYN (tracked because midstream = true)
+ST_CLOSING = 1 << 7      # FIN both ways or RST: lingers for close_linger, then ends
+ST_SYNACK_ACKS_SYN = 1 << 8   # the SYN-ACK's ack number was syn_seq + 1
+ST_ACK_ACKS_SYNACK = 1 << 9   # the ACK's ack number was synack_seq + 1
+
+# END reasons (low byte of END)
+END_FIN = 1
+END_RST = 2
+END_IDLE = 3
+END_ACTIVE = 4
+END_HANDSHAKE = 5
+END_EOF = 6
+END_EVICTED = 7
+END_SHUTDOWN = 8
+END_SNAPSHOT = 9   # not an end: an early snapshot of a live connection
+END_REASONS = {
+    END_FIN: "fin", END_RST: "rst", END_IDLE: "idle", END_ACTIVE: "active",
+    END_HANDSHAKE: "handshake", END_EOF: "eof", END_EVICTED: "evicted",
+    END_SHUTDOWN: "shutdown", END_SNAPSHOT: "snapshot",
+}
+
+BYTES_PER_FLOW_ROW = N_COLS * 8
