@@ -1,0 +1,143 @@
+"""``malsensor``: extract connection features from captures, and inspect things.
+
+    malsensor extract CAPTURE [--semantics malsensor|argus] [--filter tcp,udp] [-o OUT] [--format jsonl|csv]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from dataclasses import fields
+from typing import IO
+
+from .flows.config import TrackerConfig
+from .logs import LEVELS, setup_logging
+
+log = logging.getLogger("malsensor")
+
+
+def _tracking_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("connection tracking (defaults as in etc/malsensor.toml [tracking])")
+    d = TrackerConfig()
+    g.add_argument("--max-flows", type=int, default=d.max_flows, help="bound on tracked connections (%(default)s)")
+    g.add_argument("--midstream", action="store_true", help="also track TCP connections seen without their SYN")
+    for name in ("tcp_idle_timeout", "udp_idle_timeout", "other_idle_timeout", "active_timeout",
+                 "handshake_timeout", "close_linger"):
+        g.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(d, name), metavar="SECONDS",
+                       help="(%(default)s)")
+
+
+def _tracker_config(a: argparse.Namespace) -> TrackerConfig:
+    names = {f.name for f in fields(TrackerConfig)}
+    return TrackerConfig(**{k: v for k, v in vars(a).items() if k in names})
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="malsensor", description=__doc__.splitlines()[0])
+    p.add_argument("-l", "--log-level", default="info", choices=LEVELS)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    e = sub.add_parser("extract", help="connections and their 17 conn features from a capture",
+                       description="Write one row per connection (JSONL or CSV) and a summary on stderr.")
+    e.add_argument("capture", nargs="?", help="pcap or pcapng file, optionally gzip-compressed")
+    e.add_argument("--semantics", choices=("malsensor", "argus"), default="malsensor",
+                   help="feature definitions (docs/features.md): malsensor (default) or argus (UNSW-NB15)")
+    e.add_argument("--filter", dest="protocols", metavar="PROTOS",
+                   help="only connections of these IP protocols: tcp,udp,icmp,icmp6 or numbers")
+    e.add_argument("-o", "--output", default="-", help="output file (default: standard output)")
+    e.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
+    e.add_argument("--summary-json", metavar="FILE", help="also write the summary as JSON to FILE")
+    _tracking_args(e)
+    return p
+
+
+def _open_output(path: str) -> IO[str]:
+    if path == "-":
+        return sys.stdout
+    return open(path, "w", encoding="utf-8", newline="")
+
+
+def _print_summary(summary: dict, stream: IO[str]) -> None:
+    lines = [f"packets {summary['packets']:,}  connections {summary['connections']:,}  "
+             f"ip {summary['ok']:,}  not-ip {summary['not_ip']:,}  fragments {summary['fragment']:,}  "
+             f"malformed {summary['malformed']:,}"]
+    for reason, n in sorted(summary["malformed_by_reason"].items()):
+        lines.append(f"  malformed {reason}: {n:,}")
+    if "kernel" in summary:
+        k = summary["kernel"]
+        lines.append(f"kernel packets {k['packets']:,}  kernel drops {k['drops']:,}")
+    t = summary["tracker"]
+    lines.append(f"tracker: created {t['flows_created']:,}  evicted {t['flows_evicted']:,}  "
+                 f"tcp midstream ignored {t['tcp_midstream_ignored']:,}  "
+                 f"bytes/flow {t['bytes_per_flow']:.0f}")
+    if summary.get("truncated_at") is not None:
+        lines.append(f"capture truncated at byte offset {summary['truncated_at']:,}")
+    stream.write("\n".join(lines) + "\n")
+
+
+def cmd_extract(a: argparse.Namespace) -> int:
+    from .capture.pcapfile import CaptureFormatError, ReaderStats, read_capture
+    from .outputs.rows import RowWriter
+    from .pipeline import ConnPipeline, parse_protocols
+    from .progress import Progress
+
+    try:
+        protocols = parse_protocols(a.protocols)
+        tracking = _tracker_config(a)
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 2
+    if not a.capture:
+        log.error("extract needs a capture file")
+        return 2
+    try:
+        size = os.path.getsize(a.capture)
+    except OSError as exc:
+        log.error("cannot read capture %s: %s", a.capture, exc.strerror)
+        return 2
+    pipe = ConnPipeline(tracking, a.semantics, protocols)
+    stats = ReaderStats()
+    status = 0
+    out = _open_output(a.output)
+    writer = RowWriter(out, a.format)
+    progress = Progress(f"extract {os.path.basename(a.capture)}", size)
+    try:
+        try:
+            for batch in read_capture(a.capture, stats=stats):
+                for cb in pipe.feed(batch):
+                    cb = cb.select(~cb.is_snapshot)
+                    writer.write_batch(cb.records, cb.features)
+                progress.update(min(stats.bytes, size))
+        except CaptureFormatError as exc:
+            log.error("%s", exc)
+            status = 1
+        for cb in pipe.finish():
+            cb = cb.select(~cb.is_snapshot)
+            writer.write_batch(cb.records, cb.features)
+    finally:
+        progress.close()
+        if out is not sys.stdout:
+            out.close()
+        else:
+            out.flush()
+    summary = pipe.summary()
+    summary["truncated_at"] = stats.truncated_at
+    _print_summary(summary, sys.stderr)
+    if a.summary_json:
+        with open(a.summary_json, "w", encoding="utf-8") as f:
+            json.dump(summary, f, indent=1)
+    return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
+    setup_logging(a.log_level)
+    if a.command == "extract":
+        return cmd_extract(a)
+    return 2  # pragma: no cover - argparse enforces the subcommands
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""Connection-tracking settings (the ``[tracking]`` section of malsensor.toml)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+NS = 1_000_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class TrackerConfig:
+    """Lifecycle of tracked connections. Times are seconds of packet time.
+
+    Defaults follow what Zeek and Suricata users expect: long TCP idle times,
+    short ones for UDP and ICMP, a handshake deadline that covers the Linux SYN
+    retransmission schedule (1, 3, 7, 15 s), and a short linger after a TCP
+    close so that the last ACK of the teardown still counts to its connection.
+    """
+
+    max_flows: int = 262_144
+    """Bound on concurrently tracked connections. When full, the least recently
+    active of ``evict_candidates`` slots under a rotating hand is emitted with
+    end_reason "evicted" to make room."""
+    midstream: bool = False
+    """Also track TCP connections first seen without their SYN."""
+    tcp_idle_timeout: float = 300.0
+    udp_idle_timeout: float = 60.0
+    other_idle_timeout: float = 30.0
+    """ICMP, ICMPv6 and every other IP protocol."""
+    active_timeout: float = 1800.0
+    """A connection older than this is emitted (end_reason "active") and goes on
+    as a new record with the same key."""
+    handshake_timeout: float = 30.0
+    """A TCP connection whose handshake has not completed this long after its
+    first SYN ends with end_reason "handshake"."""
+    close_linger: float = 2.0
+    """After FIN in both directions or an RST, packets arriving within this many
+    seconds still belong to the connection; then it ends ("fin" / "rst")."""
+    sweep_interval: float = 1.0
+    """How often (packet time) the whole table is checked for timeouts."""
+    evict_candidates: int = 8
+    snapshot_packets: tuple[int, ...] = field(default_factory=tuple)
+    """Packet counts (both directions) at which a live connection's record is
+    also emitted as a snapshot (feeds conn_series and early-triggered models)."""
+
+    def __post_init__(self) -> None:
+        if self.max_flows < 1:
+            raise ValueError("max_flows must be >= 1")
+        for name in ("tcp_idle_timeout", "udp_idle_timeout", "other_idle_timeout",
+                     "active_timeout", "handshake_timeout", "sweep_interval"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0")
+        if self.close_linger < 0:
+            raise ValueError("close_linger must be >= 0")
+        if self.evict_candidates < 1:
+            raise ValueError("evict_candidates must be >= 1")
+        if any(p < 1 for p in self.snapshot_packets) or list(self.snapshot_packets) != sorted(set(self.snapshot_packets)):
+            raise ValueError("snapshot_packets must be increasing positive packet counts")

@@ -1,0 +1,509 @@
+"""The flow table: bidirectional connection tracking in numba.
+
+One int64 row per connection (columns in :mod:`.layout`), an open-addressing
+index (linear probing, backward-shift deletion, load factor <= 0.5) from a
+direction-independent hash of the 5-tuple to the row, and a free list of rows.
+Memory per tracked connection: the row (N_COLS * 8 bytes) + 2 index entries
+(int32, the index has at least twice as many buckets as rows) + one free-list
+entry (int32); :func:`bytes_per_flow` reports it.
+
+The kernel walks a whole decoded batch. It stops early when its output buffer
+could overflow and returns where it stopped; the Python side hands out what was
+emitted and calls again. Timeout sweeps over the whole table run every
+``sweep_interval`` of packet time and are resumable the same way.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+from numba import njit
+
+from ..decode import STATUS_OK, Decoded
+from .config import NS, TrackerConfig
+from .layout import (
+    ACK_TS, D_FIRST_TS, D_IP_BYTES, D_LAST_TS, D_PKTS, D_TTL_SUM, D_WIRE_BYTES, DST_HI, DST_LO,
+    DST_MAC, END, END_ACTIVE, END_EOF, END_EVICTED, END_FIN, END_HANDSHAKE, END_IDLE, END_RST,
+    END_SNAPSHOT, FIRST_TS, LAST_TS, N_COLS, PORTS, PROTO, S_FIRST_TS, S_IP_BYTES, S_LAST_TS,
+    S_PKTS, S_TTL_SUM, S_WIRE_BYTES, SEQ, SERIAL, SRC_HI, SRC_LO, SRC_MAC, ST_ACK_ACKS_SYNACK,
+    ST_CLOSING, ST_ESTABLISHED, ST_FIN_D, ST_FIN_S, ST_MIDSTREAM, ST_RST, ST_SYN, ST_SYNACK,
+    ST_SYNACK_ACKS_SYN, STATE, SYN_TS, SYNACK_TS, TTL_LAST,
+)
+
+# TCP flag bits
+FIN, SYN, RST, ACK = 1, 2, 4, 16
+IPPROTO_TCP, IPPROTO_UDP = 6, 17
+
+# params[] slots (all int64, times in ns)
+P_TCP_IDLE, P_UDP_IDLE, P_OTHER_IDLE, P_ACTIVE, P_HANDSHAKE, P_LINGER, P_SWEEP, P_MIDSTREAM, P_EVICT_K = range(9)
+N_PARAMS = 9
+
+# ctr[] slots: table bookkeeping and counters
+(C_USED, C_FREE_TOP, C_NEXT_SERIAL, C_HAND, C_NEXT_SWEEP, C_SWEEP_CURSOR, C_CREATED, C_EVICTED,
+ C_MIDSTREAM_IGNORED, C_PACKETS, C_SNAPSHOTS, C_NOW) = range(12)
+N_CTR = 12
+
+# Each packet can emit at most: one expired/closed record, one evicted record, one snapshot.
+MAX_EMIT_PER_PACKET = 3
+
+
+@njit(cache=True, inline="always")
+def _mix(x: np.int64) -> np.int64:
+    x = (x ^ (x >> 31)) * np.int64(-4658895280553007687)
+    x = (x ^ (x >> 29)) * np.int64(-7723592293110705685)
+    return x ^ (x >> 32)
+
+
+@njit(cache=True, inline="always")
+def _flow_hash(a_hi, a_lo, a_port, b_hi, b_lo, b_port, proto) -> np.int64:
+    """Same value for both directions of a connection."""
+    ha = _mix(_mix(a_hi ^ np.int64(0x5851F42D4C957F2D)) ^ a_lo ^ (a_port << 40))
+    hb = _mix(_mix(b_hi ^ np.int64(0x5851F42D4C957F2D)) ^ b_lo ^ (b_port << 40))
+    return _mix(ha ^ hb ^ (proto * np.int64(0x27BB2EE687B0B0FD)))
+
+
+@njit(cache=True, inline="always")
+def _row_hash(table, slot) -> np.int64:
+    ports = table[slot, PORTS]
+    return _flow_hash(table[slot, SRC_HI], table[slot, SRC_LO], ports >> 16,
+                      table[slot, DST_HI], table[slot, DST_LO], ports & 0xFFFF, table[slot, PROTO])
+
+
+@njit(cache=True)
+def _index_delete(table, index, slot) -> None:
+    mask = index.shape[0] - 1
+    i = _row_hash(table, slot) & mask
+    while index[i] != slot:
+        i = (i + 1) & mask
+    # backward-shift deletion keeps probe chains intact without tombstones
+    j = i
+    while True:
+        j = (j + 1) & mask
+        s = index[j]
+        if s < 0:
+            break
+        k = _row_hash(table, s) & mask
+        if (j > i and (k <= i or k > j)) or (j < i and (k <= i and k > j)):
+            index[i] = s
+            i = j
+    index[i] = -1
+
+
+@njit(cache=True)
+def _release(table, index, free, ctr, slot) -> None:
+    _index_delete(table, index, slot)
+    table[slot, SERIAL] = 0
+    free[ctr[C_FREE_TOP]] = slot
+    ctr[C_FREE_TOP] += 1
+    ctr[C_USED] -= 1
+
+
+@njit(cache=True, inline="always")
+def _emit(table, slot, out, n_out, reason) -> int:
+    out[n_out, :] = table[slot, :]
+    out[n_out, END] = reason
+    return n_out + 1
+
+
+@njit(cache=True)
+def _idle_timeout(params, proto) -> np.int64:
+    p = proto & 0xFF
+    if p == IPPROTO_TCP:
+        return params[P_TCP_IDLE]
+    if p == IPPROTO_UDP:
+        return params[P_UDP_IDLE]
+    return params[P_OTHER_IDLE]
+
+
+@njit(cache=True)
+def _expiry(table, params, slot, now) -> int:
+    """End reason if the connection in ``slot`` is over at time ``now``, else 0."""
+    st = table[slot, STATE]
+    last = table[slot, LAST_TS]
+    if st & ST_CLOSING:
+        if now - last > params[P_LINGER]:
+            return END_RST if st & ST_RST else END_FIN
+        return 0
+    if now - last > _idle_timeout(params, table[slot, PROTO]):
+        return END_IDLE
+    if (table[slot, PROTO] & 0xFF) == IPPROTO_TCP and (st & ST_SYN) and not (st & ST_ESTABLISHED):
+        if now - table[slot, FIRST_TS] > params[P_HANDSHAKE]:
+            return END_HANDSHAKE
+    if now - table[slot, FIRST_TS] > params[P_ACTIVE]:
+        return END_ACTIVE
+    return 0
+
+
+@njit(cache=True)
+def _restart_active(table, ctr, slot) -> None:
+    """After an active timeout the connection goes on as a new record, same key."""
+    for c in range(FIRST_TS, SRC_MAC):
+        table[slot, c] = 0
+    table[slot, STATE] = ST_MIDSTREAM | ST_ESTABLISHED
+    table[slot, SEQ] = 0
+    table[slot, SERIAL] = ctr[C_NEXT_SERIAL]
+    ctr[C_NEXT_SERIAL] += 1
+
+
+@njit(cache=True)
+def _sweep(table, index, free, ctr, params, now, out, n_out) -> int:
+    """Expire timed-out connections; resumable (ctr[C_SWEEP_CURSOR] >= 0 while unfinished)."""
+    n_rows = table.shape[0]
+    cap = out.shape[0]
+    slot = ctr[C_SWEEP_CURSOR]
+    while slot < n_rows:
+        if n_out >= cap:
+            ctr[C_SWEEP_CURSOR] = slot
+            return n_out
+        if table[slot, SERIAL] != 0:
+            reason = _expiry(table, params, slot, now)
+            if reason != 0:
+                if table[slot, S_PKTS] + table[slot, D_PKTS] > 0:
+                    n_out = _emit(table, slot, out, n_out, reason)
+                if reason == END_ACTIVE:
+                    _restart_active(table, ctr, slot)
+                    table[slot, FIRST_TS] = now
+                    table[slot, LAST_TS] = now
+                else:
+                    _release(table, index, free, ctr, slot)
+        slot += 1
+    ctr[C_SWEEP_CURSOR] = -1
+    ctr[C_NEXT_SWEEP] = now + params[P_SWEEP]
+    return n_out
+
+
+@njit(cache=True)
+def _evict_one(table, index, free, ctr, params, out, n_out) -> int:
+    """Emit and free the least recently active of K used rows under the rotating hand."""
+    n_rows = table.shape[0]
+    k = params[P_EVICT_K]
+    best = -1
+    best_last = np.int64(0)
+    seen = 0
+    hand = ctr[C_HAND]
+    scanned = 0
+    while seen < k and scanned < n_rows:
+        if table[hand, SERIAL] != 0:
+            if best < 0 or table[hand, LAST_TS] < best_last:
+                best = hand
+                best_last = table[hand, LAST_TS]
+            seen += 1
+        hand += 1
+        if hand == n_rows:
+            hand = 0
+        scanned += 1
+    ctr[C_HAND] = hand
+    n_out = _emit(table, best, out, n_out, END_EVICTED)
+    _release(table, index, free, ctr, best)
+    ctr[C_EVICTED] += 1
+    return n_out
+
+
+@njit(cache=True, nogil=True)
+def track_kernel(table, index, free, ctr, params, snaps,
+                 start, ts, status, proto_a, ttl_a, flags_a, src_hi, src_lo, dst_hi, dst_lo,
+                 sport_a, dport_a, ip_len, wirelen, seq_a, ack_a, smac_a, dmac_a, ipver_a,
+                 out) -> tuple:
+    """Update the table with packets ``start..n``; return (next packet, rows emitted)."""
+    n = ts.shape[0]
+    mask = index.shape[0] - 1
+    cap = out.shape[0]
+    n_out = 0
+    n_snaps = snaps.shape[0]
+    p = start
+    while p < n:
+        if n_out + MAX_EMIT_PER_PACKET > cap:
+            break
+        t = ts[p]
+        if t > ctr[C_NOW]:
+            ctr[C_NOW] = t
+        if ctr[C_SWEEP_CURSOR] >= 0 or t >= ctr[C_NEXT_SWEEP]:
+            if ctr[C_SWEEP_CURSOR] < 0:
+                ctr[C_SWEEP_CURSOR] = 0
+            n_out = _sweep(table, index, free, ctr, params, t, out, n_out)
+            if ctr[C_SWEEP_CURSOR] >= 0:
+                break  # output full; resume the sweep on the next call
+            if n_out + MAX_EMIT_PER_PACKET > cap:
+                break
+        if status[p] != STATUS_OK:
+            p += 1
+            continue
+        ctr[C_PACKETS] += 1
+        proto = np.int64(proto_a[p]) | (np.int64(ipver_a[p]) << 8)
+        a_hi = np.int64(src_hi[p])
+        a_lo = np.int64(src_lo[p])
+        b_hi = np.int64(dst_hi[p])
+        b_lo = np.int64(dst_lo[p])
+        a_port = np.int64(sport_a[p])
+        b_port = np.int64(dport_a[p])
+        flags = np.int64(flags_a[p])
+        is_tcp = proto_a[p] == IPPROTO_TCP
+        h = _flow_hash(a_hi, a_lo, a_port, b_hi, b_lo, b_port, proto)
+        fwd_ports = (a_port << 16) | b_port
+        rev_ports = (b_port << 16) | a_port
+        # --- look up ---
+        i = h & mask
+        slot = -1
+        reverse = False
+        while True:
+            s = index[i]
+            if s < 0:
+                break
+            if table[s, PROTO] == proto:
+                if (table[s, SRC_LO] == a_lo and table[s, DST_LO] == b_lo and table[s, PORTS] == fwd_ports
+                        and table[s, SRC_HI] == a_hi and table[s, DST_HI] == b_hi):
+                    slot = s
+                    break
+                if (table[s, SRC_LO] == b_lo and table[s, DST_LO] == a_lo and table[s, PORTS] == rev_ports
+                        and table[s, SRC_HI] == b_hi and table[s, DST_HI] == a_hi):
+                    slot = s
+                    reverse = True
+                    break
+            i = (i + 1) & mask
+        # --- end of the existing record? ---
+        if slot >= 0:
+            reason = _expiry(table, params, slot, t)
+            if reason == 0 and is_tcp and (table[slot, STATE] & ST_CLOSING) and (flags & (SYN | ACK)) == SYN:
+                # a new SYN on a closed 5-tuple: port reuse, a new connection
+                reason = END_RST if table[slot, STATE] & ST_RST else END_FIN
+            if reason == END_ACTIVE:
+                n_out = _emit(table, slot, out, n_out, reason)
+                _restart_active(table, ctr, slot)
+                table[slot, FIRST_TS] = t
+            elif reason != 0:
+                n_out = _emit(table, slot, out, n_out, reason)
+                _release(table, index, free, ctr, slot)
+                slot = -1
+                reverse = False
+        # --- new record ---
+        if slot < 0:
+            midstream = False
+            if is_tcp:
+                if (flags & (SYN | ACK)) == SYN:
+                    pass
+                elif params[P_MIDSTREAM] == 0:
+                    ctr[C_MIDSTREAM_IGNORED] += 1
+                    p += 1
+                    continue
+                else:
+                    midstream = True
+                    if (flags & (SYN | ACK)) == (SYN | ACK):
+                        reverse = True  # the SYN-ACK's receiver opened the connection
+            if ctr[C_FREE_TOP] == 0:
+                n_out = _evict_one(table, index, free, ctr, params, out, n_out)
+            ctr[C_FREE_TOP] -= 1
+            slot = free[ctr[C_FREE_TOP]]
+            ctr[C_USED] += 1
+            ctr[C_CREATED] += 1
+            for c in range(N_COLS):
+                table[slot, c] = 0
+            if reverse:
+                table[slot, SRC_HI] = b_hi
+                table[slot, SRC_LO] = b_lo
+                table[slot, DST_HI] = a_hi
+                table[slot, DST_LO] = a_lo
+                table[slot, PORTS] = rev_ports
+            else:
+                table[slot, SRC_HI] = a_hi
+                table[slot, SRC_LO] = a_lo
+                table[slot, DST_HI] = b_hi
+                table[slot, DST_LO] = b_lo
+                table[slot, PORTS] = fwd_ports
+            table[slot, PROTO] = proto
+            table[slot, FIRST_TS] = t
+            table[slot, STATE] = ST_MIDSTREAM if midstream else 0
+            table[slot, SERIAL] = ctr[C_NEXT_SERIAL]
+            ctr[C_NEXT_SERIAL] += 1
+            # insert into the index (the probe above ended on an empty bucket only if
+            # nothing was found; probe again since a release may have shifted entries)
+            j = h & mask
+            while index[j] >= 0:
+                j = (j + 1) & mask
+            index[j] = slot
+        # --- account the packet ---
+        if t > table[slot, LAST_TS]:
+            table[slot, LAST_TS] = t
+        ttl = np.int64(ttl_a[p])
+        st = table[slot, STATE]
+        if not reverse:
+            if table[slot, S_PKTS] == 0:
+                table[slot, S_FIRST_TS] = t
+                table[slot, SRC_MAC] = np.int64(smac_a[p])
+                table[slot, DST_MAC] = np.int64(dmac_a[p])
+            table[slot, S_LAST_TS] = t
+            table[slot, S_PKTS] += 1
+            table[slot, S_IP_BYTES] += ip_len[p]
+            table[slot, S_WIRE_BYTES] += wirelen[p]
+            table[slot, S_TTL_SUM] += ttl
+            table[slot, TTL_LAST] = (table[slot, TTL_LAST] & 0xFF00) | ttl
+            if is_tcp:
+                if (flags & (SYN | ACK)) == SYN and not (st & ST_SYNACK):
+                    st |= ST_SYN
+                    table[slot, SYN_TS] = t
+                    table[slot, SEQ] = (table[slot, SEQ] & np.int64(-4294967296)) | np.int64(seq_a[p])
+                elif (flags & (SYN | ACK)) == ACK and (st & ST_SYNACK) and table[slot, ACK_TS] == 0:
+                    table[slot, ACK_TS] = t
+                    st |= ST_ESTABLISHED
+                    if np.uint32(ack_a[p]) == np.uint32((table[slot, SEQ] >> 32) + 1):
+                        st |= ST_ACK_ACKS_SYNACK
+                if flags & FIN:
+                    st |= ST_FIN_S
+        else:
+            if table[slot, D_PKTS] == 0:
+                table[slot, D_FIRST_TS] = t
+                if table[slot, S_PKTS] == 0:
+                    table[slot, SRC_MAC] = np.int64(dmac_a[p])
+                    table[slot, DST_MAC] = np.int64(smac_a[p])
+            table[slot, D_LAST_TS] = t
+            table[slot, D_PKTS] += 1
+            table[slot, D_IP_BYTES] += ip_len[p]
+            table[slot, D_WIRE_BYTES] += wirelen[p]
+            table[slot, D_TTL_SUM] += ttl
+            table[slot, TTL_LAST] = (table[slot, TTL_LAST] & 0xFF) | (ttl << 8)
+            if is_tcp:
+                if (flags & (SYN | ACK)) == (SYN | ACK) and (st & ST_SYN) and not (st & ST_SYNACK):
+                    st |= ST_SYNACK
+                    table[slot, SYNACK_TS] = t
+                    syn_seq = table[slot, SEQ] & 0xFFFFFFFF
+                    table[slot, SEQ] = syn_seq | (np.int64(seq_a[p]) << 32)
+                    if np.uint32(ack_a[p]) == np.uint32(syn_seq + 1):
+                        st |= ST_SYNACK_ACKS_SYN
+                if flags & FIN:
+                    st |= ST_FIN_D
+        if is_tcp:
+            if flags & RST:
+                st |= ST_RST | ST_CLOSING
+            if (st & ST_FIN_S) and (st & ST_FIN_D):
+                st |= ST_CLOSING
+        table[slot, STATE] = st
+        # --- early snapshots ---
+        if n_snaps > 0:
+            total = table[slot, S_PKTS] + table[slot, D_PKTS]
+            for k in range(n_snaps):
+                if snaps[k] == total:
+                    n_out = _emit(table, slot, out, n_out, END_SNAPSHOT | (k << 8))
+                    ctr[C_SNAPSHOTS] += 1
+                    break
+        p += 1
+    return p, n_out
+
+
+@njit(cache=True, nogil=True)
+def flush_kernel(table, index, free, ctr, reason, out) -> int:
+    """Emit every tracked connection with ``reason`` and empty the table (resumable)."""
+    n_rows = table.shape[0]
+    cap = out.shape[0]
+    n_out = 0
+    slot = ctr[C_SWEEP_CURSOR] if ctr[C_SWEEP_CURSOR] >= 0 else 0
+    while slot < n_rows:
+        if table[slot, SERIAL] != 0:
+            if n_out >= cap:
+                ctr[C_SWEEP_CURSOR] = slot
+                return n_out
+            if table[slot, S_PKTS] + table[slot, D_PKTS] > 0:
+                st = table[slot, STATE]
+                r = reason
+                if st & ST_CLOSING:  # already closed, only lingering: keep its real end
+                    r = END_RST if st & ST_RST else END_FIN
+                n_out = _emit(table, slot, out, n_out, r)
+            _release(table, index, free, ctr, slot)
+        slot += 1
+    ctr[C_SWEEP_CURSOR] = -1
+    return n_out
+
+
+@njit(cache=True, nogil=True)
+def expire_kernel(table, index, free, ctr, params, now, out) -> int:
+    """Timeout sweep at wall-clock time ``now`` (live capture with no packets)."""
+    if ctr[C_SWEEP_CURSOR] < 0:
+        ctr[C_SWEEP_CURSOR] = 0
+    if now > ctr[C_NOW]:
+        ctr[C_NOW] = now
+    return _sweep(table, index, free, ctr, params, now, out, 0)
+
+
+def _pow2_at_least(n: int) -> int:
+    return 1 << max(1, (n - 1).bit_length())
+
+
+def bytes_per_flow(max_flows: int) -> float:
+    """Memory the tracker holds per connection of its bound (row + index + free list)."""
+    index_buckets = _pow2_at_least(2 * max_flows)
+    return (max_flows * N_COLS * 8 + index_buckets * 4 + max_flows * 4) / max_flows
+
+
+class FlowTracker:
+    """Owns one flow table. Not thread-safe: one tracker per capture thread."""
+
+    def __init__(self, cfg: TrackerConfig = TrackerConfig(), out_rows: int = 65_536) -> None:
+        self.cfg = cfg
+        n = cfg.max_flows
+        self.table = np.zeros((n, N_COLS), dtype=np.int64)
+        self.index = np.full(_pow2_at_least(2 * n), -1, dtype=np.int32)
+        self.free = np.arange(n - 1, -1, -1, dtype=np.int32)  # pop from the end: slot 0 first
+        self.ctr = np.zeros(N_CTR, dtype=np.int64)
+        self.ctr[C_FREE_TOP] = n
+        self.ctr[C_NEXT_SERIAL] = 1
+        self.ctr[C_SWEEP_CURSOR] = -1
+        self.ctr[C_NEXT_SWEEP] = np.iinfo(np.int64).min  # first packet triggers a (cheap) sweep
+        self.params = np.zeros(N_PARAMS, dtype=np.int64)
+        self.params[P_TCP_IDLE] = round(cfg.tcp_idle_timeout * NS)
+        self.params[P_UDP_IDLE] = round(cfg.udp_idle_timeout * NS)
+        self.params[P_OTHER_IDLE] = round(cfg.other_idle_timeout * NS)
+        self.params[P_ACTIVE] = round(cfg.active_timeout * NS)
+        self.params[P_HANDSHAKE] = round(cfg.handshake_timeout * NS)
+        self.params[P_LINGER] = round(cfg.close_linger * NS)
+        self.params[P_SWEEP] = round(cfg.sweep_interval * NS)
+        self.params[P_MIDSTREAM] = int(cfg.midstream)
+        self.params[P_EVICT_K] = cfg.evict_candidates
+        self.snaps = np.asarray(cfg.snapshot_packets, dtype=np.int64)
+        self.out = np.empty((max(out_rows, 4 * MAX_EMIT_PER_PACKET), N_COLS), dtype=np.int64)
+
+    def update(self, ts_ns: np.ndarray, wirelen: np.ndarray, d: Decoded) -> Iterator[np.ndarray]:
+        """Account a decoded batch (its capture times and wire lengths alongside);
+        yield emitted records (copies) as they fill up."""
+        n = int(ts_ns.shape[0])
+        p = 0
+        while p < n:
+            p, k = track_kernel(
+                self.table, self.index, self.free, self.ctr, self.params, self.snaps, p, ts_ns,
+                d.status, d.proto, d.ttl, d.tcp_flags, d.src_hi, d.src_lo, d.dst_hi, d.dst_lo,
+                d.sport, d.dport, d.ip_len, wirelen, d.seq, d.ack, d.src_mac, d.dst_mac,
+                d.ip_version, self.out)
+            if k:
+                yield self.out[:k].copy()
+
+    def expire(self, now_ns: int) -> Iterator[np.ndarray]:
+        """Run a timeout sweep at ``now_ns`` (for live capture when traffic pauses)."""
+        while True:
+            k = expire_kernel(self.table, self.index, self.free, self.ctr, self.params, now_ns, self.out)
+            if k:
+                yield self.out[:k].copy()
+            if self.ctr[C_SWEEP_CURSOR] < 0:
+                return
+
+    def flush(self, reason: int = END_EOF) -> Iterator[np.ndarray]:
+        """Emit every connection still tracked (end of input, shutdown)."""
+        while True:
+            k = flush_kernel(self.table, self.index, self.free, self.ctr, reason, self.out)
+            if k:
+                yield self.out[:k].copy()
+            if self.ctr[C_SWEEP_CURSOR] < 0:
+                return
+
+    @property
+    def active(self) -> int:
+        return int(self.ctr[C_USED])
+
+    def stats(self) -> dict[str, int | float]:
+        c = self.ctr
+        return {
+            "flows_active": int(c[C_USED]),
+            "flows_created": int(c[C_CREATED]),
+            "flows_evicted": int(c[C_EVICTED]),
+            "tcp_midstream_ignored": int(c[C_MIDSTREAM_IGNORED]),
+            "packets_tracked": int(c[C_PACKETS]),
+            "snapshots": int(c[C_SNAPSHOTS]),
+            "max_flows": self.cfg.max_flows,
+            "bytes_per_flow": bytes_per_flow(self.cfg.max_flows),
+        }

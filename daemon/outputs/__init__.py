@@ -1,0 +1,1 @@
+"""What the sensor writes: connection rows (extract), events (EVE JSONL), stats."""

@@ -1,0 +1,247 @@
+"""Exact feature values and lifecycle rules on crafted traffic at known timestamps."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scapy.layers.inet import IP, TCP
+from scapy.layers.l2 import Ether
+
+from malsensor.daemon.flows import layout as L
+from malsensor.daemon.flows.config import TrackerConfig
+from malsensor.daemon.flows.table import FlowTracker, bytes_per_flow
+from malsensor.daemon.outputs.rows import conn_rows
+from malsensor.daemon.pipeline import ConnPipeline
+from malsensor.daemon.views.conn import CONN_COLUMNS
+
+from crafted import EPOCH, TcpConn, Traffic, icmp_echo, udp
+
+T0 = 0.0
+
+
+def run(traffic: Traffic, **cfg) -> list[dict]:
+    pipe = ConnPipeline(TrackerConfig(**cfg))
+    rows = []
+    for cb in pipe.run([traffic.batch()]):
+        rows.extend(conn_rows(cb.records, cb.features))
+    return rows
+
+
+def feats(row: dict) -> dict:
+    return {k: row[k] for k in CONN_COLUMNS}
+
+
+def full_tcp_conn(tr: Traffic, t0: float = T0, **kw) -> TcpConn:
+    c = TcpConn(tr, **kw)
+    c.c(t0, "S")                        # IP len 40
+    c.s(t0 + 0.010, "SA")               # 40
+    c.c(t0 + 0.012, "A")                # 40
+    c.c(t0 + 0.020, "PA", payload=100)  # 140
+    c.s(t0 + 0.030, "PA", payload=200)  # 240
+    c.c(t0 + 0.040, "FA")               # 40
+    c.s(t0 + 0.050, "FA")               # 40
+    c.c(t0 + 0.060, "A")                # 40, the last ACK of the teardown (inside close_linger)
+    return c
+
+
+def test_complete_tcp_connection_exact_values():
+    tr = Traffic()
+    full_tcp_conn(tr)
+    (row,) = run(tr)
+    assert row["src_ip"] == "10.0.0.1" and row["dest_ip"] == "10.0.0.2"
+    assert (row["src_port"], row["dest_port"], row["proto"]) == (40000, 80, 6)
+    assert row["src_mac"] == "02:00:00:00:00:01" and row["dest_mac"] == "02:00:00:00:00:02"
+    assert row["end_reason"] == "fin"
+    assert row["ts"] == EPOCH
+    f = feats(row)
+    expected = {
+        "dur": 0.060, "proto": 6.0, "s_bytes_sum": 300.0, "d_bytes_sum": 320.0,
+        "s_ttl_mean": 64.0, "d_ttl_mean": 128.0,
+        "s_load": 300 * 8 / 0.060, "d_load": 320 * 8 / 0.060,
+        "s_pkt_cnt": 5.0, "d_pkt_cnt": 3.0, "s_bytes_mean": 60.0, "d_bytes_mean": 320 / 3,
+        "s_iat_mean": 0.060 / 4, "d_iat_mean": 0.040 / 2,
+        "tcp_rtt": 0.012, "syn_ack": 0.010, "ack_dat": 0.002,
+    }
+    assert f == pytest.approx(expected, rel=1e-9, abs=1e-12)
+    assert row["fts"] == [f[k] for k in CONN_COLUMNS]
+
+
+def test_ttl_mean_is_a_mean_not_a_difference():
+    tr = Traffic()
+    c = TcpConn(tr)
+    c.c(T0, "S")
+    c.s(T0 + 0.1, "SA")
+    c.cttl = 60
+    c.c(T0 + 0.2, "A")  # ttls 64, 60 -> mean 62
+    (row,) = run(tr)
+    assert row["s_ttl_mean"] == 62.0
+    assert row["d_ttl_mean"] == 128.0
+    assert row["end_reason"] == "eof"
+
+
+def test_retransmitted_syn_moves_syn_time():
+    tr = Traffic()
+    c = TcpConn(tr)
+    c.c(T0, "S")
+    c.cseq -= 1
+    c.c(T0 + 1.0, "S")  # retransmission, same seq
+    c.s(T0 + 1.004, "SA")
+    c.c(T0 + 1.005, "A")
+    (row,) = run(tr)
+    assert row["syn_ack"] == pytest.approx(0.004, abs=1e-12)
+    assert row["ack_dat"] == pytest.approx(0.001, abs=1e-12)
+    assert row["tcp_rtt"] == pytest.approx(0.005, abs=1e-12)
+    assert row["s_pkt_cnt"] == 3 and row["dur"] == pytest.approx(1.005)
+
+
+def test_incomplete_handshake_has_no_rtt_and_ends_by_handshake_timeout():
+    tr = Traffic()
+    c = TcpConn(tr)
+    c.c(T0, "S")
+    c.s(T0 + 0.5, "SA")  # never acknowledged
+    udp(T0 + 31.0, tr)   # later traffic drives the clock past the deadline
+    rows = run(tr, handshake_timeout=30.0)
+    tcp = [r for r in rows if r["proto"] == 6]
+    assert len(tcp) == 1
+    assert tcp[0]["end_reason"] == "handshake"
+    assert tcp[0]["syn_ack"] == pytest.approx(0.5)
+    assert tcp[0]["ack_dat"] == 0.0 and tcp[0]["tcp_rtt"] == 0.0
+
+
+def test_rst_ends_connection():
+    tr = Traffic()
+    c = TcpConn(tr)
+    c.c(T0, "S")
+    c.s(T0 + 0.001, "RA")
+    udp(T0 + 10, tr)
+    rows = run(tr)
+    tcp = [r for r in rows if r["proto"] == 6]
+    assert [r["end_reason"] for r in tcp] == ["rst"]
+    assert tcp[0]["syn_ack"] == 0.0 and tcp[0]["d_pkt_cnt"] == 1
+
+
+def test_packets_after_close_linger_do_not_join_the_connection():
+    tr = Traffic()
+    full_tcp_conn(tr)
+    TcpConn(tr, cseq=2000).c(T0 + 5.0, "A")  # stray ACK 5 s later: midstream, ignored
+    rows = run(tr, close_linger=2.0)
+    assert len(rows) == 1 and rows[0]["s_pkt_cnt"] == 5 and rows[0]["end_reason"] == "fin"
+    rows = run(tr, close_linger=2.0, midstream=True)
+    assert [r["end_reason"] for r in rows] == ["fin", "eof"]
+    assert rows[1]["s_pkt_cnt"] == 1 and rows[1]["syn_ack"] == 0.0
+
+
+def test_port_reuse_after_close_starts_a_new_connection():
+    tr = Traffic()
+    full_tcp_conn(tr)
+    full_tcp_conn(tr, t0=T0 + 0.5)  # same 5-tuple, new SYN while the first still lingers
+    rows = run(tr)
+    assert [r["end_reason"] for r in rows] == ["fin", "fin"]
+    assert [r["ts"] for r in rows] == [EPOCH, EPOCH + 0.5]
+    assert all(r["s_pkt_cnt"] == 5 and r["d_pkt_cnt"] == 3 for r in rows)
+
+
+def test_midstream_off_ignores_and_on_tracks_with_synack_orientation():
+    tr = Traffic()
+    c = TcpConn(tr)
+    c.s(T0, "SA")       # the SYN was missed: the SYN-ACK's receiver opened the connection
+    c.c(T0 + 0.002, "A")
+    c.c(T0 + 0.003, "PA", payload=10)
+    pipe = ConnPipeline(TrackerConfig())
+    assert sum(cb.n for cb in pipe.run([tr.batch()])) == 0
+    assert pipe.tracker.stats()["tcp_midstream_ignored"] == 3
+    (row,) = run(tr, midstream=True)
+    assert row["src_ip"] == "10.0.0.1" and row["src_port"] == 40000
+    assert (row["s_pkt_cnt"], row["d_pkt_cnt"]) == (2, 1)
+    assert row["syn_ack"] == 0.0
+
+
+def test_udp_idle_timeout_splits_and_first_sender_is_originator():
+    tr = Traffic()
+    udp(T0, tr, src="10.0.0.9", dst="10.0.0.1", sport=53, dport=5353)
+    udp(T0 + 1, tr, src="10.0.0.1", dst="10.0.0.9", sport=5353, dport=53, payload=40, ttl=60)
+    udp(T0 + 62, tr, src="10.0.0.9", dst="10.0.0.1", sport=53, dport=5353)
+    rows = run(tr, udp_idle_timeout=60.0)
+    assert [r["end_reason"] for r in rows] == ["idle", "eof"]
+    r = rows[0]
+    assert (r["src_ip"], r["src_port"], r["proto"]) == ("10.0.0.9", 53, 17)
+    assert (r["s_pkt_cnt"], r["d_pkt_cnt"], r["s_bytes_sum"], r["d_bytes_sum"]) == (1, 1, 48, 68)
+    assert r["d_ttl_mean"] == 60 and r["dur"] == 1.0
+    assert r["s_load"] == pytest.approx(48 * 8 / 1.0)
+
+
+def test_active_timeout_cuts_long_connections():
+    tr = Traffic()
+    for i in range(7):
+        udp(T0 + 10 * i, tr)  # t = 0, 10, ..., 60
+    rows = run(tr, active_timeout=25.0)
+    assert [r["end_reason"] for r in rows] == ["active", "active", "eof"]
+    assert [r["s_pkt_cnt"] for r in rows] == [3, 3, 1]
+    assert rows[0]["dur"] == 20.0 and rows[0]["s_iat_mean"] == 10.0
+
+
+def test_icmp_echo_request_and_reply_are_one_connection():
+    tr = Traffic()
+    icmp_echo(T0, tr, "10.0.0.1", "10.0.0.2", 8)
+    icmp_echo(T0 + 0.25, tr, "10.0.0.2", "10.0.0.1", 0, ttl=255)
+    (row,) = run(tr)
+    assert (row["proto"], row["s_pkt_cnt"], row["d_pkt_cnt"]) == (1, 1, 1)
+    assert (row["src_port"], row["dest_port"]) == (7, 7)  # echo identifier on both sides
+    assert row["s_bytes_sum"] == row["d_bytes_sum"] == 84
+    assert row["d_ttl_mean"] == 255
+
+
+def test_ipv6_tcp_connection():
+    tr = Traffic()
+    c = TcpConn(tr, client="2001:db8::1", server="2001:db8::2", v6=True)
+    c.c(T0, "S")
+    c.s(T0 + 0.003, "SA")
+    c.c(T0 + 0.004, "A")
+    (row,) = run(tr)
+    assert (row["src_ip"], row["dest_ip"]) == ("2001:db8::1", "2001:db8::2")
+    assert row["s_bytes_sum"] == 120 and row["d_bytes_sum"] == 60  # 40 + 20 per packet
+    assert row["tcp_rtt"] == pytest.approx(0.004)
+
+
+def test_eviction_when_table_is_full():
+    tr = Traffic()
+    for i in range(5):
+        udp(T0 + i, tr, sport=1000 + i)
+    pipe = ConnPipeline(TrackerConfig(max_flows=2, evict_candidates=2))
+    rows = [r for cb in pipe.run([tr.batch()]) for r in conn_rows(cb.records, cb.features)]
+    assert sorted(r["src_port"] for r in rows) == [1000, 1001, 1002, 1003, 1004]
+    ev = sorted(r["src_port"] for r in rows if r["end_reason"] == "evicted")
+    assert ev == [1000, 1001, 1002]  # least recently active goes first
+    assert pipe.tracker.stats()["flows_evicted"] == 3
+
+
+def test_snapshots_are_emitted_at_packet_counts():
+    tr = Traffic()
+    full_tcp_conn(tr)
+    pipe = ConnPipeline(TrackerConfig(snapshot_packets=(2, 4)))
+    cbs = list(pipe.run([tr.batch()]))
+    rec = np.concatenate([cb.records for cb in cbs])
+    ends = [(int(e) & 0xFF, int(e) >> 8) for e in rec[:, L.END]]
+    assert ends == [(L.END_SNAPSHOT, 0), (L.END_SNAPSHOT, 1), (L.END_FIN, 0)]
+    assert len(set(rec[:, L.SERIAL].tolist())) == 1
+    assert (rec[:, L.S_PKTS] + rec[:, L.D_PKTS]).tolist() == [2, 4, 8]
+
+
+def test_many_flows_stay_inside_the_bound_and_table_stays_consistent():
+    rng = np.random.default_rng(1)
+    tr = Traffic()
+    ports = rng.permutation(20_000)[:3000] + 1024
+    for i, p in enumerate(ports):
+        udp(T0 + i * 1e-3, tr, sport=int(p))
+    for i, p in enumerate(ports[::2]):  # second packet of every other flow, reversed direction
+        udp(T0 + 3 + i * 1e-3, tr, src="10.0.0.2", dst="10.0.0.1", sport=53, dport=int(p))
+    pipe = ConnPipeline(TrackerConfig(max_flows=1000))
+    recs = np.concatenate([cb.records for cb in pipe.run([tr.batch()])])
+    assert pipe.tracker.stats()["flows_active"] == 0
+    # every packet is accounted exactly once
+    assert int(recs[:, L.S_PKTS].sum() + recs[:, L.D_PKTS].sum()) == 3000 + 1500
+    assert pipe.tracker.stats()["flows_created"] == len(recs)
+
+
+def test_bytes_per_flow_is_within_target():
+    assert bytes_per_flow(1_000_000) <= 256
+    assert FlowTracker(TrackerConfig(max_flows=1000)).table.shape == (1000, L.N_COLS)
