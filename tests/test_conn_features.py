@@ -49,6 +49,7 @@ def test_complete_tcp_connection_exact_values():
     (row,) = run(tr)
     assert row["src_ip"] == "10.0.0.1" and row["dest_ip"] == "10.0.0.2"
     assert (row["src_port"], row["dest_port"], row["proto"]) == (40000, 80, 6)
+    assert type(row["proto"]) is int
     assert row["src_mac"] == "02:00:00:00:00:01" and row["dest_mac"] == "02:00:00:00:00:02"
     assert row["end_reason"] == "fin"
     assert row["ts"] == EPOCH

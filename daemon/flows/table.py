@@ -2,10 +2,14 @@
 
 One int64 row per connection (columns in :mod:`.layout`), an open-addressing
 index (linear probing, backward-shift deletion, load factor <= 0.5) from a
-direction-independent hash of the 5-tuple to the row, and a free list of rows.
-Memory per tracked connection: the row (N_COLS * 8 bytes) + 2 index entries
-(int32, the index has at least twice as many buckets as rows) + one free-list
-entry (int32); :func:`bytes_per_flow` reports it.
+direction-independent hash of the 5-tuple to the row, and ``perm``, a
+permutation of the row numbers whose first ``used`` entries are the rows in
+use and the rest the free ones (each used row keeps its position in ``perm``
+in the upper half of its TTL_LAST column, so freeing is a swap). Sweeps and
+eviction walk ``perm[:used]``, so their cost follows the live connections,
+not the bound. Memory per tracked connection: the row (N_COLS * 8 bytes) + 2
+index entries (int32, the index has at least twice as many buckets as rows)
++ one ``perm`` entry (int32); :func:`bytes_per_flow` reports it.
 
 The kernel walks a whole decoded batch. It stops early when its output buffer
 could overflow and returns where it stopped; the Python side hands out what was
@@ -39,7 +43,7 @@ P_TCP_IDLE, P_UDP_IDLE, P_OTHER_IDLE, P_ACTIVE, P_HANDSHAKE, P_LINGER, P_SWEEP, 
 N_PARAMS = 9
 
 # ctr[] slots: table bookkeeping and counters
-(C_USED, C_FREE_TOP, C_NEXT_SERIAL, C_HAND, C_NEXT_SWEEP, C_SWEEP_CURSOR, C_CREATED, C_EVICTED,
+(C_USED, C_UNUSED1, C_NEXT_SERIAL, C_HAND, C_NEXT_SWEEP, C_SWEEP_CURSOR, C_CREATED, C_EVICTED,
  C_MIDSTREAM_IGNORED, C_PACKETS, C_SNAPSHOTS, C_NOW) = range(12)
 N_CTR = 12
 
@@ -89,19 +93,39 @@ def _index_delete(table, index, slot) -> None:
     index[i] = -1
 
 
+LOW32 = np.int64(0xFFFFFFFF)
+
+
 @njit(cache=True)
-def _release(table, index, free, ctr, slot) -> None:
+def _allocate(table, perm, ctr) -> np.int64:
+    """Take a free row (the caller made sure one exists), zeroed, registered as used."""
+    used = ctr[C_USED]
+    slot = np.int64(perm[used])
+    for c in range(N_COLS):
+        table[slot, c] = 0
+    table[slot, TTL_LAST] = used << 32
+    ctr[C_USED] = used + 1
+    return slot
+
+
+@njit(cache=True)
+def _release(table, index, perm, ctr, slot) -> None:
     _index_delete(table, index, slot)
     table[slot, SERIAL] = 0
-    free[ctr[C_FREE_TOP]] = slot
-    ctr[C_FREE_TOP] += 1
-    ctr[C_USED] -= 1
+    pos = table[slot, TTL_LAST] >> 32
+    last = ctr[C_USED] - 1
+    other = np.int64(perm[last])
+    perm[pos] = other
+    table[other, TTL_LAST] = (table[other, TTL_LAST] & LOW32) | (pos << 32)
+    perm[last] = slot
+    ctr[C_USED] = last
 
 
 @njit(cache=True, inline="always")
 def _emit(table, slot, out, n_out, reason) -> int:
     out[n_out, :] = table[slot, :]
     out[n_out, END] = reason
+    out[n_out, TTL_LAST] &= 0xFFFF
     return n_out + 1
 
 
@@ -137,8 +161,10 @@ def _expiry(table, params, slot, now) -> int:
 @njit(cache=True)
 def _restart_active(table, ctr, slot) -> None:
     """After an active timeout the connection goes on as a new record, same key."""
+    pos_bits = table[slot, TTL_LAST] & ~LOW32
     for c in range(FIRST_TS, SRC_MAC):
         table[slot, c] = 0
+    table[slot, TTL_LAST] = pos_bits
     table[slot, STATE] = ST_MIDSTREAM | ST_ESTABLISHED
     table[slot, SEQ] = 0
     table[slot, SERIAL] = ctr[C_NEXT_SERIAL]
@@ -146,61 +172,53 @@ def _restart_active(table, ctr, slot) -> None:
 
 
 @njit(cache=True)
-def _sweep(table, index, free, ctr, params, now, out, n_out) -> int:
+def _sweep(table, index, perm, ctr, params, now, out, n_out) -> int:
     """Expire timed-out connections; resumable (ctr[C_SWEEP_CURSOR] >= 0 while unfinished)."""
-    n_rows = table.shape[0]
     cap = out.shape[0]
-    slot = ctr[C_SWEEP_CURSOR]
-    while slot < n_rows:
+    i = ctr[C_SWEEP_CURSOR]
+    while i < ctr[C_USED]:
         if n_out >= cap:
-            ctr[C_SWEEP_CURSOR] = slot
+            ctr[C_SWEEP_CURSOR] = i
             return n_out
-        if table[slot, SERIAL] != 0:
-            reason = _expiry(table, params, slot, now)
-            if reason != 0:
-                if table[slot, S_PKTS] + table[slot, D_PKTS] > 0:
-                    n_out = _emit(table, slot, out, n_out, reason)
-                if reason == END_ACTIVE:
-                    _restart_active(table, ctr, slot)
-                    table[slot, FIRST_TS] = now
-                    table[slot, LAST_TS] = now
-                else:
-                    _release(table, index, free, ctr, slot)
-        slot += 1
+        slot = np.int64(perm[i])
+        reason = _expiry(table, params, slot, now)
+        if reason == 0:
+            i += 1
+            continue
+        if table[slot, S_PKTS] + table[slot, D_PKTS] > 0:
+            n_out = _emit(table, slot, out, n_out, reason)
+        if reason == END_ACTIVE:
+            _restart_active(table, ctr, slot)
+            table[slot, FIRST_TS] = now
+            table[slot, LAST_TS] = now
+            i += 1
+        else:
+            _release(table, index, perm, ctr, slot)  # the last used row moves to position i
     ctr[C_SWEEP_CURSOR] = -1
     ctr[C_NEXT_SWEEP] = now + params[P_SWEEP]
     return n_out
 
 
 @njit(cache=True)
-def _evict_one(table, index, free, ctr, params, out, n_out) -> int:
+def _evict_one(table, index, perm, ctr, params, out, n_out) -> int:
     """Emit and free the least recently active of K used rows under the rotating hand."""
-    n_rows = table.shape[0]
-    k = params[P_EVICT_K]
-    best = -1
-    best_last = np.int64(0)
-    seen = 0
-    hand = ctr[C_HAND]
-    scanned = 0
-    while seen < k and scanned < n_rows:
-        if table[hand, SERIAL] != 0:
-            if best < 0 or table[hand, LAST_TS] < best_last:
-                best = hand
-                best_last = table[hand, LAST_TS]
-            seen += 1
-        hand += 1
-        if hand == n_rows:
-            hand = 0
-        scanned += 1
-    ctr[C_HAND] = hand
+    used = ctr[C_USED]
+    k = min(params[P_EVICT_K], used)
+    hand = ctr[C_HAND] % used
+    best = np.int64(perm[hand])
+    for j in range(1, k):
+        s = np.int64(perm[(hand + j) % used])
+        if table[s, LAST_TS] < table[best, LAST_TS]:
+            best = s
+    ctr[C_HAND] = hand + k
     n_out = _emit(table, best, out, n_out, END_EVICTED)
-    _release(table, index, free, ctr, best)
+    _release(table, index, perm, ctr, best)
     ctr[C_EVICTED] += 1
     return n_out
 
 
 @njit(cache=True, nogil=True)
-def track_kernel(table, index, free, ctr, params, snaps,
+def track_kernel(table, index, perm, ctr, params, snaps,
                  start, ts, status, proto_a, ttl_a, flags_a, src_hi, src_lo, dst_hi, dst_lo,
                  sport_a, dport_a, ip_len, wirelen, seq_a, ack_a, smac_a, dmac_a, ipver_a,
                  out) -> tuple:
@@ -220,7 +238,7 @@ def track_kernel(table, index, free, ctr, params, snaps,
         if ctr[C_SWEEP_CURSOR] >= 0 or t >= ctr[C_NEXT_SWEEP]:
             if ctr[C_SWEEP_CURSOR] < 0:
                 ctr[C_SWEEP_CURSOR] = 0
-            n_out = _sweep(table, index, free, ctr, params, t, out, n_out)
+            n_out = _sweep(table, index, perm, ctr, params, t, out, n_out)
             if ctr[C_SWEEP_CURSOR] >= 0:
                 break  # output full; resume the sweep on the next call
             if n_out + MAX_EMIT_PER_PACKET > cap:
@@ -272,7 +290,7 @@ def track_kernel(table, index, free, ctr, params, snaps,
                 table[slot, FIRST_TS] = t
             elif reason != 0:
                 n_out = _emit(table, slot, out, n_out, reason)
-                _release(table, index, free, ctr, slot)
+                _release(table, index, perm, ctr, slot)
                 slot = -1
                 reverse = False
         # --- new record ---
@@ -289,14 +307,10 @@ def track_kernel(table, index, free, ctr, params, snaps,
                     midstream = True
                     if (flags & (SYN | ACK)) == (SYN | ACK):
                         reverse = True  # the SYN-ACK's receiver opened the connection
-            if ctr[C_FREE_TOP] == 0:
-                n_out = _evict_one(table, index, free, ctr, params, out, n_out)
-            ctr[C_FREE_TOP] -= 1
-            slot = free[ctr[C_FREE_TOP]]
-            ctr[C_USED] += 1
+            if ctr[C_USED] == table.shape[0]:
+                n_out = _evict_one(table, index, perm, ctr, params, out, n_out)
+            slot = _allocate(table, perm, ctr)
             ctr[C_CREATED] += 1
-            for c in range(N_COLS):
-                table[slot, c] = 0
             if reverse:
                 table[slot, SRC_HI] = b_hi
                 table[slot, SRC_LO] = b_lo
@@ -335,7 +349,7 @@ def track_kernel(table, index, free, ctr, params, snaps,
             table[slot, S_IP_BYTES] += ip_len[p]
             table[slot, S_WIRE_BYTES] += wirelen[p]
             table[slot, S_TTL_SUM] += ttl
-            table[slot, TTL_LAST] = (table[slot, TTL_LAST] & 0xFF00) | ttl
+            table[slot, TTL_LAST] = (table[slot, TTL_LAST] & ~np.int64(0xFF)) | ttl
             if is_tcp:
                 if (flags & (SYN | ACK)) == SYN and not (st & ST_SYNACK):
                     st |= ST_SYN
@@ -359,7 +373,7 @@ def track_kernel(table, index, free, ctr, params, snaps,
             table[slot, D_IP_BYTES] += ip_len[p]
             table[slot, D_WIRE_BYTES] += wirelen[p]
             table[slot, D_TTL_SUM] += ttl
-            table[slot, TTL_LAST] = (table[slot, TTL_LAST] & 0xFF) | (ttl << 8)
+            table[slot, TTL_LAST] = (table[slot, TTL_LAST] & ~np.int64(0xFF00)) | (ttl << 8)
             if is_tcp:
                 if (flags & (SYN | ACK)) == (SYN | ACK) and (st & ST_SYN) and not (st & ST_SYNACK):
                     st |= ST_SYNACK
@@ -389,37 +403,31 @@ def track_kernel(table, index, free, ctr, params, snaps,
 
 
 @njit(cache=True, nogil=True)
-def flush_kernel(table, index, free, ctr, reason, out) -> int:
-    """Emit every tracked connection with ``reason`` and empty the table (resumable)."""
-    n_rows = table.shape[0]
+def flush_kernel(table, index, perm, ctr, reason, out) -> int:
+    """Emit every tracked connection with ``reason`` and empty the table; returns
+    rows emitted, call again while ``ctr[C_USED] > 0`` (output was full)."""
     cap = out.shape[0]
     n_out = 0
-    slot = ctr[C_SWEEP_CURSOR] if ctr[C_SWEEP_CURSOR] >= 0 else 0
-    while slot < n_rows:
-        if table[slot, SERIAL] != 0:
-            if n_out >= cap:
-                ctr[C_SWEEP_CURSOR] = slot
-                return n_out
-            if table[slot, S_PKTS] + table[slot, D_PKTS] > 0:
-                st = table[slot, STATE]
-                r = reason
-                if st & ST_CLOSING:  # already closed, only lingering: keep its real end
-                    r = END_RST if st & ST_RST else END_FIN
-                n_out = _emit(table, slot, out, n_out, r)
-            _release(table, index, free, ctr, slot)
-        slot += 1
-    ctr[C_SWEEP_CURSOR] = -1
+    while ctr[C_USED] > 0 and n_out < cap:
+        slot = np.int64(perm[ctr[C_USED] - 1])
+        if table[slot, S_PKTS] + table[slot, D_PKTS] > 0:
+            st = table[slot, STATE]
+            r = reason
+            if st & ST_CLOSING:  # already closed, only lingering: keep its real end
+                r = END_RST if st & ST_RST else END_FIN
+            n_out = _emit(table, slot, out, n_out, r)
+        _release(table, index, perm, ctr, slot)
     return n_out
 
 
 @njit(cache=True, nogil=True)
-def expire_kernel(table, index, free, ctr, params, now, out) -> int:
+def expire_kernel(table, index, perm, ctr, params, now, out) -> int:
     """Timeout sweep at wall-clock time ``now`` (live capture with no packets)."""
     if ctr[C_SWEEP_CURSOR] < 0:
         ctr[C_SWEEP_CURSOR] = 0
     if now > ctr[C_NOW]:
         ctr[C_NOW] = now
-    return _sweep(table, index, free, ctr, params, now, out, 0)
+    return _sweep(table, index, perm, ctr, params, now, out, 0)
 
 
 def _pow2_at_least(n: int) -> int:
@@ -427,7 +435,7 @@ def _pow2_at_least(n: int) -> int:
 
 
 def bytes_per_flow(max_flows: int) -> float:
-    """Memory the tracker holds per connection of its bound (row + index + free list)."""
+    """Memory the tracker holds per connection of its bound (row + index + perm)."""
     index_buckets = _pow2_at_least(2 * max_flows)
     return (max_flows * N_COLS * 8 + index_buckets * 4 + max_flows * 4) / max_flows
 
@@ -440,9 +448,8 @@ class FlowTracker:
         n = cfg.max_flows
         self.table = np.zeros((n, N_COLS), dtype=np.int64)
         self.index = np.full(_pow2_at_least(2 * n), -1, dtype=np.int32)
-        self.free = np.arange(n - 1, -1, -1, dtype=np.int32)  # pop from the end: slot 0 first
+        self.perm = np.arange(n, dtype=np.int32)
         self.ctr = np.zeros(N_CTR, dtype=np.int64)
-        self.ctr[C_FREE_TOP] = n
         self.ctr[C_NEXT_SERIAL] = 1
         self.ctr[C_SWEEP_CURSOR] = -1
         self.ctr[C_NEXT_SWEEP] = np.iinfo(np.int64).min  # first packet triggers a (cheap) sweep
@@ -466,7 +473,7 @@ class FlowTracker:
         p = 0
         while p < n:
             p, k = track_kernel(
-                self.table, self.index, self.free, self.ctr, self.params, self.snaps, p, ts_ns,
+                self.table, self.index, self.perm, self.ctr, self.params, self.snaps, p, ts_ns,
                 d.status, d.proto, d.ttl, d.tcp_flags, d.src_hi, d.src_lo, d.dst_hi, d.dst_lo,
                 d.sport, d.dport, d.ip_len, wirelen, d.seq, d.ack, d.src_mac, d.dst_mac,
                 d.ip_version, self.out)
@@ -476,7 +483,7 @@ class FlowTracker:
     def expire(self, now_ns: int) -> Iterator[np.ndarray]:
         """Run a timeout sweep at ``now_ns`` (for live capture when traffic pauses)."""
         while True:
-            k = expire_kernel(self.table, self.index, self.free, self.ctr, self.params, now_ns, self.out)
+            k = expire_kernel(self.table, self.index, self.perm, self.ctr, self.params, now_ns, self.out)
             if k:
                 yield self.out[:k].copy()
             if self.ctr[C_SWEEP_CURSOR] < 0:
@@ -485,10 +492,10 @@ class FlowTracker:
     def flush(self, reason: int = END_EOF) -> Iterator[np.ndarray]:
         """Emit every connection still tracked (end of input, shutdown)."""
         while True:
-            k = flush_kernel(self.table, self.index, self.free, self.ctr, reason, self.out)
+            k = flush_kernel(self.table, self.index, self.perm, self.ctr, reason, self.out)
             if k:
                 yield self.out[:k].copy()
-            if self.ctr[C_SWEEP_CURSOR] < 0:
+            if self.ctr[C_USED] == 0:
                 return
 
     @property

@@ -55,6 +55,7 @@ def conn_rows(records: np.ndarray, features: np.ndarray) -> Iterator[dict]:
             "fts": f,
         }
         row.update(zip(CONN_COLUMNS, f))
+        row["proto"] = rec[L.PROTO] & 0xFF  # the feature equals the key; keep the integer
         yield row
 
 
