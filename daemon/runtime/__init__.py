@@ -1,0 +1,2 @@
+"""malsensord: the long-running sensor (configuration, model registry with hot
+reload, batched inference, outputs, statistics and the systemd glue)."""

@@ -1,0 +1,133 @@
+"""``malsensord``: the sensor daemon.
+
+    malsensord [-c FILE]                      run in the foreground (systemd Type=notify)
+    malsensord -c FILE --check-config         validate the configuration and exit
+    malsensord -c FILE --replay CAPTURE       run the same pipeline over a capture file, then
+                                              print the number of connections processed
+
+Exit status: 0 done / valid, 1 runtime failure, 2 invalid configuration or usage.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+from pathlib import Path
+
+from ..logs import LEVELS
+from .config import DEFAULT_CONFIG, Config, ConfigError, check_sources, load_config, model_artifact_path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="malsensord", description="malsensor: network malware-detection sensor",
+                                epilog="Configuration reference: etc/malsensor.toml, docs/daemon.md")
+    p.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="configuration file (%(default)s)")
+    p.add_argument("--check-config", action="store_true", help="validate the configuration and exit")
+    p.add_argument("--replay", metavar="CAPTURE", help="replay a pcap/pcapng file instead of capturing live "
+                                                       "(overrides [replay] file and [[interface]])")
+    p.add_argument("--repeat", type=int, metavar="N", help="with --replay: passes over the file (0 = forever)")
+    p.add_argument("--interface", metavar="IF[,IF...]",
+                   help="capture on these interfaces instead of the configured ones (\"default\" = the "
+                        "default-route interface); other [[interface]] settings come from the first table")
+    p.add_argument("--models-dir", metavar="DIR", help="use DIR as every model's models_dir")
+    p.add_argument("--log-dir", metavar="DIR", help="write every output and the stats file into DIR "
+                                                    "(same file names)")
+    p.add_argument("--user", metavar="USER", help="override [service] user (\"\" = do not switch)")
+    p.add_argument("-l", "--log-level", choices=LEVELS, help="override [logging] level")
+    return p
+
+
+def apply_overrides(cfg: Config, a: argparse.Namespace) -> Config:
+    """Command-line options on top of the file (they win)."""
+    rep = {}
+    if a.replay:
+        rep["replay"] = dataclasses.replace(cfg.replay, file=str(Path(a.replay).resolve()),
+                                            repeat=a.repeat if a.repeat is not None else 1)
+        rep["interfaces"] = ()
+    elif a.repeat is not None:
+        rep["replay"] = dataclasses.replace(cfg.replay, repeat=a.repeat)
+    if a.interface:
+        from .config import InterfaceSection
+
+        base = cfg.interfaces[0] if cfg.interfaces else InterfaceSection(name="default")
+        rep["interfaces"] = tuple(dataclasses.replace(base, name=n.strip())
+                                  for n in a.interface.split(",") if n.strip())
+        rep["replay"] = dataclasses.replace(cfg.replay, file="")
+    if a.models_dir:
+        d = str(Path(a.models_dir).resolve())
+        rep["models"] = tuple(dataclasses.replace(m, models_dir=d) for m in cfg.models)
+    if a.log_dir:
+        d = Path(a.log_dir).resolve()
+        rep["outputs"] = tuple(dataclasses.replace(o, path=str(d / Path(o.path).name)) for o in cfg.outputs)
+        if cfg.stats.path:
+            rep["stats"] = dataclasses.replace(cfg.stats, path=str(d / Path(cfg.stats.path).name))
+    if a.user is not None:
+        rep["service"] = dataclasses.replace(cfg.service, user=a.user)
+    if a.log_level:
+        rep["logging"] = dataclasses.replace(cfg.logging, level=a.log_level)
+    return dataclasses.replace(cfg, **rep) if rep else cfg
+
+
+def config_warnings(cfg: Config) -> list[str]:
+    """Things worth knowing that do not make the configuration invalid."""
+    out = []
+    for m in cfg.models:
+        p = model_artifact_path(m)
+        if not p.exists():
+            out.append(f"model {m.name}: {p} does not exist (yet); the model serves once it is published")
+        if m.labels and not os.path.exists(m.labels):
+            out.append(f"model {m.name}: labels file {m.labels} does not exist")
+    for path in [o.path for o in cfg.outputs] + ([cfg.stats.path] if cfg.stats.path else []):
+        d = os.path.dirname(path) or "."
+        if not os.path.isdir(d):
+            out.append(f"output directory {d} does not exist")
+    if cfg.service.user and os.geteuid() == 0:
+        import pwd
+
+        try:
+            pwd.getpwnam(cfg.service.user)
+        except KeyError:
+            out.append(f"[service] user {cfg.service.user!r} does not exist")
+    if not cfg.models:
+        out.append("no [[model]] configured: connections are counted but not classified")
+    return out
+
+
+def check_config(cfg: Config) -> int:
+    errors = check_sources(cfg)
+    for e in errors:
+        print(e, file=sys.stderr)
+    for w in config_warnings(cfg):
+        print(f"{cfg.path}: warning: {w}", file=sys.stderr)
+    if errors:
+        return 2
+    src = (f"{len(cfg.interfaces)} interface(s)" if cfg.interfaces else f"replay {cfg.replay.file}")
+    print(f"{cfg.path}: configuration OK ({src}, {len(cfg.models)} model(s), {len(cfg.outputs)} output(s))")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
+    try:
+        cfg = apply_overrides(load_config(a.config), a)
+    except ConfigError as e:
+        for p in e.problems:
+            print(str(p), file=sys.stderr)
+        print(f"malsensord: {a.config}: invalid configuration ({len(e.problems)} problem"
+              f"{'s' if len(e.problems) != 1 else ''})", file=sys.stderr)
+        return 2
+    if a.check_config:
+        return check_config(cfg)
+    errors = check_sources(cfg)
+    if errors:
+        for e in errors:
+            print(e, file=sys.stderr)
+        return 2
+    from .service import run_service
+
+    return run_service(cfg, config_path=a.config, argv_overrides=a)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
