@@ -97,7 +97,7 @@ class ConnPipeline:
 
     def _finish(self, records: np.ndarray) -> ConnBatch | None:
         if self.protocols is not None:
-            records = records[np.isin(records[:, L.PROTO] & 0xFF, self.protocols)]
+            records = records[np.isin(L.proto_of(records), self.protocols)]
         if records.shape[0] == 0:
             return None
         cb = ConnBatch(records, conn_features(records, self.semantics))

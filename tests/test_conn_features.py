@@ -246,3 +246,17 @@ def test_many_flows_stay_inside_the_bound_and_table_stays_consistent():
 def test_bytes_per_flow_is_within_target():
     assert bytes_per_flow(1_000_000) <= 256
     assert FlowTracker(TrackerConfig(max_flows=1000)).table.shape == (1000, L.N_COLS)
+
+
+def test_record_key_accessors_and_microsecond_gap_counts():
+    tr = Traffic()
+    udp(T0, tr)
+    udp(T0 + 400e-9, tr)  # same microsecond as the first: opens no gap
+    udp(T0 + 0.001, tr)
+    udp(T0 + 0.0015, tr, src="10.0.0.2", dst="10.0.0.1", sport=53, dport=5353)
+    pipe = ConnPipeline(TrackerConfig())
+    (rec,) = np.concatenate([cb.records for cb in pipe.run([tr.batch()])])
+    assert (L.sport_of(rec), L.dport_of(rec), L.proto_of(rec), L.ip_version_of(rec)) == (5353, 53, 17, 4)
+    assert (L.s_iat_n(rec), L.d_iat_n(rec)) == (1, 0)
+    assert (L.s_last_ttl(rec), L.d_last_ttl(rec)) == (64, 64)
+    assert rec[L.S_LAST_TS] - rec[L.S_FIRST_TS] == 1_000_000

@@ -16,8 +16,9 @@ SRC_HI = 0          # IPv6 address (IPv4 as ::ffff:a.b.c.d), high 64 bits
 SRC_LO = 1
 DST_HI = 2
 DST_LO = 3
-PORTS = 4           # sport << 16 | dport
-PROTO = 5           # IP protocol number | ip_version << 8
+KEY = 4             # sport << 16 | dport | IP protocol << 32 | IP version << 40 (use the accessors below)
+IAT_N = 5           # per side, packets that opened a gap of >= 1 µs since that side's latest
+                    # packet: s count | d count << 32 (Argus's inter-packet averages divide by it)
 # --- times (ns) ---
 FIRST_TS = 6
 LAST_TS = 7
@@ -47,7 +48,7 @@ END = 29            # end reason (END_*) | snapshot index << 8 for snapshot rows
 N_COLS = 30
 
 COLUMN_NAMES = (
-    "src_hi", "src_lo", "dst_hi", "dst_lo", "ports", "proto",
+    "src_hi", "src_lo", "dst_hi", "dst_lo", "key", "iat_n",
     "first_ts", "last_ts", "s_first_ts", "s_last_ts", "d_first_ts", "d_last_ts",
     "syn_ts", "synack_ts", "ack_ts",
     "s_pkts", "d_pkts", "s_ip_bytes", "d_ip_bytes", "s_wire_bytes", "d_wire_bytes",
@@ -84,3 +85,40 @@ END_REASONS = {
 }
 
 BYTES_PER_FLOW_ROW = N_COLS * 8
+
+
+def pack_key(sport, dport, proto, ip_version):
+    return (sport << 16) | dport | (proto << 32) | (ip_version << 40)
+
+
+# Accessors over one record or a 2-D batch of records (numpy integer arithmetic).
+def sport_of(rec):
+    return (rec[..., KEY] >> 16) & 0xFFFF
+
+
+def dport_of(rec):
+    return rec[..., KEY] & 0xFFFF
+
+
+def proto_of(rec):
+    return (rec[..., KEY] >> 32) & 0xFF
+
+
+def ip_version_of(rec):
+    return (rec[..., KEY] >> 40) & 0xFF
+
+
+def s_last_ttl(rec):
+    return rec[..., TTL_LAST] & 0xFF
+
+
+def d_last_ttl(rec):
+    return (rec[..., TTL_LAST] >> 8) & 0xFF
+
+
+def s_iat_n(rec):
+    return rec[..., IAT_N] & 0xFFFFFFFF
+
+
+def d_iat_n(rec):
+    return (rec[..., IAT_N] >> 32) & 0xFFFFFFFF

@@ -28,7 +28,7 @@ from .config import NS, TrackerConfig
 from .layout import (
     ACK_TS, D_FIRST_TS, D_IP_BYTES, D_LAST_TS, D_PKTS, D_TTL_SUM, D_WIRE_BYTES, DST_HI, DST_LO,
     DST_MAC, END, END_ACTIVE, END_EOF, END_EVICTED, END_FIN, END_HANDSHAKE, END_IDLE, END_RST,
-    END_SNAPSHOT, FIRST_TS, LAST_TS, N_COLS, PORTS, PROTO, S_FIRST_TS, S_IP_BYTES, S_LAST_TS,
+    END_SNAPSHOT, FIRST_TS, IAT_N, KEY, LAST_TS, N_COLS, S_FIRST_TS, S_IP_BYTES, S_LAST_TS,
     S_PKTS, S_TTL_SUM, S_WIRE_BYTES, SEQ, SERIAL, SRC_HI, SRC_LO, SRC_MAC, ST_ACK_ACKS_SYNACK,
     ST_CLOSING, ST_ESTABLISHED, ST_FIN_D, ST_FIN_S, ST_MIDSTREAM, ST_RST, ST_SYN, ST_SYNACK,
     ST_SYNACK_ACKS_SYN, STATE, SYN_TS, SYNACK_TS, TTL_LAST,
@@ -68,9 +68,9 @@ def _flow_hash(a_hi, a_lo, a_port, b_hi, b_lo, b_port, proto) -> np.int64:
 
 @njit(cache=True, inline="always")
 def _row_hash(table, slot) -> np.int64:
-    ports = table[slot, PORTS]
-    return _flow_hash(table[slot, SRC_HI], table[slot, SRC_LO], ports >> 16,
-                      table[slot, DST_HI], table[slot, DST_LO], ports & 0xFFFF, table[slot, PROTO])
+    key = table[slot, KEY]
+    return _flow_hash(table[slot, SRC_HI], table[slot, SRC_LO], (key >> 16) & 0xFFFF,
+                      table[slot, DST_HI], table[slot, DST_LO], key & 0xFFFF, key >> 32)
 
 
 @njit(cache=True)
@@ -130,8 +130,8 @@ def _emit(table, slot, out, n_out, reason) -> int:
 
 
 @njit(cache=True)
-def _idle_timeout(params, proto) -> np.int64:
-    p = proto & 0xFF
+def _idle_timeout(params, key) -> np.int64:
+    p = (key >> 32) & 0xFF
     if p == IPPROTO_TCP:
         return params[P_TCP_IDLE]
     if p == IPPROTO_UDP:
@@ -148,9 +148,9 @@ def _expiry(table, params, slot, now) -> int:
         if now - last > params[P_LINGER]:
             return END_RST if st & ST_RST else END_FIN
         return 0
-    if now - last > _idle_timeout(params, table[slot, PROTO]):
+    if now - last > _idle_timeout(params, table[slot, KEY]):
         return END_IDLE
-    if (table[slot, PROTO] & 0xFF) == IPPROTO_TCP and (st & ST_SYN) and not (st & ST_ESTABLISHED):
+    if ((table[slot, KEY] >> 32) & 0xFF) == IPPROTO_TCP and (st & ST_SYN) and not (st & ST_ESTABLISHED):
         if now - table[slot, FIRST_TS] > params[P_HANDSHAKE]:
             return END_HANDSHAKE
     if now - table[slot, FIRST_TS] > params[P_ACTIVE]:
@@ -257,8 +257,8 @@ def track_kernel(table, index, perm, ctr, params, snaps,
         flags = np.int64(flags_a[p])
         is_tcp = proto_a[p] == IPPROTO_TCP
         h = _flow_hash(a_hi, a_lo, a_port, b_hi, b_lo, b_port, proto)
-        fwd_ports = (a_port << 16) | b_port
-        rev_ports = (b_port << 16) | a_port
+        fwd_key = (a_port << 16) | b_port | (proto << 32)
+        rev_key = (b_port << 16) | a_port | (proto << 32)
         # --- look up ---
         i = h & mask
         slot = -1
@@ -267,16 +267,16 @@ def track_kernel(table, index, perm, ctr, params, snaps,
             s = index[i]
             if s < 0:
                 break
-            if table[s, PROTO] == proto:
-                if (table[s, SRC_LO] == a_lo and table[s, DST_LO] == b_lo and table[s, PORTS] == fwd_ports
-                        and table[s, SRC_HI] == a_hi and table[s, DST_HI] == b_hi):
-                    slot = s
-                    break
-                if (table[s, SRC_LO] == b_lo and table[s, DST_LO] == a_lo and table[s, PORTS] == rev_ports
-                        and table[s, SRC_HI] == b_hi and table[s, DST_HI] == a_hi):
-                    slot = s
-                    reverse = True
-                    break
+            k = table[s, KEY]
+            if (k == fwd_key and table[s, SRC_LO] == a_lo and table[s, DST_LO] == b_lo
+                    and table[s, SRC_HI] == a_hi and table[s, DST_HI] == b_hi):
+                slot = s
+                break
+            if (k == rev_key and table[s, SRC_LO] == b_lo and table[s, DST_LO] == a_lo
+                    and table[s, SRC_HI] == b_hi and table[s, DST_HI] == a_hi):
+                slot = s
+                reverse = True
+                break
             i = (i + 1) & mask
         # --- end of the existing record? ---
         if slot >= 0:
@@ -316,14 +316,13 @@ def track_kernel(table, index, perm, ctr, params, snaps,
                 table[slot, SRC_LO] = b_lo
                 table[slot, DST_HI] = a_hi
                 table[slot, DST_LO] = a_lo
-                table[slot, PORTS] = rev_ports
+                table[slot, KEY] = rev_key
             else:
                 table[slot, SRC_HI] = a_hi
                 table[slot, SRC_LO] = a_lo
                 table[slot, DST_HI] = b_hi
                 table[slot, DST_LO] = b_lo
-                table[slot, PORTS] = fwd_ports
-            table[slot, PROTO] = proto
+                table[slot, KEY] = fwd_key
             table[slot, FIRST_TS] = t
             table[slot, STATE] = ST_MIDSTREAM if midstream else 0
             table[slot, SERIAL] = ctr[C_NEXT_SERIAL]
@@ -342,9 +341,13 @@ def track_kernel(table, index, perm, ctr, params, snaps,
         if not reverse:
             if table[slot, S_PKTS] == 0:
                 table[slot, S_FIRST_TS] = t
+                table[slot, S_LAST_TS] = t
                 table[slot, SRC_MAC] = np.int64(smac_a[p])
                 table[slot, DST_MAC] = np.int64(dmac_a[p])
-            table[slot, S_LAST_TS] = t
+            elif t > table[slot, S_LAST_TS]:
+                if t // 1000 > table[slot, S_LAST_TS] // 1000:
+                    table[slot, IAT_N] += 1
+                table[slot, S_LAST_TS] = t
             table[slot, S_PKTS] += 1
             table[slot, S_IP_BYTES] += ip_len[p]
             table[slot, S_WIRE_BYTES] += wirelen[p]
@@ -365,10 +368,14 @@ def track_kernel(table, index, perm, ctr, params, snaps,
         else:
             if table[slot, D_PKTS] == 0:
                 table[slot, D_FIRST_TS] = t
+                table[slot, D_LAST_TS] = t
                 if table[slot, S_PKTS] == 0:
                     table[slot, SRC_MAC] = np.int64(dmac_a[p])
                     table[slot, DST_MAC] = np.int64(smac_a[p])
-            table[slot, D_LAST_TS] = t
+            elif t > table[slot, D_LAST_TS]:
+                if t // 1000 > table[slot, D_LAST_TS] // 1000:
+                    table[slot, IAT_N] += np.int64(1) << 32
+                table[slot, D_LAST_TS] = t
             table[slot, D_PKTS] += 1
             table[slot, D_IP_BYTES] += ip_len[p]
             table[slot, D_WIRE_BYTES] += wirelen[p]

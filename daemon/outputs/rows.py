@@ -41,21 +41,21 @@ def conn_rows(records: np.ndarray, features: np.ndarray) -> Iterator[dict]:
     """Rows (dicts) for a batch of finished connections and their ``conn`` features."""
     fts = features.tolist()
     for rec, f in zip(records.tolist(), fts):
-        ports = rec[L.PORTS]
+        key = rec[L.KEY]
         row = {
             "ts": rec[L.FIRST_TS] / 1e9,
             "src_ip": format_ip(rec[L.SRC_HI], rec[L.SRC_LO]),
-            "src_port": ports >> 16,
+            "src_port": (key >> 16) & 0xFFFF,
             "dest_ip": format_ip(rec[L.DST_HI], rec[L.DST_LO]),
-            "dest_port": ports & 0xFFFF,
-            "proto": rec[L.PROTO] & 0xFF,
+            "dest_port": key & 0xFFFF,
+            "proto": (key >> 32) & 0xFF,
             "src_mac": format_mac(rec[L.SRC_MAC]),
             "dest_mac": format_mac(rec[L.DST_MAC]),
             "end_reason": end_reason_name(rec[L.END]),
             "fts": f,
         }
         row.update(zip(CONN_COLUMNS, f))
-        row["proto"] = rec[L.PROTO] & 0xFF  # the feature equals the key; keep the integer
+        row["proto"] = (key >> 32) & 0xFF  # the feature equals the key; keep the integer
         yield row
 
 

@@ -67,7 +67,7 @@ def malsensor_conn_features(rec: np.ndarray) -> np.ndarray:
     handshake = (syn_ack > 0) & (rec[:, L.ACK_TS] != 0)
     out = np.empty((rec.shape[0], N_FEATURES), dtype=np.float64)
     out[:, 0] = dur
-    out[:, 1] = rec[:, L.PROTO] & 0xFF
+    out[:, 1] = L.proto_of(rec)
     out[:, 2] = s_bytes
     out[:, 3] = d_bytes
     out[:, 4] = safe_div(rec[:, L.S_TTL_SUM], s_pkts)
