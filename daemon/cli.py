@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
     e.add_argument("--summary-json", metavar="FILE", help="also write the summary as JSON to FILE")
     _tracking_args(e)
+    from .capture.live import add_live_arguments  # live capture options (daemon/capture/live.py)
+
+    add_live_arguments(e)
     return p
 
 
@@ -89,8 +92,10 @@ def cmd_extract(a: argparse.Namespace) -> int:
     except ValueError as exc:
         log.error("%s", exc)
         return 2
+    if a.interface:
+        return _extract_live(a, tracking, protocols)
     if not a.capture:
-        log.error("extract needs a capture file")
+        log.error("extract needs a capture file or --interface")
         return 2
     try:
         size = os.path.getsize(a.capture)
@@ -129,6 +134,29 @@ def cmd_extract(a: argparse.Namespace) -> int:
         with open(a.summary_json, "w", encoding="utf-8") as f:
             json.dump(summary, f, indent=1)
     return status
+
+
+def _extract_live(a: argparse.Namespace, tracking: TrackerConfig, protocols) -> int:
+    """``extract --interface IF[,IF...]``: live capture (daemon/capture/live.py)."""
+    from .capture.live import extract_live
+    from .outputs.rows import RowWriter
+
+    out = _open_output(a.output)
+    try:
+        summary = extract_live(a, RowWriter(out, a.format).write_batch, tracking, protocols)
+    except (ValueError, OSError) as exc:
+        log.error("%s", exc)
+        return 2
+    finally:
+        if out is not sys.stdout:
+            out.close()
+        else:
+            out.flush()
+    _print_summary(summary, sys.stderr)
+    if a.summary_json:
+        with open(a.summary_json, "w", encoding="utf-8") as f:
+            json.dump(summary, f, indent=1)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

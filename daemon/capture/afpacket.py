@@ -160,6 +160,7 @@ class _Worker(threading.Thread):
         self.stats = WorkerStats(interface, member)
         self.ring: Ring | None = None
         self._closed_counters = np.zeros(N_COUNTERS, dtype=np.int64)
+        self._closed_kernel = KernelStats()
         self._lock = threading.Lock()
         self._next: object = _KEEP
         self._ack: threading.Event | None = None
@@ -202,20 +203,27 @@ class _Worker(threading.Thread):
         ring = self.ring
         if ring is None:
             return
-        ring.close()
-        self.stats.kernel.add(ring.stats)
+        ring.close()  # reads the last PACKET_STATISTICS into ring.stats
+        self._closed_kernel.add(ring.stats)
         self._closed_counters += ring.counters
         self.ring = None
         self._sync_counters()
 
     def _sync_counters(self) -> None:
-        cur = self._closed_counters + (self.ring.counters if self.ring is not None else 0)
+        """Publish running totals: rings closed so far + the current ring."""
+        ring = self.ring
+        cur = self._closed_counters + (ring.counters if ring is not None else 0)
         self.stats.ring = {k: int(v) for k, v in zip(COUNTER_NAMES, cur)}
+        k = KernelStats()
+        k.add(self._closed_kernel)
+        if ring is not None:
+            k.add(ring.stats)
+        self.stats.kernel = k
 
     def _read_stats(self) -> None:
         if self.ring is not None and not self.ring.closed:
             try:
-                self.stats.kernel.add(self.ring.read_stats())
+                self.ring.read_stats()
             except OSError:
                 pass
         self._sync_counters()

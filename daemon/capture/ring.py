@@ -210,16 +210,18 @@ def walk_blocks(r32, block_size, n_blocks, first, max_blocks, offset, caplen, wi
             if off + mac + snap > block_size:
                 counters[8] += 1
                 break
+            if st & TP_STATUS_VLAN_VALID:
+                # the kernel took the 802.1Q tag out of the frame: it was 4 bytes on the wire
+                vlan[n] = r32[h + 8] & 0xFFFF
+                length += 4
+                counters[4] += 1
+            else:
+                vlan[n] = -1
             offset[n] = base + off + mac
             caplen[n] = snap
             wirelen[n] = length
             ts_ns[n] = np.int64(r32[h + 1]) * 1_000_000_000 + np.int64(r32[h + 2])
-            if st & TP_STATUS_VLAN_VALID:
-                vlan[n] = r32[h + 8] & 0xFFFF
-                counters[4] += 1
-            else:
-                vlan[n] = -1
-            if snap < length:
+            if snap < length - (4 if st & TP_STATUS_VLAN_VALID else 0):
                 counters[3] += 1
             if st & TP_STATUS_GSO_TCP:
                 counters[5] += 1

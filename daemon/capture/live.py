@@ -1,0 +1,231 @@
+"""Live connection extraction: AF_PACKET capture threads, each feeding its own pipeline.
+
+:func:`capture_connections` is what ``malsensor extract --interface IF`` runs: one
+:class:`~malsensor.daemon.pipeline.ConnPipeline` (decoder + flow tracker + ``conn``
+view) per capture thread, finished connections handed to ``on_rows`` in the calling
+thread (so the writer needs no locking and nothing slow runs in a capture thread).
+The summary has the same keys as a file extraction's plus ``kernel`` (packets seen by
+the socket filters, drops, queue freezes) and ``capture`` (ring-level counters).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ..flows.config import TrackerConfig
+from .afpacket import CaptureConfig, LiveCapture
+from .batch import PacketBatch
+from .ring import RingConfig
+
+log = logging.getLogger("malsensor.capture")
+
+
+class _PipelineConsumer:
+    """One capture thread's decode/track/feature chain; finished connections go to a queue."""
+
+    def __init__(self, pipeline, out: "queue.Queue", include_snapshots: bool, lag_ns: int) -> None:
+        self.pipe = pipeline
+        self.out = out
+        self.include_snapshots = include_snapshots
+        self.lag_ns = lag_ns
+
+    def _emit(self, cbs) -> None:
+        for cb in cbs:
+            if not self.include_snapshots:
+                snap = cb.is_snapshot
+                if snap.any():
+                    cb = cb.select(~snap)
+                    if cb.n == 0:
+                        continue
+            self.out.put(cb)
+
+    def consume(self, batch: PacketBatch) -> None:
+        self._emit(self.pipe.feed(batch))
+
+    def idle(self, now_ns: int) -> None:
+        # Packets still in a partly filled block carry times up to a retire timeout older
+        # than now: sweep that far behind, so they are never older than the sweep.
+        self._emit(self.pipe.expire(now_ns - self.lag_ns))
+
+    def finish(self) -> None:
+        # connections still open when a live capture stops end with "shutdown" (a file's
+        # end gives "eof"); their values are what was seen until then
+        from ..flows.layout import END_SHUTDOWN
+
+        self._emit(self.pipe.finish(END_SHUTDOWN))
+
+
+def _warm_frames() -> list[bytes]:
+    """A TCP handshake and a UDP packet: enough to load every kernel of the chain."""
+    import struct
+
+    def ipv4(proto: int, l4: bytes, src: bytes, dst: bytes) -> bytes:
+        return struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(l4), 1, 0, 64, proto, 0, src, dst) + l4
+
+    a, b = bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2])
+    eth = b"\x02" * 6 + b"\x04" * 6 + b"\x08\x00"
+    syn = struct.pack("!HHIIBBHHH", 1234, 80, 1, 0, 0x50, 0x02, 1024, 0, 0)
+    synack = struct.pack("!HHIIBBHHH", 80, 1234, 7, 2, 0x50, 0x12, 1024, 0, 0)
+    ack = struct.pack("!HHIIBBHHH", 1234, 80, 2, 8, 0x50, 0x10, 1024, 0, 0)
+    udp = struct.pack("!HHHH", 5353, 53, 12, 0) + b"warm"
+    return [eth + ipv4(6, syn, a, b), eth + ipv4(6, synack, b, a), eth + ipv4(6, ack, a, b),
+            eth + ipv4(17, udp, a, b)]
+
+
+def warm_up_pipeline(tracking: TrackerConfig, semantics: str) -> None:
+    """Run every numba kernel of the decode/track/feature chain once (compiling it or loading
+    it from the cache) before any socket is bound: a first batch must not wait seconds
+    for the compiler while the ring fills up."""
+    from dataclasses import replace
+
+    from ..pipeline import ConnPipeline
+
+    pipe = ConnPipeline(replace(tracking, max_flows=64), semantics)
+    frames = _warm_frames()
+    t0 = 1_000_000_000_000_000_000
+    batch = PacketBatch.from_packets(frames, [t0 + i * 1000 for i in range(len(frames))])
+    for _ in pipe.feed(batch):
+        pass
+    for _ in pipe.expire(t0 + 10**15):
+        pass
+    for _ in pipe.finish():
+        pass
+
+
+def capture_connections(config: CaptureConfig, on_rows: Callable, *,
+                        tracking: TrackerConfig = TrackerConfig(), semantics: str = "malsensor",
+                        protocols: frozenset[int] | None = None, duration: float | None = None,
+                        count: int | None = None, include_snapshots: bool = False,
+                        stop: threading.Event | None = None,
+                        started: Callable[[LiveCapture], None] | None = None) -> dict:
+    """Capture live until ``duration`` seconds, ``count`` packets, or ``stop`` is set (or
+    Ctrl-C); call ``on_rows(conn_batch)`` for every batch of finished connections (in this
+    thread); return the summary (pipeline counters summed over threads + kernel stats).
+
+    ``started(capture)`` is called once the capture threads run (tests use it to wait for
+    the sockets to be bound before sending traffic).
+    """
+    from ..pipeline import ConnPipeline
+
+    rows: queue.Queue = queue.Queue()
+    pipes: list[ConnPipeline] = []
+    lag_ns = int(config.drain_s * 1e9)
+
+    def factory(interface: str, member: int) -> _PipelineConsumer:
+        p = ConnPipeline(tracking, semantics, protocols)
+        pipes.append(p)
+        return _PipelineConsumer(p, rows, include_snapshots, lag_ns)
+
+    warm_up_pipeline(tracking, semantics)
+    cap = LiveCapture(config, factory, count=count)
+    deadline = None if duration is None else time.monotonic() + duration
+    interrupted = False
+    cap.start()
+    try:
+        if started is not None:
+            started(cap)
+        while not cap._done.is_set():
+            if stop is not None and stop.is_set():
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            try:
+                on_rows(rows.get(timeout=0.05))
+            except queue.Empty:
+                pass
+    except KeyboardInterrupt:
+        interrupted = True
+        log.warning("interrupted: stopping the capture")
+    finally:
+        cap.stop(drain=True)
+        # keep writing while the workers drain and flush their trackers
+        while any(w.is_alive() for w in cap.workers):
+            try:
+                on_rows(rows.get(timeout=0.05))
+            except queue.Empty:
+                pass
+        cap.join()
+        while True:
+            try:
+                on_rows(rows.get_nowait())
+            except queue.Empty:
+                break
+    summary = merge_summaries([p.summary() for p in pipes])
+    st = cap.stats().summary()
+    summary["kernel"] = {"packets": st["kernel_packets"], "drops": st["kernel_drops"],
+                         "freeze_q": st["kernel_freeze_q"]}
+    summary["capture"] = st
+    summary["interrupted"] = interrupted
+    return summary
+
+
+def merge_summaries(parts: list[dict]) -> dict:
+    """Sum the per-thread pipeline summaries (numbers add up; ``max_flows``-like settings and
+    ``bytes_per_flow`` are per thread and kept as they are)."""
+    if not parts:
+        return {}
+    out: dict = {}
+    keep = {"max_flows", "bytes_per_flow"}
+    for part in parts:
+        for k, v in part.items():
+            if isinstance(v, dict):
+                sub = out.setdefault(k, {})
+                for kk, vv in v.items():
+                    sub[kk] = vv if kk in keep else sub.get(kk, 0) + vv
+            elif isinstance(v, (int, float)) and not isinstance(v, bool):
+                out[k] = out.get(k, 0) + v
+            else:
+                out[k] = v
+    return out
+
+
+# ----------------------------------------------------------------------------- command line
+def add_live_arguments(p: argparse.ArgumentParser) -> None:
+    """The live-capture options of ``malsensor extract`` (added to its parser by cli.py)."""
+    g = p.add_argument_group("live capture (instead of a capture file; root or CAP_NET_RAW)")
+    r = RingConfig()
+    g.add_argument("-i", "--interface", metavar="IF[,IF...]",
+                   help="capture on these interfaces (waits for ones that do not exist yet)")
+    g.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")
+    g.add_argument("--count", type=int, metavar="N", help="stop after N packets (in total)")
+    g.add_argument("--fanout", type=int, default=1, metavar="N",
+                   help="capture threads per interface (PACKET_FANOUT group; default 1)")
+    g.add_argument("--fanout-mode", choices=("hash", "lb", "cpu"), default="hash",
+                   help="hash (default) keeps each connection on one thread")
+    g.add_argument("--bpf", metavar="EXPR", help="pcap filter expression (compiled by libpcap)")
+    g.add_argument("--no-promisc", action="store_true", help="do not put interfaces in promiscuous mode")
+    g.add_argument("--ignore-outgoing", action="store_true", help="skip packets this host sends")
+    g.add_argument("--snaplen", type=int, default=r.snaplen, help="bytes kept per packet (%(default)s)")
+    g.add_argument("--block-size", type=int, default=r.block_size, help="ring block bytes (%(default)s)")
+    g.add_argument("--block-count", type=int, default=r.block_count, help="ring blocks (%(default)s)")
+    g.add_argument("--retire-timeout", type=int, default=r.retire_timeout_ms, metavar="MS",
+                   help="hand over a partly filled block after this many ms (%(default)s)")
+
+
+def capture_config_from_args(a: argparse.Namespace) -> CaptureConfig:
+    names = tuple(x.strip() for x in a.interface.split(",") if x.strip())
+    ring = RingConfig(block_size=a.block_size, block_count=a.block_count,
+                      retire_timeout_ms=a.retire_timeout, snaplen=a.snaplen)
+    return CaptureConfig(interfaces=names, ring=ring, fanout=a.fanout, fanout_mode=a.fanout_mode,
+                         promisc=not a.no_promisc, ignore_outgoing=a.ignore_outgoing, bpf=a.bpf)
+
+
+def extract_live(a: argparse.Namespace, write_batch: Callable, tracking: TrackerConfig,
+                 protocols: frozenset[int] | None) -> dict:
+    """``malsensor extract --interface ...``: rows through ``write_batch(records, features)``;
+    returns the summary. Raises ValueError for bad options, OSError for capture set-up."""
+    if a.capture:
+        raise ValueError("give either a capture file or --interface, not both")
+    if a.count is not None and a.count < 1:
+        raise ValueError("--count must be >= 1")
+    if a.duration is not None and a.duration <= 0:
+        raise ValueError("--duration must be > 0")
+    config = capture_config_from_args(a)
+    return capture_connections(config, lambda cb: write_batch(cb.records, cb.features),
+                               tracking=tracking, semantics=a.semantics, protocols=protocols,
+                               duration=a.duration, count=a.count)
