@@ -1,0 +1,149 @@
+"""`malsensor extract` end to end on real captures: rows, formats, summary, bad input."""
+from __future__ import annotations
+
+import csv
+import json
+import struct
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from malsensor.daemon.views.conn import CONN_COLUMNS
+
+from conftest import PCAPS, require_data, require_tool
+
+ROW_KEYS = ["ts", "src_ip", "src_port", "dest_ip", "dest_port", "proto", "src_mac", "dest_mac", "end_reason", "fts"]
+
+
+def extract(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "malsensor.daemon.cli", "extract", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{cmd} exited {proc.returncode}:\n{proc.stderr}")
+    return proc
+
+
+def jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_jsonl_rows_have_the_contract_keys(tmp_path):
+    cap = require_data(PCAPS / "stratosphere_cc_capture1.pcap")
+    out = tmp_path / "rows.jsonl"
+    proc = extract(str(cap), "-o", str(out))
+    rows = jsonl(out)
+    assert len(rows) == 299  # the capture's TLS connections, all closed
+    for r in rows:
+        assert list(r)[: len(ROW_KEYS)] == ROW_KEYS
+        # the 17 named values follow; `proto` is both a key and a feature, listed once
+        assert list(r)[len(ROW_KEYS):] == [c for c in CONN_COLUMNS if c != "proto"]
+        assert r["fts"] == [r[k] for k in CONN_COLUMNS]
+        assert r["proto"] == 6 and isinstance(r["src_port"], int)
+    assert Counter(r["end_reason"] for r in rows) == {"fin": 299}
+    assert "packets 7,931" in proc.stderr and "connections 299" in proc.stderr
+    assert "malformed 0" in proc.stderr
+
+
+def test_csv_matches_jsonl(tmp_path):
+    cap = require_data(PCAPS / "stratosphere_ssh_bruteforce.pcap")
+    extract(str(cap), "-o", str(tmp_path / "a.jsonl"))
+    extract(str(cap), "-o", str(tmp_path / "a.csv"), "--format", "csv")
+    rows = jsonl(tmp_path / "a.jsonl")
+    with open(tmp_path / "a.csv", newline="") as f:
+        crow = list(csv.DictReader(f))
+    assert len(crow) == len(rows) > 0
+    for j, c in zip(rows, crow):
+        assert c["src_ip"] == j["src_ip"] and int(c["dest_port"]) == j["dest_port"]
+        assert [float(c[k]) for k in CONN_COLUMNS] == j["fts"]
+
+
+def test_filter_keeps_only_the_named_protocols(tmp_path):
+    cap = require_data(PCAPS / "ndpi_1kxun.pcap")
+    out = tmp_path / "udp.jsonl"
+    extract(str(cap), "--filter", "udp", "-o", str(out))
+    rows = jsonl(out)
+    assert rows and {r["proto"] for r in rows} == {17}
+    bad = extract(str(cap), "--filter", "tcp,bogus", check=False)
+    assert bad.returncode == 2 and "unknown protocol 'bogus'" in bad.stderr
+
+
+def test_packet_and_byte_totals_agree_with_tshark(tmp_path):
+    """Every IP packet of a capture lands in exactly one connection (midstream on)."""
+    tshark = require_tool("tshark")
+    cap = require_data(PCAPS / "stratosphere_scanning_host.pcap")
+    out = tmp_path / "rows.jsonl"
+    extract(str(cap), "--midstream", "-o", str(out))
+    rows = jsonl(out)
+    lines = subprocess.run([tshark, "-r", str(cap), "-Y", "ip or ipv6", "-T", "fields", "-E", "separator=,",
+                            "-E", "occurrence=f", "-e", "ip.len", "-e", "ipv6.plen", "-e", "ip.frag_offset"],
+                           capture_output=True, text=True, check=True).stdout.splitlines()
+    ip_bytes = []
+    for line in lines:
+        ip_len, ipv6_plen, frag = line.split(",")
+        if frag and int(frag) > 0:
+            continue  # non-first fragments are counted apart, not in connections
+        ip_bytes.append(int(ip_len) if ip_len else 40 + int(ipv6_plen))
+    assert len(ip_bytes) > 1000
+    assert sum(r["s_pkt_cnt"] + r["d_pkt_cnt"] for r in rows) == len(ip_bytes)
+    assert sum(r["s_bytes_sum"] + r["d_bytes_sum"] for r in rows) == sum(ip_bytes)
+
+
+def _cut(src: Path, dst: Path, n_bytes: int) -> None:
+    dst.write_bytes(src.read_bytes()[:n_bytes])
+
+
+def test_truncated_capture_keeps_what_came_before_and_warns_with_offset(tmp_path):
+    cap = require_data(PCAPS / "stratosphere_ssh_bruteforce.pcap")
+    data = cap.read_bytes()
+    cut = tmp_path / "cut.pcap"
+    # walk the records to cut in the middle of record 600
+    off, n = 24, 0
+    while n < 600:
+        off += 16 + struct.unpack_from("<I", data, off + 8)[0]
+        n += 1
+    _cut(cap, cut, off + 30)
+    proc = extract(str(cut), "--midstream", "-o", str(tmp_path / "rows.jsonl"))
+    rows = jsonl(tmp_path / "rows.jsonl")
+    assert sum(r["s_pkt_cnt"] + r["d_pkt_cnt"] for r in rows) == 600
+    assert "packets 600" in proc.stderr
+    assert f"{off:,}" in proc.stderr or str(off) in proc.stderr
+
+
+def test_corrupt_record_stops_with_offset_after_writing_earlier_rows(tmp_path):
+    cap = require_data(PCAPS / "stratosphere_ssh_bruteforce.pcap")
+    data = bytearray(cap.read_bytes())
+    off, n = 24, 0
+    while n < 300:
+        off += 16 + struct.unpack_from("<I", data, off + 8)[0]
+        n += 1
+    struct.pack_into("<I", data, off + 8, 0x7FFFFFF0)  # caplen of record 300: impossible
+    bad = tmp_path / "bad.pcap"
+    bad.write_bytes(bytes(data))
+    proc = extract(str(bad), "--midstream", "-o", str(tmp_path / "rows.jsonl"), check=False)
+    assert proc.returncode == 1
+    assert str(off) in proc.stderr.replace(",", "")
+    rows = jsonl(tmp_path / "rows.jsonl")
+    assert sum(r["s_pkt_cnt"] + r["d_pkt_cnt"] for r in rows) == 300
+
+
+def test_unknown_link_type_and_missing_file_are_clear_errors(tmp_path):
+    weird = tmp_path / "weird.pcap"
+    weird.write_bytes(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 147))  # LINKTYPE_USER0
+    proc = extract(str(weird), check=False)
+    assert proc.returncode != 0 and "147" in proc.stderr and "Traceback" not in proc.stderr
+    proc = extract(str(tmp_path / "absent.pcap"), check=False)
+    assert proc.returncode == 2 and "absent.pcap" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("semantics", ["malsensor", "argus"])
+def test_every_shared_capture_extracts_cleanly(tmp_path, semantics):
+    require_data(PCAPS)
+    for cap in sorted(PCAPS.glob("*.pcap*")):
+        out = tmp_path / (cap.name + ".jsonl")
+        proc = extract(str(cap), "--semantics", semantics, "-o", str(out))
+        assert "Traceback" not in proc.stderr
+        for r in jsonl(out):
+            assert len(r["fts"]) == 17 and all(v == v and v >= 0 for v in r["fts"]), (cap.name, r)
