@@ -456,7 +456,7 @@ def _open(path: str) -> tuple[BinaryIO, BinaryIO, bool]:
 # ---------------------------------------------------------------------------- readers
 
 
-def read_capture(path: str | os.PathLike[str], *, chunk_bytes: int = 8 << 20,
+def read_capture(path: str | os.PathLike[str], *, chunk_bytes: int = 2 << 20,
                  stats: ReaderStats | None = None) -> Iterator[PacketBatch]:
     """Yield the packets of a pcap or pcapng file (optionally gzip-compressed) in batches.
 
