@@ -19,19 +19,23 @@ log = logging.getLogger("malsensor")
 
 
 def _tracking_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("connection tracking (defaults as in etc/malsensor.toml [tracking])")
+    g = p.add_argument_group(
+        "connection tracking",
+        "defaults as in etc/malsensor.toml [tracking]; with --semantics argus, Argus's own lifecycle "
+        "(docs/features.md): midstream on, every timeout 3600 s")
     d = TrackerConfig()
-    g.add_argument("--max-flows", type=int, default=d.max_flows, help="bound on tracked connections (%(default)s)")
-    g.add_argument("--midstream", action="store_true", help="also track TCP connections seen without their SYN")
+    g.add_argument("--max-flows", type=int, help=f"bound on tracked connections ({d.max_flows})")
+    g.add_argument("--midstream", action="store_true", default=None,
+                   help="also track TCP connections seen without their SYN")
     for name in ("tcp_idle_timeout", "udp_idle_timeout", "other_idle_timeout", "active_timeout",
                  "handshake_timeout", "close_linger"):
-        g.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(d, name), metavar="SECONDS",
-                       help="(%(default)s)")
+        g.add_argument("--" + name.replace("_", "-"), type=float, metavar="SECONDS", help=f"({getattr(d, name)})")
 
 
 def _tracker_config(a: argparse.Namespace) -> TrackerConfig:
     names = {f.name for f in fields(TrackerConfig)}
-    return TrackerConfig(**{k: v for k, v in vars(a).items() if k in names})
+    given = {k: v for k, v in vars(a).items() if k in names and v is not None}
+    return TrackerConfig.for_semantics(a.semantics, **given)
 
 
 def build_parser() -> argparse.ArgumentParser:

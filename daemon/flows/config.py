@@ -42,6 +42,24 @@ class TrackerConfig:
     """Packet counts (both directions) at which a live connection's record is
     also emitted as a snapshot (feeds conn_series and early-triggered models)."""
 
+    @classmethod
+    def for_semantics(cls, semantics: str, **overrides) -> "TrackerConfig":
+        """Lifecycle defaults that go with a feature semantics.
+
+        ``argus`` reproduces how ``argus -S 3600`` cuts records (docs/argus-semantics.md):
+        connections first seen mid-stream are tracked, and a record is not ended by
+        FIN, RST, idle time or an unfinished handshake, only 3600 s after it started
+        (the status interval), by a new SYN on the same 5-tuple after a close, or at
+        the end of input.
+        """
+        if semantics == "argus":
+            hour = 3600.0
+            base = dict(midstream=True, tcp_idle_timeout=hour, udp_idle_timeout=hour, other_idle_timeout=hour,
+                        active_timeout=hour, handshake_timeout=hour, close_linger=hour)
+            base.update(overrides)
+            return cls(**base)
+        return cls(**overrides)
+
     def __post_init__(self) -> None:
         if self.max_flows < 1:
             raise ValueError("max_flows must be >= 1")
