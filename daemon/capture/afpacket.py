@@ -317,6 +317,7 @@ class _Interface:
         self.name = name
         self.workers = workers
         self.bound: LinkState | None = None
+        self.last_index: int | None = None
         self.seen = False
         self._programs: dict[int, bytes | None] = {}
 
@@ -353,8 +354,6 @@ class _Interface:
         if old is not None and old.index == state.index:
             return
         if old is not None:
-            log.warning("interface %s was re-created (index %d -> %d): re-binding", self.name,
-                        old.index, state.index)
             self.unbind()
         self.bind(state)
 
@@ -389,7 +388,11 @@ class _Interface:
         acks = [w.post(r) for w, r in zip(self.workers, rings)]
         for a in acks:
             a.wait(5.0)
+        if self.last_index is not None and self.last_index != state.index:
+            log.warning("interface %s was re-created (index %d -> %d): re-bound, flows kept",
+                        self.name, self.last_index, state.index)
         self.bound = state
+        self.last_index = state.index
         log.info("capturing on %s (index %d, %d thread%s%s)", self.name, state.index,
                  len(rings), "s" if len(rings) > 1 else "",
                  f", fanout {cfg.fanout_mode} group {rings[0].fanout_id}" if cfg.fanout > 1 else "")
