@@ -1,0 +1,260 @@
+"""Prediction events: EVE-style JSON objects and plain label lines, and the files they go to.
+
+``eve`` (one object per line, shaped like Suricata's EVE so that log shippers take it
+unchanged)::
+
+    {"timestamp": "2024-05-01T10:00:00.123456+0000", "flow_id": 1234, "event_type": "prediction",
+     "src_ip": ..., "src_port": ..., "dest_ip": ..., "dest_port": ..., "proto": "TCP",
+     "src_mac": ..., "dest_mac": ...,
+     "prediction": {"model", "version", "label", "class_id", "probability", "topk": [[label, p], ...],
+                    "alert", "trigger"},
+     "flow": {"start", "end", "end_reason", "pkts_toserver", "pkts_toclient", "bytes_toserver",
+              "bytes_toclient"},
+     "conn": {"dur": ..., ... the 17 features}}
+
+``timestamp`` is the time of the connection's last packet (when the prediction became
+possible), UTC, in Suricata's format. ``flow_id`` is a 52-bit hash of the 5-tuple and the
+first packet time: the early (snapshot) prediction and the end prediction of one connection
+share it, and it fits a JSON number exactly. ``label``: one JSON string per line, the
+predicted label (``"unknown_<id>"`` when a class id has no label).
+
+:class:`EventFile` writes whole lines only: one ``write`` per batch on an ``O_APPEND``
+descriptor, and if the write fails part way (disk full) the file is cut back to where the
+batch started, so a reader never sees a torn line and lines already written stay.
+"""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from ..flows import layout as L
+from ..views.conn import CONN_COLUMNS
+from .rows import end_reason_name, format_ip, format_mac
+
+PROTO_NAMES = {1: "ICMP", 2: "IGMP", 6: "TCP", 17: "UDP", 47: "GRE", 50: "ESP", 51: "AH", 58: "IPv6-ICMP",
+               132: "SCTP"}
+MASK52 = (1 << 52) - 1
+
+
+@dataclass
+class PredictionBatch:
+    """Predictions of one model for a batch of connections (what a model worker hands the writer)."""
+
+    model: str
+    version: str
+    trigger: str
+    labels: Sequence[str]
+    records: np.ndarray      # int64 (n, layout.N_COLS)
+    features: np.ndarray     # float64 (n, 17)
+    probs: np.ndarray        # float32 (n, n_classes)
+    class_id: np.ndarray     # int64 (n,)
+    topk: np.ndarray         # int64 (n, k), best first
+    alert: np.ndarray        # bool (n,)
+    t_ns: np.ndarray         # int64 (n,), monotonic ns when the connection left the tracker
+
+    @property
+    def n(self) -> int:
+        return int(self.records.shape[0])
+
+    def label_of(self, cid: int) -> str:
+        return self.labels[cid] if 0 <= cid < len(self.labels) else f"unknown_{cid}"
+
+
+def flow_ids(records: np.ndarray) -> np.ndarray:
+    """Stable 52-bit ids (splitmix64 over the key columns and the first packet time)."""
+    cols = (L.SRC_HI, L.SRC_LO, L.DST_HI, L.DST_LO, L.KEY, L.FIRST_TS)
+    h = np.full(records.shape[0], 0x9E3779B97F4A7C15, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for c in cols:
+            h ^= records[:, c].astype(np.uint64)
+            h += np.uint64(0x9E3779B97F4A7C15)
+            h ^= h >> np.uint64(30)
+            h *= np.uint64(0xBF58476D1CE4E5B9)
+            h ^= h >> np.uint64(27)
+            h *= np.uint64(0x94D049BB133111EB)
+            h ^= h >> np.uint64(31)
+    return (h & np.uint64(MASK52)).astype(np.int64)
+
+
+class _Timestamps:
+    """Epoch ns -> ``YYYY-MM-DDTHH:MM:SS.uuuuuu+0000`` with the per-second prefix cached."""
+
+    def __init__(self) -> None:
+        self._sec = -1
+        self._prefix = ""
+
+    def __call__(self, ts_ns: int) -> str:
+        sec, ns = divmod(ts_ns, 1_000_000_000)
+        if sec != self._sec:
+            self._sec = sec
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+        return f"{self._prefix}.{ns // 1000:06d}+0000"
+
+
+def proto_name(p: int) -> str:
+    return PROTO_NAMES.get(p, str(p))
+
+
+def eve_lines(pb: PredictionBatch, *, features: bool = True, select: np.ndarray | None = None) -> str:
+    """EVE lines (with the final newline) for the rows of ``pb`` (or the rows in ``select``)."""
+    idx = np.arange(pb.n) if select is None else np.flatnonzero(select)
+    if idx.size == 0:
+        return ""
+    rec = pb.records[idx]
+    fid = flow_ids(rec).tolist()
+    ftr = pb.features[idx]
+    if features and not np.isfinite(ftr).all():
+        ftr = np.where(np.isfinite(ftr), ftr, np.nan)
+    ftl = ftr.tolist() if features else None
+    cls = pb.class_id[idx].tolist()
+    prob = pb.probs[idx].astype(np.float64)
+    top = pb.topk[idx].tolist()
+    alert = pb.alert[idx].tolist()
+    ts = _Timestamps()
+    dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=True).encode
+    out = []
+    recl = rec.tolist()
+    for j, r in enumerate(recl):
+        key = r[L.KEY]
+        p = prob[j]
+        c = cls[j]
+        ev = {
+            "timestamp": ts(r[L.LAST_TS]),
+            "flow_id": fid[j],
+            "event_type": "prediction",
+            "src_ip": format_ip(r[L.SRC_HI], r[L.SRC_LO]),
+            "src_port": (key >> 16) & 0xFFFF,
+            "dest_ip": format_ip(r[L.DST_HI], r[L.DST_LO]),
+            "dest_port": key & 0xFFFF,
+            "proto": proto_name((key >> 32) & 0xFF),
+            "src_mac": format_mac(r[L.SRC_MAC]),
+            "dest_mac": format_mac(r[L.DST_MAC]),
+            "prediction": {
+                "model": pb.model,
+                "version": pb.version,
+                "label": pb.label_of(c),
+                "class_id": c,
+                "probability": float(p[c]),
+                "topk": [[pb.label_of(k), float(p[k])] for k in top[j]],
+                "alert": alert[j],
+                "trigger": pb.trigger,
+            },
+            "flow": {
+                "start": ts(r[L.FIRST_TS]),
+                "end": ts(r[L.LAST_TS]),
+                "end_reason": end_reason_name(r[L.END]),
+                "pkts_toserver": r[L.S_PKTS],
+                "pkts_toclient": r[L.D_PKTS],
+                "bytes_toserver": r[L.S_IP_BYTES],
+                "bytes_toclient": r[L.D_IP_BYTES],
+            },
+        }
+        if ftl is not None:
+            ev["conn"] = {k: (None if v != v else v) for k, v in zip(CONN_COLUMNS, ftl[j])}
+        out.append(dumps(ev))
+    return "\n".join(out) + "\n"
+
+
+def label_lines(pb: PredictionBatch, select: np.ndarray | None = None) -> str:
+    """One JSON string per row: the predicted label."""
+    cls = pb.class_id if select is None else pb.class_id[select]
+    if cls.size == 0:
+        return ""
+    cache: dict[int, str] = {}
+    out = []
+    for c in cls.tolist():
+        s = cache.get(c)
+        if s is None:
+            s = cache[c] = json.dumps(pb.label_of(c))
+        out.append(s)
+    return "\n".join(out) + "\n"
+
+
+class EventFile:
+    """An append-only events file written in whole lines; reopened by path on demand.
+
+    Not thread-safe: one writer thread owns it. Failures (cannot open, disk full) are
+    counted and remembered in ``last_error``; the caller decides how loudly to report.
+    """
+
+    RETRY_OPEN_S = 5.0
+
+    def __init__(self, path: str, mode: int = 0o640) -> None:
+        self.path = path
+        self.mode = mode
+        self.fd: int | None = None
+        self.lines = 0
+        self.bytes = 0
+        self.errors = 0
+        self.lost_lines = 0
+        self.last_error: str | None = None
+        self._next_open = 0.0
+        self._lock = threading.Lock()
+
+    def open(self) -> bool:
+        """(Re)open the file; False (and ``last_error``) when it cannot be opened."""
+        self.close()
+        try:
+            self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, self.mode)
+        except OSError as e:
+            self.fd = None
+            self.errors += 1
+            self.last_error = f"cannot open {self.path}: {e.strerror or e}"
+            self._next_open = time.monotonic() + self.RETRY_OPEN_S
+            return False
+        self.last_error = None
+        return True
+
+    def close(self) -> None:
+        if self.fd is not None:
+            try:
+                os.close(self.fd)
+            except OSError:
+                pass
+            self.fd = None
+
+    def write(self, text: str, n_lines: int) -> bool:
+        """Append whole lines. On failure nothing of this call stays in the file."""
+        if not text:
+            return True
+        if self.fd is None:
+            if time.monotonic() < self._next_open or not self.open():
+                self.lost_lines += n_lines
+                return False
+        data = text.encode("utf-8")
+        fd = self.fd
+        assert fd is not None
+        try:
+            start = os.fstat(fd).st_size
+        except OSError as e:
+            return self._failed(e, n_lines)
+        done = 0
+        try:
+            while done < len(data):
+                k = os.write(fd, data[done:] if done else data)
+                if k <= 0:  # pragma: no cover - regular files do not return 0
+                    raise OSError(errno.EIO, "short write")
+                done += k
+        except OSError as e:
+            if done:
+                try:
+                    os.ftruncate(fd, start)
+                except OSError:
+                    pass
+            return self._failed(e, n_lines)
+        self.lines += n_lines
+        self.bytes += len(data)
+        return True
+
+    def _failed(self, e: OSError, n_lines: int) -> bool:
+        self.errors += 1
+        self.lost_lines += n_lines
+        self.last_error = f"writing {self.path}: {e.strerror or e}"
+        return False
