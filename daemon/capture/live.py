@@ -28,11 +28,13 @@ log = logging.getLogger("malsensor.capture")
 class _PipelineConsumer:
     """One capture thread's decode/track/feature chain; finished connections go to a queue."""
 
-    def __init__(self, pipeline, out: "queue.Queue", include_snapshots: bool, lag_ns: int) -> None:
+    def __init__(self, pipeline, out: "queue.Queue", include_snapshots: bool, lag_ns: int,
+                 tap: Callable[[PacketBatch], None] | None = None) -> None:
         self.pipe = pipeline
         self.out = out
         self.include_snapshots = include_snapshots
         self.lag_ns = lag_ns
+        self.tap = tap
 
     def _emit(self, cbs) -> None:
         for cb in cbs:
@@ -45,6 +47,8 @@ class _PipelineConsumer:
             self.out.put(cb)
 
     def consume(self, batch: PacketBatch) -> None:
+        if self.tap is not None:
+            self.tap(batch)
         self._emit(self.pipe.feed(batch))
 
     def idle(self, now_ns: int) -> None:
@@ -102,13 +106,16 @@ def capture_connections(config: CaptureConfig, on_rows: Callable, *,
                         protocols: frozenset[int] | None = None, duration: float | None = None,
                         count: int | None = None, include_snapshots: bool = False,
                         stop: threading.Event | None = None,
-                        started: Callable[[LiveCapture], None] | None = None) -> dict:
+                        started: Callable[[LiveCapture], None] | None = None,
+                        tap: Callable[[PacketBatch], None] | None = None) -> dict:
     """Capture live until ``duration`` seconds, ``count`` packets, or ``stop`` is set (or
     Ctrl-C); call ``on_rows(conn_batch)`` for every batch of finished connections (in this
     thread); return the summary (pipeline counters summed over threads + kernel stats).
 
     ``started(capture)`` is called once the capture threads run (tests use it to wait for
-    the sockets to be bound before sending traffic).
+    the sockets to be bound before sending traffic). ``tap(batch)`` sees every batch before
+    its pipeline does, in the capture thread (tests record packet times with it; it must
+    copy what it keeps and be quick).
     """
     from ..pipeline import ConnPipeline
 
@@ -119,7 +126,7 @@ def capture_connections(config: CaptureConfig, on_rows: Callable, *,
     def factory(interface: str, member: int) -> _PipelineConsumer:
         p = ConnPipeline(tracking, semantics, protocols)
         pipes.append(p)
-        return _PipelineConsumer(p, rows, include_snapshots, lag_ns)
+        return _PipelineConsumer(p, rows, include_snapshots, lag_ns, tap)
 
     warm_up_pipeline(tracking, semantics)
     cap = LiveCapture(config, factory, count=count)
