@@ -44,7 +44,8 @@ from .writer import EventWriter
 
 log = logging.getLogger("malsensor.service")
 
-SHUTDOWN_TIMEOUT_S = 60.0
+SHUTDOWN_TIMEOUT_S = 30.0  # inside the unit's TimeoutStopSec=45
+CAPTURE_STOP_S = 10.0
 VIEW_SHAPE = (17,)
 
 
@@ -452,7 +453,10 @@ class Service:
             self.watcher.stop()
         if self.source is not None:
             self.source.stop()
-            self.source.join(max(deadline - time.monotonic(), 1.0))
+            self.source.join(min(CAPTURE_STOP_S, max(deadline - time.monotonic(), 1.0)))
+            if self.source.kind == "replay" and self.source.alive():
+                log.warning("the replay thread did not stop within %.0fs (blocked reading?); its open "
+                            "connections are not classified", CAPTURE_STOP_S)
         for q in self.queues.values():
             q.close()
         for w in list(self.workers.values()) + self.retired_workers:
