@@ -1,0 +1,159 @@
+"""``malsensor-train``: fit, evaluate, predict with and inspect model artifacts.
+
+    malsensor-train fit --model KIND|SPEC.toml --data PATH [--label COL] --out MODELS_DIR --name NAME
+                        [-b N] [-e N] [--lr X] [--seed N] [-l LEVEL] [--checkpoint MINUTES] [--resume]
+                        [--skip-test] [--skip-eval]
+    malsensor-train evaluate ARTIFACT DATA [--label COL] [--json]
+    malsensor-train predict ARTIFACT DATA [--topk K]
+    malsensor-train inspect ARTIFACT [--json]
+
+ARTIFACT is an artifact directory, a ``current`` link or a model folder holding one.
+DATA is a file or folder of JSONL rows, CSV tables (UNSW-NB15 or the 17 named
+columns) or captures (pcap/pcapng, run through the sensor's own extractor).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from .errors import TrainError
+
+log = logging.getLogger("malsensor.train")
+LEVELS = ("debug", "info", "warning", "error")
+
+
+def _data_args(p: argparse.ArgumentParser, *, with_label: bool = True) -> None:
+    g = p.add_argument_group("data and labels")
+    if with_label:
+        g.add_argument("--label", metavar="COL", help="label column/key (default: 'label', else 's_mac'); "
+                                                      "UNSW-NB15: label (binary) or attack_cat (10 classes)")
+    g.add_argument("--label-from", choices=("auto", "column", "mac", "folder", "ip"), default="auto",
+                   help="where labels come from (auto: --macs/--ips when given, else the label column)")
+    g.add_argument("--macs", type=Path, metavar="CSV", help="device,mac table: label = device of the source MAC "
+                                                            "(devices sharing a MAC are merged as 'A+B')")
+    g.add_argument("--ips", type=Path, metavar="FILE", help="IP list (ip[,label] per line): connections with a "
+                                                            "listed address get its label, others 'benign'")
+    g.add_argument("--skip-bad", action="store_true", default=None,
+                   help="count and skip malformed rows instead of stopping at the first")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="malsensor-train", description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-l", "--log-level", choices=LEVELS, default="info")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    f = sub.add_parser("fit", help="train a model and publish its artifact")
+    f.add_argument("--model", required=True, metavar="KIND|SPEC.toml",
+                   help="forest, mlp, itransformer, or a spec file such as etc/models/forest.toml")
+    f.add_argument("--data", required=True, action="append", metavar="PATH", help="file or folder (repeatable)")
+    f.add_argument("--out", required=True, type=Path, metavar="MODELS_DIR")
+    f.add_argument("--name", required=True)
+    f.add_argument("-b", "--batch-size", type=int)
+    f.add_argument("-e", "--epochs", type=int)
+    f.add_argument("--lr", type=float)
+    f.add_argument("--seed", type=int)
+    f.add_argument("-l", "--log-level", dest="log_level_sub", choices=LEVELS)
+    f.add_argument("--checkpoint", type=float, default=5.0, metavar="MINUTES",
+                   help="checkpoint every MINUTES (and at every epoch end; 0: epoch ends only)")
+    f.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint")
+    f.add_argument("--skip-test", action="store_true", help="do not evaluate on the test split")
+    f.add_argument("--skip-eval", action="store_true",
+                   help="no validation pass per epoch (no model selection or early stopping)")
+    f.add_argument("--split", choices=("auto", "random", "group", "time"),
+                   help="auto: by capture file for captures, else stratified random (60/20/20)")
+    f.add_argument("--dedup", action="store_true", default=None, help="drop repeated (features, label) rows")
+    f.add_argument("--semantics", choices=("malsensor", "argus"), default="malsensor",
+                   help="feature definitions for captures (docs/features.md)")
+    f.add_argument("--merge", action="append", default=[], metavar="LABEL=NEW", help="rename/merge a label")
+    f.add_argument("--reports", type=Path, default=Path("reports"), metavar="DIR",
+                   help="report folders go to DIR/NAME/VERSION (default ./reports)")
+    f.add_argument("--platform", action="append", dest="platforms", metavar="NAME",
+                   help="jax.export platform(s) for the artifact (default cpu; e.g. cpu and cuda)")
+    _data_args(f)
+
+    e = sub.add_parser("evaluate", help="metrics of an artifact on labelled data")
+    e.add_argument("artifact")
+    e.add_argument("data", nargs="+")
+    e.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    _data_args(e)
+
+    pr = sub.add_parser("predict", help="one JSON object per row: pred, true, topk")
+    pr.add_argument("artifact")
+    pr.add_argument("data", nargs="+")
+    pr.add_argument("--topk", type=int, default=3)
+    _data_args(pr)
+
+    i = sub.add_parser("inspect", help="what an artifact is")
+    i.add_argument("artifact")
+    i.add_argument("--json", action="store_true")
+    return p
+
+
+def _merge(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for s in pairs:
+        a, sep, b = s.partition("=")
+        if not sep or not a or not b:
+            raise TrainError(f"--merge expects LABEL=NEW, got {s!r}")
+        out[a] = b
+    return out
+
+
+def run(a: argparse.Namespace) -> int:
+    if a.command == "fit":
+        from .fit import FitOptions, print_summary, run_fit
+
+        opts = FitOptions(model=a.model, data=a.data, out=a.out, name=a.name, label=a.label,
+                          label_from=a.label_from, macs=a.macs, ips=a.ips, batch_size=a.batch_size,
+                          epochs=a.epochs, lr=a.lr, seed=a.seed, split=a.split, dedup=a.dedup,
+                          skip_bad=a.skip_bad, semantics=a.semantics, checkpoint_minutes=a.checkpoint,
+                          resume=a.resume, skip_test=a.skip_test, skip_eval=a.skip_eval, reports=a.reports,
+                          platforms=tuple(a.platforms or ("cpu",)), merge=_merge(a.merge))
+        print_summary(run_fit(opts))
+        return 0
+    from . import use
+
+    if a.command == "inspect":
+        use.inspect(use.open_artifact(a.artifact), as_json=a.json)
+        return 0
+    d = use.DataArgs(a.data, a.label, a.label_from, a.macs, a.ips, bool(a.skip_bad))
+    art = use.open_artifact(a.artifact)
+    if a.command == "evaluate":
+        rep = use.evaluate(art, d)
+        if a.json:
+            sys.stdout.write(json.dumps(rep, ensure_ascii=False) + "\n")
+        else:
+            use.print_evaluation(rep)
+        return 0
+    if a.command == "predict":
+        if a.topk < 1:
+            raise TrainError("--topk must be >= 1")
+        use.predict(art, d, a.topk)
+        return 0
+    raise AssertionError(a.command)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from malsensor.daemon.logs import setup_logging
+
+    a = build_parser().parse_args(argv)
+    setup_logging(getattr(a, "log_level_sub", None) or a.log_level, journal=False)
+    logging.getLogger("jax").setLevel(logging.WARNING)
+    try:
+        return run(a)
+    except TrainError as e:
+        print(f"malsensor-train: {e}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        return 0
+    except KeyboardInterrupt:
+        print("malsensor-train: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

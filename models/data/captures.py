@@ -1,0 +1,90 @@
+"""Capture files (pcap, pcapng, optionally gzip) through the daemon's own extractor.
+
+The trainer calls :func:`malsensor.daemon.pipeline.extract_file` in-process: the
+same decode, tracking and view code the sensor runs, so there is no train/serve skew.
+
+``conn_series@1`` (lookback ``L``): row ``t`` holds the 17 ``conn`` features of
+the connection after its first ``SERIES_POINTS[t]`` packets (both directions),
+or its final features when it ended with fewer packets. The tracker emits these
+as snapshots (``TrackerConfig.snapshot_packets``); a model that reads the series
+can classify a connection as soon as it reaches ``SERIES_POINTS[L-1]`` packets
+(early trigger) or ends, whichever comes first.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from malsensor.daemon.artifact import ViewInfo
+
+from ..errors import TrainError
+from .table import DataStats, Part
+
+CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap", ".pcap.gz", ".pcapng.gz")
+SERIES_POINTS = (2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+def is_capture(path: Path) -> bool:
+    name = path.name.lower()
+    return any(name.endswith(s) for s in CAPTURE_SUFFIXES)
+
+
+def read_capture_file(path: Path, view: ViewInfo, stats: DataStats, semantics: str = "malsensor") -> Part:
+    """Connections of one capture as a :class:`Part` (features in ``view``)."""
+    try:
+        from malsensor.daemon.flows import layout as L
+        from malsensor.daemon.flows.config import TrackerConfig
+        from malsensor.daemon.outputs.rows import format_ip, format_mac
+        from malsensor.daemon.pipeline import extract_file
+    except ImportError as e:  # pragma: no cover - the daemon is part of this distribution
+        raise TrainError(f"{path}: the capture extractor is not available ({e})") from None
+
+    series = len(view.shape) == 2
+    lookback = view.shape[0] if series else 0
+    if series and lookback > len(SERIES_POINTS):
+        raise TrainError(f"conn_series lookback {lookback} exceeds the {len(SERIES_POINTS)} snapshot points "
+                         f"{SERIES_POINTS}")
+    cfg = TrackerConfig()
+    if series:
+        cfg = replace(cfg, snapshot_packets=tuple(SERIES_POINTS[:lookback]))
+    recs, fts = [], []
+    try:
+        for cb in extract_file(path, tracking=cfg, semantics=semantics, include_snapshots=series):
+            recs.append(cb.records)
+            fts.append(cb.features)
+    except TrainError:
+        raise
+    except Exception as e:  # a capture the reader rejects: name it, keep the message
+        raise TrainError(f"{path}: cannot extract connections ({type(e).__name__}: {e})") from None
+    if recs:
+        rec = np.concatenate(recs)
+        feat = np.concatenate(fts)
+    else:
+        rec = np.zeros((0, L.N_COLS), dtype=np.int64)
+        feat = np.zeros((0, len(view.columns)), dtype=np.float64)
+    end_code = rec[:, L.END] & 0xFF
+    final = end_code != L.END_SNAPSHOT
+    ends = rec[final]
+    if series:
+        x = np.repeat(feat[final][:, None, :], lookback, axis=1)
+        # snapshots replace the final features at the points the connection reached
+        snap = ~final
+        if snap.any():
+            pos = {int(s): i for i, s in enumerate(ends[:, L.SERIAL])}
+            for r, f in zip(rec[snap], feat[snap]):
+                i = pos.get(int(r[L.SERIAL]))
+                k = int(r[L.END]) >> 8
+                if i is not None and k < lookback:
+                    x[i, k] = f
+    else:
+        x = feat[final]
+    stats.rows_read += int(ends.shape[0])
+    src_mac = [format_mac(int(m)) for m in ends[:, L.SRC_MAC]]
+    dest_mac = [format_mac(int(m)) for m in ends[:, L.DST_MAC]]
+    src_ip = [format_ip(int(h), int(lo)) for h, lo in zip(ends[:, L.SRC_HI], ends[:, L.SRC_LO])]
+    dest_ip = [format_ip(int(h), int(lo)) for h, lo in zip(ends[:, L.DST_HI], ends[:, L.DST_LO])]
+    ts = ends[:, L.FIRST_TS] / 1e9
+    return Part(str(path), x.astype(np.float64), None, src_mac, dest_mac, src_ip, dest_ip, ts,
+                folder_label=path.parent.name, is_capture=True, semantics=semantics)

@@ -1,0 +1,119 @@
+"""CSV rows: UNSW-NB15 (Argus columns) or a CSV with the view's own column names.
+
+UNSW-NB15 columns map onto the 17 ``conn`` features as below (Argus semantics:
+seconds, frame bytes, last TTL, bit/s, milliseconds for ``sinpkt``/``dinpkt``).
+The values are copied unchanged: a model trained on UNSW expects the daemon's
+``argus`` semantics, which is recorded in the artifact (``view.semantics``).
+"""
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+
+from malsensor.daemon.artifact import ViewInfo
+
+from ..errors import TrainError
+from .protocols import proto_number
+from .table import DataStats, Part
+
+UNSW_COLUMNS = {
+    "dur": "dur", "proto": "proto", "s_bytes_sum": "sbytes", "d_bytes_sum": "dbytes",
+    "s_ttl_mean": "sttl", "d_ttl_mean": "dttl", "s_load": "sload", "d_load": "dload",
+    "s_pkt_cnt": "spkts", "d_pkt_cnt": "dpkts", "s_bytes_mean": "smean", "d_bytes_mean": "dmean",
+    "s_iat_mean": "sinpkt", "d_iat_mean": "dinpkt", "tcp_rtt": "tcprtt", "syn_ack": "synack",
+    "ack_dat": "ackdat",
+}
+DEFAULT_LABEL_COLUMNS = ("label", "s_mac")
+_MISSING = frozenset(("", "nan", "na", "null", "none", "?"))
+
+
+def read_csv(path: Path, view: ViewInfo, label_col: str | None, stats: DataStats, skip_bad: bool) -> Part:
+    """Read one CSV file (header line required) into a :class:`Part`."""
+    if len(view.shape) != 1:
+        raise TrainError(f"{path}: a CSV holds one row per connection ({view.columns and 'conn'}); "
+                         f"the model reads {view.describe()}, which needs captures or JSONL 'series'")
+    try:
+        f = open(path, newline="", encoding="utf-8-sig")
+    except OSError as e:
+        raise TrainError(f"{path}: cannot read: {e.strerror or e}") from None
+    with f:
+        reader = csv.reader(f)
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise TrainError(f"{path}: empty file (no header line)") from None
+        except (csv.Error, UnicodeDecodeError) as e:
+            raise TrainError(f"{path}:1: cannot parse the header ({e})") from None
+        header = [h.strip() for h in header]
+        pos = {h: i for i, h in enumerate(header)}
+        if all(c in pos for c in view.columns):
+            names = list(view.columns)
+            semantics = None
+        elif all(c in pos for c in UNSW_COLUMNS.values()):
+            names = [UNSW_COLUMNS[c] for c in view.columns]
+            semantics = "argus"
+        else:
+            missing = [c for c in view.columns if c not in pos]
+            raise TrainError(f"{path}:1: the header has neither the {len(view.columns)} feature columns "
+                             f"(missing {', '.join(missing[:5])}{'...' if len(missing) > 5 else ''}) nor the "
+                             f"UNSW-NB15 columns ({', '.join(UNSW_COLUMNS.values())})")
+        cols = [pos[n] for n in names]
+        proto_j = view.columns.index("proto") if "proto" in view.columns else -1
+        if label_col is not None and label_col not in pos:
+            raise TrainError(f"{path}:1: no label column {label_col!r} (columns: {', '.join(header)})")
+        lab_name = label_col or next((c for c in DEFAULT_LABEL_COLUMNS if c in pos), None)
+        lab_i = pos[lab_name] if lab_name else None
+        mac_i = pos.get("src_mac", pos.get("s_mac"))
+        rows: list[list[float]] = []
+        labels: list[str | None] = []
+        macs: list[str | None] = []
+        width = len(header)
+        lineno = 1
+        while True:
+            try:
+                rec = next(reader)
+            except StopIteration:
+                break
+            except (csv.Error, UnicodeDecodeError) as e:
+                lineno += 1
+                stats.rows_read += 1
+                stats.bad(f"{path}:{lineno}", f"cannot parse ({e})", skip_bad)
+                continue
+            lineno = reader.line_num
+            if not rec or (len(rec) == 1 and not rec[0].strip()):
+                continue
+            stats.rows_read += 1
+            where = f"{path}:{lineno}"
+            if len(rec) != width:
+                stats.bad(where, f"{len(rec)} fields, the header has {width}", skip_bad)
+                continue
+            vals: list[float] = []
+            err = None
+            for j, i in enumerate(cols):
+                s = rec[i].strip()
+                if s.lower() in _MISSING:
+                    vals.append(math.nan)
+                    continue
+                try:
+                    vals.append(float(s))
+                except ValueError:
+                    if j == proto_j and (num := proto_number(s)) is not None:
+                        vals.append(float(num))
+                    else:
+                        what = "unknown protocol name" if j == proto_j else "not a number"
+                        err = f"column {header[i]!r} is {s!r}: {what}"
+                        break
+            if err:
+                stats.bad(where, err, skip_bad)
+                continue
+            rows.append(vals)
+            if lab_i is not None:
+                lab = rec[lab_i].strip()
+                labels.append(lab if lab else None)
+            macs.append(rec[mac_i].strip() if mac_i is not None else None)
+    x = np.asarray(rows, dtype=np.float64).reshape(-1, len(view.columns))
+    return Part(str(path), x, labels if lab_i is not None else None, macs if mac_i is not None else None,
+                semantics=semantics)

@@ -1,0 +1,181 @@
+"""Assemble a :class:`Dataset` from files and folders of any supported kind.
+
+Files are recognised by name: ``*.jsonl``/``*.ndjson``/``*.json`` rows, ``*.csv``
+tables, captures (``*.pcap``, ``*.pcapng``, ``*.cap``, optionally ``.gz``). A folder
+is searched recursively (sorted, so the order and the digest are reproducible).
+Cleaning, applied and counted here: missing and non-finite values become 0 (what
+the daemon's views emit for undefined values, and what the exported model does to
+non-finite inputs), unlabelled rows are dropped, duplicate rows are counted (and
+dropped with ``dedup``).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from malsensor.daemon.artifact import ViewInfo
+
+from ..errors import TrainError
+from .captures import is_capture, read_capture_file
+from .csvsrc import read_csv
+from .jsonl import read_jsonl
+from .labels import Labeller, LabelSpec
+from .table import DataStats, Dataset, Part
+
+log = logging.getLogger("malsensor.train.data")
+ROW_SUFFIXES = (".jsonl", ".ndjson", ".json")
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    labels: LabelSpec = field(default_factory=LabelSpec)
+    skip_bad: bool = False
+    dedup: bool = False
+    semantics: str = "malsensor"          # for captures run through the extractor
+    require_labels: bool = True           # predict may run on unlabelled rows
+    merge: dict[str, str] = field(default_factory=dict)  # label -> replacement
+
+
+def _kind(path: Path) -> str | None:
+    name = path.name.lower()
+    if name.endswith(ROW_SUFFIXES):
+        return "jsonl"
+    if name.endswith(".csv"):
+        return "csv"
+    if is_capture(path):
+        return "capture"
+    return None
+
+
+def list_files(paths: Sequence[str | Path]) -> list[tuple[Path, str]]:
+    """Every data file under ``paths`` with its kind; folders are walked recursively."""
+    out: list[tuple[Path, str]] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = [(f, k) for f in sorted(p.rglob("*")) if f.is_file() and (k := _kind(f))
+                     and not f.name.startswith(".") and not _is_table(f)]
+            if not found:
+                raise TrainError(f"{p}: no data files (jsonl, csv, pcap, pcapng) in this folder")
+            out.extend(found)
+        elif p.is_file():
+            k = _kind(p)
+            if k is None:
+                raise TrainError(f"{p}: unknown data file type (expected .jsonl, .csv, .pcap or .pcapng)")
+            out.append((p, k))
+        else:
+            raise TrainError(f"{p}: no such file or folder")
+    return out
+
+
+def _is_table(f: Path) -> bool:
+    """Side tables that live beside captures (device_macs.csv) are not data."""
+    if f.suffix.lower() != ".csv":
+        return False
+    try:
+        with open(f, encoding="utf-8-sig") as fh:
+            head = fh.readline().strip().lower()
+    except OSError:
+        return False
+    return head in ("device,mac", "mac,device", "ip,label")
+
+
+def read_part(path: Path, kind: str, view: ViewInfo, opts: DataOptions, stats: DataStats) -> Part:
+    column = opts.labels.column
+    if kind == "jsonl":
+        return read_jsonl(path, view, column, stats, opts.skip_bad)
+    if kind == "csv":
+        return read_csv(path, view, column, stats, opts.skip_bad)
+    return read_capture_file(path, view, stats, opts.semantics)
+
+
+def load_dataset(paths: Sequence[str | Path], view: ViewInfo, opts: DataOptions = DataOptions(),
+                 progress=None) -> Dataset:
+    """Read, label and clean every file under ``paths`` for ``view``."""
+    stats = DataStats()
+    files = list_files(paths)
+    stats.files = len(files)
+    labeller = Labeller(opts.labels, stats) if opts.require_labels or opts.labels.mode != "auto" else None
+    xs, ys, gs, names, tss = [], [], [], [], []
+    semantics = set()
+    captures = False
+    for gi, (f, kind) in enumerate(files):
+        part = read_part(f, kind, view, opts, stats)
+        if progress is not None:
+            progress(gi + 1, len(files), f)
+        if part.n == 0:
+            continue
+        captures |= part.is_capture
+        if part.semantics:
+            semantics.add(part.semantics)
+        if labeller is not None:
+            try:
+                labs = labeller.labels(part)
+            except TrainError:
+                if opts.require_labels:
+                    raise
+                labs = [None] * part.n
+        else:
+            labs = part.label if part.label is not None else [None] * part.n
+        lab = np.asarray([opts.merge.get(v, v) if v is not None else None for v in labs], dtype=object)
+        keep = lab != None  # noqa: E711 (elementwise)
+        if opts.require_labels:
+            stats.unlabelled += int((~keep).sum())
+        else:
+            keep = np.ones(part.n, dtype=bool)
+            lab = np.where(keep & (lab == None), "", lab)  # noqa: E711
+        if not keep.any():
+            continue
+        xs.append(part.x[keep])
+        ys.append(lab[keep])
+        gs.append(np.full(int(keep.sum()), len(names), dtype=np.int32))
+        names.append(str(f))
+        tss.append(part.ts[keep] if part.ts is not None else None)
+    if not xs:
+        what = "labelled rows" if opts.require_labels else "rows"
+        extra = f" ({stats.unlabelled} rows had no label)" if stats.unlabelled else ""
+        extra += f" ({stats.bad_rows} malformed rows skipped)" if stats.bad_rows else ""
+        raise TrainError(f"empty dataset: no {what} in {', '.join(map(str, paths))}{extra}")
+    x = np.concatenate(xs)
+    y = np.concatenate(ys).astype(object)
+    groups = np.concatenate(gs)
+    ts = np.concatenate(tss) if all(t is not None for t in tss) else None
+
+    missing = np.isnan(x)
+    stats.missing_values = int(missing.sum())
+    nonfinite = ~np.isfinite(x) & ~missing
+    stats.nonfinite_values = int(nonfinite.sum())
+    x = np.where(np.isfinite(x), x, 0.0)
+    big = np.abs(x) > np.finfo(np.float32).max
+    if big.any():
+        stats.nonfinite_values += int(big.sum())
+        x = np.where(big, 0.0, x)
+    x32 = x.astype(np.float32)
+
+    x32, y, groups, ts = _duplicates(x32, y, groups, ts, stats, opts.dedup)
+    if semantics and len(semantics) > 1:
+        raise TrainError(f"the data mixes feature semantics {sorted(semantics)}: train on one at a time")
+    return Dataset(x32, y, groups, names, view, stats, ts, semantics.pop() if semantics else None, captures)
+
+
+def _duplicates(x: np.ndarray, y: np.ndarray, groups: np.ndarray, ts, stats: DataStats, dedup: bool):
+    """Count identical feature rows (and those with different labels); drop repeats if asked."""
+    flat = np.ascontiguousarray(x.reshape(x.shape[0], -1))
+    keyv = flat.view(np.dtype((np.void, flat.dtype.itemsize * flat.shape[1]))).ravel()
+    _, first, inv = np.unique(keyv, return_index=True, return_inverse=True)
+    stats.duplicates = int(x.shape[0] - first.shape[0])
+    # rows whose feature vector appears with more than one label
+    lab_codes = np.unique(y.astype(str), return_inverse=True)[1]
+    pair = np.unique(np.stack([inv, lab_codes], axis=1), axis=0)
+    per_key = np.bincount(pair[:, 0], minlength=first.shape[0])
+    stats.conflicting_duplicates = int((per_key[inv] > 1).sum())
+    if not dedup or stats.duplicates == 0:
+        return x, y, groups, ts
+    # keep the first row of every (features, label) pair
+    _, keep = np.unique(np.stack([inv, lab_codes], axis=1), axis=0, return_index=True)
+    keep = np.sort(keep)
+    stats.duplicates_dropped = int(x.shape[0] - keep.shape[0])
+    return x[keep], y[keep], groups[keep], None if ts is None else ts[keep]

@@ -1,0 +1,144 @@
+"""``evaluate``, ``predict`` and ``inspect``: run a published artifact with the daemon's loader."""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from malsensor.daemon.artifact import Artifact, ArtifactError, ViewInfo, load_artifact
+
+from .data.labels import LabelSpec
+from .data.load import DataOptions, load_dataset
+from .data.table import Dataset
+from .errors import TrainError
+from .metrics import classification_report, log_loss
+from .publish import predict_in_batches
+from .views import CONN_SERIES_VIEW, CONN_VERSION, CONN_VIEW, CONN_SERIES_VERSION, N_CONN, conn_series_view, conn_view
+
+log = logging.getLogger("malsensor.train")
+EVAL_BATCH = 4096
+
+
+@dataclass
+class DataArgs:
+    paths: list[str]
+    label: str | None = None
+    label_from: str = "auto"
+    macs: Path | None = None
+    ips: Path | None = None
+    skip_bad: bool = False
+    semantics: str | None = None
+
+
+def open_artifact(path: str | Path) -> Artifact:
+    try:
+        return load_artifact(path)
+    except ArtifactError as e:
+        raise TrainError(f"artifact {e}") from None
+
+
+def data_view(art: Artifact) -> ViewInfo:
+    """The view the trainer must build from data for this artifact (or a clear refusal)."""
+    v = art.view
+    if v.name == CONN_VIEW and v.version == CONN_VERSION:
+        known = conn_view()
+    elif v.name == CONN_SERIES_VIEW and v.version == CONN_SERIES_VERSION and len(v.shape) == 2:
+        known = conn_series_view(v.shape[0])
+    else:
+        raise TrainError(f"the artifact reads view {v.describe()}, which this trainer cannot build from "
+                         f"data (it builds {CONN_VIEW}@{CONN_VERSION} and {CONN_SERIES_VIEW}@{CONN_SERIES_VERSION})")
+    if known.shape != v.shape or (v.columns and tuple(v.columns) != tuple(known.columns)):
+        raise TrainError(f"view mismatch: the artifact reads {v.describe()} with columns "
+                         f"{', '.join(v.columns) or '?'}, but this trainer's {known.ref} is shape "
+                         f"{list(known.shape)} with {N_CONN} columns {', '.join(known.columns)}")
+    return known
+
+
+def load_for(art: Artifact, d: DataArgs, require_labels: bool) -> Dataset:
+    mode = d.label_from
+    if mode == "auto" and d.label and not d.macs and not d.ips:
+        mode = "column"
+    semantics = d.semantics or art.meta.get("view", {}).get("semantics") or "malsensor"
+    opts = DataOptions(LabelSpec(mode, d.label, d.macs, d.ips), d.skip_bad, False, semantics, require_labels)
+    ds = load_dataset(d.paths, data_view(art), opts)
+    want = art.meta.get("view", {}).get("semantics")
+    if want and ds.semantics and ds.semantics != want:
+        log.warning("the artifact was trained on %s-semantics features but the data are %s-semantics "
+                    "(see docs/features.md): expect degraded results", want, ds.semantics)
+    return ds
+
+
+def evaluate(art: Artifact, d: DataArgs) -> dict:
+    ds = load_for(art, d, require_labels=True)
+    index = {lab: i for i, lab in enumerate(art.labels)}
+    unseen = sorted(set(ds.y.tolist()) - set(index))
+    if unseen:
+        counts = {u: int((ds.y == u).sum()) for u in unseen}
+        raise TrainError("the data has labels the model never saw: " +
+                         ", ".join(f"{u!r} ({c} rows)" for u, c in counts.items()) +
+                         f"; the model knows {', '.join(map(repr, art.labels))}")
+    y = np.array([index[v] for v in ds.y], dtype=np.int64)
+    probs = predict_in_batches(art.predict_proba, ds.x, EVAL_BATCH, art.n_classes)
+    out = classification_report(y, probs.argmax(1), art.labels, log_loss(probs, y))
+    out["artifact"] = str(art.path)
+    out["version"] = art.version
+    out["data"] = {"files": ds.stats.files, "rows_read": ds.stats.rows_read, "bad_rows": ds.stats.bad_rows,
+                   "unlabelled": ds.stats.unlabelled, "nonfinite_values": ds.stats.nonfinite_values,
+                   "missing_values": ds.stats.missing_values, "duplicates": ds.stats.duplicates}
+    return out
+
+
+def print_evaluation(rep: dict, stream=sys.stdout) -> None:
+    w = max([len(k) for k in rep["per_class"]] + [5])
+    lines = [f"artifact {rep['artifact']} (version {rep['version']})",
+             f"n {rep['n']}  accuracy {rep['accuracy']:.4f}  macro-F1 {rep['macro_f1']:.4f}  "
+             f"weighted-F1 {rep['weighted_f1']:.4f}  log-loss {rep['loss']:.4f}"]
+    if "tp" in rep:
+        lines.append(f"positive {rep['positive']!r}: tp {rep['tp']}  tn {rep['tn']}  fp {rep['fp']}  fn {rep['fn']}")
+    lines.append(f"{'label':<{w}}  precision  recall     f1  support")
+    for lab, m in rep["per_class"].items():
+        lines.append(f"{lab:<{w}}  {m['precision']:9.4f}  {m['recall']:6.4f}  {m['f1']:.4f}  {m['support']:7d}")
+    stream.write("\n".join(lines) + "\n")
+
+
+def predict(art: Artifact, d: DataArgs, topk: int, stream=sys.stdout) -> int:
+    """One JSON object per row: pred, true (when known), topk [[label, p], ...]."""
+    ds = load_for(art, d, require_labels=False)
+    probs = predict_in_batches(art.predict_proba, ds.x, EVAL_BATCH, art.n_classes)
+    k = max(1, min(topk, art.n_classes))
+    order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    labels = art.labels
+    for i in range(ds.n):
+        row = {"pred": labels[int(order[i, 0])]}
+        if ds.y[i]:
+            row["true"] = ds.y[i]
+        row["topk"] = [[labels[int(j)], float(probs[i, j])] for j in order[i]]
+        stream.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return ds.n
+
+
+def inspect(art: Artifact, stream=sys.stdout, as_json: bool = False) -> None:
+    s = art.summary()
+    if as_json:
+        stream.write(json.dumps(s, indent=2) + "\n")
+        return
+    v = s["view"]
+    lines = [f"artifact  {s['path']}", f"name      {s['name']}  version {s['version']}  kind {s['kind']}",
+             f"created   {s['created']}",
+             f"view      {v['name']}@{v['version']} shape {v['shape']} {v['dtype']}"
+             f"{' semantics ' + art.meta['view']['semantics'] if art.meta.get('view', {}).get('semantics') else ''}",
+             f"labels    {len(s['labels'])}: {', '.join(s['labels'])}",
+             f"params    {s['params']['leaves']} arrays, {s['params']['values']:,} values, {s['params']['bytes']:,} bytes"]
+    for which, m in (s.get("metrics") or {}).items():
+        lines.append(f"{which:<9} n {m['n']}  accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}")
+    d = s.get("data") or {}
+    if d:
+        lines.append(f"data      {d.get('rows')} rows, {d.get('files')} file(s), digest {d.get('digest')}")
+    if s.get("hyper"):
+        lines.append(f"hyper     {json.dumps(s['hyper'].get('model', {}))}")
+    lines.append("versions  " + ", ".join(f"{k} {v}" for k, v in (s.get("versions") or {}).items()))
+    stream.write("\n".join(lines) + "\n")

@@ -1,0 +1,62 @@
+"""A multi-layer perceptron on the ``conn`` view: the baseline network."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from malsensor.daemon.artifact import ViewInfo
+
+from ..errors import TrainError
+from ..views import conn_view
+from .base import ModelKind, register
+
+ACTIVATIONS = ("gelu", "relu", "silu", "tanh")
+
+
+@dataclass
+class MLPConfig:
+    """Hyper-parameters (``[model]`` in etc/models/mlp.toml)."""
+
+    hidden: tuple[int, ...] = (256, 256, 128)
+    dropout: float = 0.1
+    activation: str = "gelu"
+    layer_norm: bool = True
+
+
+def _module(cfg: MLPConfig, n_classes: int):
+    import flax.linen as nn
+
+    act = getattr(nn, cfg.activation)
+
+    class MLP(nn.Module):
+        @nn.compact
+        def __call__(self, x, train: bool = False):
+            x = x.reshape((x.shape[0], -1))
+            for i, h in enumerate(cfg.hidden):
+                x = nn.Dense(h, name=f"dense_{i}")(x)
+                if cfg.layer_norm:
+                    x = nn.LayerNorm(name=f"norm_{i}")(x)
+                x = act(x)
+                x = nn.Dropout(cfg.dropout, deterministic=not train)(x)
+            return nn.Dense(n_classes, name="head")(x)
+
+    return MLP()
+
+
+@register
+class MLP(ModelKind):
+    name = "mlp"
+    config_cls = MLPConfig
+
+    def view(self, cfg: MLPConfig) -> ViewInfo:
+        return conn_view()
+
+    def check(self, cfg: MLPConfig) -> None:
+        if not cfg.hidden or any(h < 1 for h in cfg.hidden):
+            raise TrainError("mlp: hidden must be a non-empty list of positive layer widths")
+        if not 0 <= cfg.dropout < 1:
+            raise TrainError("mlp: dropout must be in [0, 1)")
+        if cfg.activation not in ACTIVATIONS:
+            raise TrainError(f"mlp: activation must be one of {', '.join(ACTIVATIONS)}")
+
+    def module(self, cfg: MLPConfig, n_classes: int):
+        return _module(cfg, n_classes)
