@@ -26,7 +26,7 @@ from corpus import build  # noqa: E402
 
 from malsensor.daemon.capture.pcapfile import read_capture  # noqa: E402
 from malsensor.daemon.flows.config import TrackerConfig  # noqa: E402
-from malsensor.daemon.pipeline import ConnPipeline  # noqa: E402
+from malsensor.daemon.pipeline import OFFLINE_EMIT_ROWS, ConnPipeline  # noqa: E402
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -44,7 +44,7 @@ def child_cpu(cmd: list[str]) -> tuple[float, float, int]:
 
 
 def in_process(corpus: Path, semantics: str) -> tuple[int, int, float, float]:
-    pipe = ConnPipeline(TrackerConfig(), semantics)
+    pipe = ConnPipeline(TrackerConfig.for_semantics(semantics), semantics, emit_rows=OFFLINE_EMIT_ROWS)
     t0, c0 = time.perf_counter(), time.process_time()
     conns = 0
     for cb in pipe.run(read_capture(corpus)):

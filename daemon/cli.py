@@ -87,7 +87,7 @@ def _print_summary(summary: dict, stream: IO[str]) -> None:
 def cmd_extract(a: argparse.Namespace) -> int:
     from .capture.pcapfile import CaptureFormatError, ReaderStats, read_capture
     from .outputs.rows import RowWriter
-    from .pipeline import ConnPipeline, parse_protocols
+    from .pipeline import OFFLINE_EMIT_ROWS, ConnPipeline, parse_protocols
     from .progress import Progress
 
     try:
@@ -106,7 +106,7 @@ def cmd_extract(a: argparse.Namespace) -> int:
     except OSError as exc:
         log.error("cannot read capture %s: %s", a.capture, exc.strerror)
         return 2
-    pipe = ConnPipeline(tracking, a.semantics, protocols)
+    pipe = ConnPipeline(tracking, a.semantics, protocols, emit_rows=OFFLINE_EMIT_ROWS)
     stats = ReaderStats()
     status = 0
     out = _open_output(a.output)

@@ -86,7 +86,10 @@ class ConnPipeline:
     """One decode/track/feature chain. Not thread-safe: one per capture thread."""
 
     def __init__(self, tracking: TrackerConfig = TrackerConfig(), semantics: str = "malsensor",
-                 protocols: frozenset[int] | None = None) -> None:
+                 protocols: frozenset[int] | None = None, emit_rows: int = 0) -> None:
+        """``emit_rows``: hold finished connections until this many are ready (the feature
+        arithmetic then runs over bigger batches; for offline extraction, where latency does
+        not matter). 0 hands out every connection as soon as the batch that ended it."""
         if semantics not in SEMANTICS:
             raise ValueError(f"unknown semantics {semantics!r} (allowed: {', '.join(SEMANTICS)})")
         self.semantics = semantics
@@ -94,6 +97,22 @@ class ConnPipeline:
         self.tracker = FlowTracker(tracking)
         self.counters = PipelineCounters()
         self._decoded = None
+        self.emit_rows = emit_rows
+        self._held: list[np.ndarray] = []
+        self._held_rows = 0
+
+    def _hold(self, records: np.ndarray, force: bool = False) -> ConnBatch | None:
+        """Features for held + new records once ``emit_rows`` are ready (or when forced)."""
+        if self.emit_rows <= 0:
+            return self._finish(records)
+        if records.shape[0]:
+            self._held.append(records)
+            self._held_rows += records.shape[0]
+        if self._held_rows == 0 or (self._held_rows < self.emit_rows and not force):
+            return None
+        held = self._held[0] if len(self._held) == 1 else np.concatenate(self._held)
+        self._held, self._held_rows = [], 0
+        return self._finish(held)
 
     def _finish(self, records: np.ndarray) -> ConnBatch | None:
         if self.protocols is not None:
@@ -118,23 +137,29 @@ class ConnPipeline:
         c.wire_bytes += int(batch.wirelen.sum(dtype=np.int64))
         c.status += np.bincount(d.status[: batch.n], minlength=256)
         for records in self.tracker.update(batch.ts_ns, batch.wirelen, d):
-            cb = self._finish(records)
+            cb = self._hold(records)
             if cb is not None:
                 yield cb
 
     def expire(self, now_ns: int) -> Iterator[ConnBatch]:
         """Timeout sweep at ``now_ns`` (live capture while traffic pauses)."""
         for records in self.tracker.expire(now_ns):
-            cb = self._finish(records)
+            cb = self._hold(records)
             if cb is not None:
                 yield cb
+        cb = self._hold(np.empty((0, L.N_COLS), dtype=np.int64), force=True)
+        if cb is not None:
+            yield cb
 
     def finish(self, reason: int = L.END_EOF) -> Iterator[ConnBatch]:
         """End of input: emit every connection still tracked."""
         for records in self.tracker.flush(reason):
-            cb = self._finish(records)
+            cb = self._hold(records)
             if cb is not None:
                 yield cb
+        cb = self._hold(np.empty((0, L.N_COLS), dtype=np.int64), force=True)
+        if cb is not None:
+            yield cb
 
     def run(self, batches: Iterable[PacketBatch]) -> Iterator[ConnBatch]:
         for b in batches:
@@ -149,6 +174,9 @@ class ConnPipeline:
         return out
 
 
+OFFLINE_EMIT_ROWS = 16_384  # feature batches for offline extraction (measured: ~20 % faster end to end)
+
+
 def extract_file(path: str | os.PathLike, tracking: TrackerConfig = TrackerConfig(),
                  semantics: str = "malsensor", protocols: frozenset[int] | None = None,
                  include_snapshots: bool = False, pipeline: ConnPipeline | None = None,
@@ -156,7 +184,7 @@ def extract_file(path: str | os.PathLike, tracking: TrackerConfig = TrackerConfi
     """Connections of a capture file (pcap, pcapng, optionally gzip-compressed)."""
     from .capture.pcapfile import read_capture
 
-    pipe = pipeline or ConnPipeline(tracking, semantics, protocols)
+    pipe = pipeline or ConnPipeline(tracking, semantics, protocols, emit_rows=OFFLINE_EMIT_ROWS)
     for cb in pipe.run(read_capture(path)):
         if not include_snapshots:
             snap = cb.is_snapshot
