@@ -97,3 +97,44 @@ def point_current(model_dir: Path, target: str) -> None:
 
 def params_of(seed: int, n_classes: int = len(LABELS)) -> list[np.ndarray]:
     return _params(seed, n_classes)
+
+
+# --------------------------------------------------------------------------- broken artifacts
+
+
+def _rehash(art: Path) -> None:
+    meta = json.loads((art / META_FILE).read_text())
+    meta["files"] = {f: {"sha256": sha256_file(art / f), "bytes": (art / f).stat().st_size}
+                     for f in (MODEL_FILE, PARAMS_FILE, LABELS_FILE, CANARY_FILE)}
+    (art / META_FILE).write_text(json.dumps(meta, indent=1))
+
+
+def write_broken(out: Path, how: str, *, seed: int = 0) -> str:
+    """Write an artifact broken in one way; returns a fragment of the loader's complaint."""
+    if how == "view":
+        write_artifact(out, seed=seed, view_name="conn_series")
+        return "artifact reads view conn_series@1 shape [17] float32, but the data provides conn@1 shape [17]"
+    write_artifact(out, seed=seed)
+    if how == "truncated":
+        p = out / MODEL_FILE
+        data = p.read_bytes()
+        p.write_bytes(data[: len(data) // 2])
+        return f"{p}: {len(data) // 2} bytes, meta.json says {len(data)} (truncated or replaced)"
+    if how == "canary":
+        doc = msgpack.unpackb((out / CANARY_FILE).read_bytes())
+        from malsensor.daemon.artifact import unpack_array
+
+        probs = unpack_array(doc["probs"], out, "probs").copy()
+        probs[0] = probs[0][::-1]  # expected outputs the model does not produce
+        doc["probs"] = pack_array(probs)
+        (out / CANARY_FILE).write_bytes(msgpack.packb(doc))
+        _rehash(out)
+        return "canary outputs differ from the expected ones"
+    if how == "meta":
+        (out / META_FILE).write_text('{"format": 1, "kind": ')
+        return f"{out / META_FILE}: invalid JSON at line 1"
+    if how == "model":
+        (out / MODEL_FILE).write_bytes(b"\x00" * 64)
+        _rehash(out)
+        return f"{out / MODEL_FILE}: cannot deserialize jax.export module"
+    raise ValueError(how)

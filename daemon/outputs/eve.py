@@ -102,64 +102,127 @@ def proto_name(p: int) -> str:
     return PROTO_NAMES.get(p, str(p))
 
 
+def eve_event(pb: PredictionBatch, j: int, *, features: bool = True) -> dict:
+    """Row ``j`` as an event dict: the reference that :func:`eve_lines` formats quickly."""
+    r = pb.records[j].tolist()
+    key = r[L.KEY]
+    p = pb.probs[j].astype(np.float64).tolist()
+    c = int(pb.class_id[j])
+    ts = _Timestamps()
+    ev = {
+        "timestamp": ts(r[L.LAST_TS]),
+        "flow_id": int(flow_ids(pb.records[j:j + 1])[0]),
+        "event_type": "prediction",
+        "src_ip": format_ip(r[L.SRC_HI], r[L.SRC_LO]),
+        "src_port": (key >> 16) & 0xFFFF,
+        "dest_ip": format_ip(r[L.DST_HI], r[L.DST_LO]),
+        "dest_port": key & 0xFFFF,
+        "proto": proto_name((key >> 32) & 0xFF),
+        "src_mac": format_mac(r[L.SRC_MAC]),
+        "dest_mac": format_mac(r[L.DST_MAC]),
+        "prediction": {
+            "model": pb.model, "version": pb.version, "label": pb.label_of(c), "class_id": c,
+            "probability": p[c], "topk": [[pb.label_of(k), p[k]] for k in pb.topk[j].tolist()],
+            "alert": bool(pb.alert[j]), "trigger": pb.trigger,
+        },
+        "flow": {
+            "start": ts(r[L.FIRST_TS]), "end": ts(r[L.LAST_TS]), "end_reason": end_reason_name(r[L.END]),
+            "pkts_toserver": r[L.S_PKTS], "pkts_toclient": r[L.D_PKTS],
+            "bytes_toserver": r[L.S_IP_BYTES], "bytes_toclient": r[L.D_IP_BYTES],
+        },
+    }
+    if features:
+        ev["conn"] = {k: (v if np.isfinite(v) else None) for k, v in zip(CONN_COLUMNS, pb.features[j].tolist())}
+    return ev
+
+
+_HEAD = ('{{"timestamp":"{}","flow_id":{},"event_type":"prediction","src_ip":"{}","src_port":{},'
+         '"dest_ip":"{}","dest_port":{},"proto":"{}","src_mac":"{}","dest_mac":"{}",'
+         '"prediction":{{"model":{},"version":{},"label":{},"class_id":{},"probability":{},"topk":[{}],'
+         '"alert":{},"trigger":{}}},"flow":{{"start":"{}","end":"{}","end_reason":"{}","pkts_toserver":{},'
+         '"pkts_toclient":{},"bytes_toserver":{},"bytes_toclient":{}}}')
+_CONN = ',"conn":{{' + ",".join(f'"{c}":{{}}' for c in CONN_COLUMNS) + "}}}}"
+_END = "}"
+
+
+class _Cache(dict):
+    """A small memo for address/MAC text (a sensor sees the same hosts over and over)."""
+
+    LIMIT = 65536
+
+    def get_or(self, key, make):
+        v = self.get(key)
+        if v is None:
+            if len(self) >= self.LIMIT:
+                self.clear()
+            v = self[key] = make(*key) if isinstance(key, tuple) else make(key)
+        return v
+
+
+_IPS = _Cache()
+_MACS = _Cache()
+
+
 def eve_lines(pb: PredictionBatch, *, features: bool = True, select: np.ndarray | None = None) -> str:
-    """EVE lines (with the final newline) for the rows of ``pb`` (or the rows in ``select``)."""
+    """EVE lines (with the final newline) for the rows of ``pb`` (or the rows in ``select``).
+
+    Equal, once parsed, to :func:`eve_event` for each row; built with one format template per
+    line (a few microseconds per event instead of a JSON encoder walking dicts)."""
     idx = np.arange(pb.n) if select is None else np.flatnonzero(select)
     if idx.size == 0:
         return ""
     rec = pb.records[idx]
     fid = flow_ids(rec).tolist()
-    ftr = pb.features[idx]
-    if features and not np.isfinite(ftr).all():
-        ftr = np.where(np.isfinite(ftr), ftr, np.nan)
-    ftl = ftr.tolist() if features else None
-    cls = pb.class_id[idx].tolist()
-    prob = pb.probs[idx].astype(np.float64)
-    top = pb.topk[idx].tolist()
-    alert = pb.alert[idx].tolist()
+    key = rec[:, L.KEY]
+    sport = ((key >> 16) & 0xFFFF).tolist()
+    dport = (key & 0xFFFF).tolist()
+    proto = [proto_name(p) for p in ((key >> 32) & 0xFF).tolist()]
+    ip = _IPS.get_or
+    src = [ip((h, lo), format_ip) for h, lo in zip(rec[:, L.SRC_HI].tolist(), rec[:, L.SRC_LO].tolist())]
+    dst = [ip((h, lo), format_ip) for h, lo in zip(rec[:, L.DST_HI].tolist(), rec[:, L.DST_LO].tolist())]
+    mac = _MACS.get_or
+    smac = [mac(m, format_mac) for m in rec[:, L.SRC_MAC].tolist()]
+    dmac = [mac(m, format_mac) for m in rec[:, L.DST_MAC].tolist()]
     ts = _Timestamps()
-    dumps = json.JSONEncoder(separators=(",", ":"), allow_nan=True).encode
-    out = []
-    recl = rec.tolist()
-    for j, r in enumerate(recl):
-        key = r[L.KEY]
-        p = prob[j]
+    last = [ts(t) for t in rec[:, L.LAST_TS].tolist()]
+    first = [ts(t) for t in rec[:, L.FIRST_TS].tolist()]
+    reason = [end_reason_name(e) for e in rec[:, L.END].tolist()]
+    spk, dpk = rec[:, L.S_PKTS].tolist(), rec[:, L.D_PKTS].tolist()
+    sby, dby = rec[:, L.S_IP_BYTES].tolist(), rec[:, L.D_IP_BYTES].tolist()
+    probs = pb.probs[idx].astype(np.float64).tolist()
+    cls = pb.class_id[idx].tolist()
+    top = pb.topk[idx].tolist()
+    alert = ["true" if a else "false" for a in pb.alert[idx].tolist()]
+    jlab: dict[int, str] = {}
+
+    def lab(c: int) -> str:
+        s = jlab.get(c)
+        if s is None:
+            s = jlab[c] = json.dumps(pb.label_of(c))
+        return s
+
+    model, version, trigger = json.dumps(pb.model), json.dumps(pb.version), json.dumps(pb.trigger)
+    head = _HEAD.format
+    lines = []
+    for j in range(idx.size):
+        p = probs[j]
         c = cls[j]
-        ev = {
-            "timestamp": ts(r[L.LAST_TS]),
-            "flow_id": fid[j],
-            "event_type": "prediction",
-            "src_ip": format_ip(r[L.SRC_HI], r[L.SRC_LO]),
-            "src_port": (key >> 16) & 0xFFFF,
-            "dest_ip": format_ip(r[L.DST_HI], r[L.DST_LO]),
-            "dest_port": key & 0xFFFF,
-            "proto": proto_name((key >> 32) & 0xFF),
-            "src_mac": format_mac(r[L.SRC_MAC]),
-            "dest_mac": format_mac(r[L.DST_MAC]),
-            "prediction": {
-                "model": pb.model,
-                "version": pb.version,
-                "label": pb.label_of(c),
-                "class_id": c,
-                "probability": float(p[c]),
-                "topk": [[pb.label_of(k), float(p[k])] for k in top[j]],
-                "alert": alert[j],
-                "trigger": pb.trigger,
-            },
-            "flow": {
-                "start": ts(r[L.FIRST_TS]),
-                "end": ts(r[L.LAST_TS]),
-                "end_reason": end_reason_name(r[L.END]),
-                "pkts_toserver": r[L.S_PKTS],
-                "pkts_toclient": r[L.D_PKTS],
-                "bytes_toserver": r[L.S_IP_BYTES],
-                "bytes_toclient": r[L.D_IP_BYTES],
-            },
-        }
-        if ftl is not None:
-            ev["conn"] = {k: (None if v != v else v) for k, v in zip(CONN_COLUMNS, ftl[j])}
-        out.append(dumps(ev))
-    return "\n".join(out) + "\n"
+        topk = ",".join(f"[{lab(k)},{p[k]!r}]" for k in top[j])
+        lines.append(head(last[j], fid[j], src[j], sport[j], dst[j], dport[j], proto[j], smac[j], dmac[j],
+                          model, version, lab(c), c, repr(p[c]), topk, alert[j], trigger, first[j], last[j],
+                          reason[j], spk[j], dpk[j], sby[j], dby[j]))
+    if features:
+        ftr = pb.features[idx]
+        conn = _CONN.format
+        if np.isfinite(ftr).all():
+            rows = ftr.tolist()
+            lines = [line + conn(*r) for line, r in zip(lines, rows)]
+        else:  # JSON has no NaN/Infinity: such values become null
+            rows = np.where(np.isfinite(ftr), ftr, np.nan).tolist()
+            lines = [line + conn(*("null" if v != v else repr(v) for v in r)) for line, r in zip(lines, rows)]
+    else:
+        lines = [line + _END for line in lines]
+    return "\n".join(lines) + "\n"
 
 
 def label_lines(pb: PredictionBatch, select: np.ndarray | None = None) -> str:

@@ -159,6 +159,14 @@ class ModelRegistry:
 
     def load_into(self, slot: ModelSlot, *, reason: str = "start") -> bool:
         """Load the artifact ``slot.cfg`` points at now and swap it in. False when rejected."""
+        if slot.current is None:
+            try:
+                resolve(model_artifact_path(slot.cfg))
+            except ArtifactError as e:  # nothing published yet: wait for it, this is no rejection
+                if slot.last_error != str(e):
+                    log.warning("model %s: %s; waiting for an artifact to be published", slot.name, e)
+                slot.last_error = str(e)
+                return False
         with self._load_lock:
             slot.loading = True
             t0 = time.perf_counter()
@@ -211,10 +219,13 @@ class ModelRegistry:
         try:
             target = resolve(model_artifact_path(slot.cfg))
         except ArtifactError as e:
-            if slot.current is None and slot.last_error != str(e):
-                # report a missing or unreadable model directory once per distinct problem
-                slot.last_error = str(e)
-                log.warning("model %s: %s; waiting for an artifact to be published", slot.name, e)
+            if slot.current is None:
+                if slot.last_error != str(e):
+                    # report a missing or unreadable model directory once per distinct problem
+                    slot.last_error = str(e)
+                    log.warning("model %s: %s; waiting for an artifact to be published", slot.name, e)
+            elif slot.rejected_signature != ("unresolvable", str(e)):
+                self._reject(slot, e)  # e.g. current now dangles: keep serving, say so once
             return False
         sig = _signature(target)
         cur = slot.current

@@ -173,7 +173,9 @@ class Service:
         for m in cfg.models:
             slot = self.registry.add(m)
             ok = self.registry.load_into(slot, reason="start")
-            if not ok and self.replay:
+            if not ok and self.replay and cfg.replay.repeat != 0:
+                # a finite replay without one of its models would silently miss its events; a
+                # service (live, or replay forever) waits for the artifact to be published
                 raise StartError(f"model {m.name}: {slot.last_error}")
             self._start_worker(slot)
         self.dispatcher.set_routes(self._routes())

@@ -1,0 +1,124 @@
+"""Running malsensord as a subprocess in tests: stderr collected live, log lines awaited,
+the metrics endpoint read, whole-line JSONL files parsed."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+MALSENSORD = [sys.executable, "-m", "malsensor.daemon.runtime.main"]
+
+
+class Daemon:
+    def __init__(self, cfg: Path, *args: str, env: dict | None = None) -> None:
+        e = dict(os.environ)
+        e.pop("NOTIFY_SOCKET", None)
+        e.update(env or {})
+        self.proc = subprocess.Popen([*MALSENSORD, "-c", str(cfg), *args], env=e, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+        self.lines: list[str] = []
+        self.out = ""
+        self._cond = threading.Condition()
+        self._t = threading.Thread(target=self._read, daemon=True)
+        self._t.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            with self._cond:
+                self.lines.append(line.rstrip("\n"))
+                self._cond.notify_all()
+
+    def wait_log(self, pattern: str, timeout: float = 60.0, start: int = 0) -> re.Match:
+        rx = re.compile(pattern)
+        end = time.monotonic() + timeout
+        with self._cond:
+            i = start
+            while True:
+                while i < len(self.lines):
+                    m = rx.search(self.lines[i])
+                    if m:
+                        return m
+                    i += 1
+                left = end - time.monotonic()
+                if left <= 0 or (self.proc.poll() is not None and not self._t.is_alive()):
+                    raise AssertionError(f"no log line matching {pattern!r} in {timeout}s; log:\n"
+                                         + "\n".join(self.lines[-40:]))
+                self._cond.wait(min(left, 0.2))
+
+    def mark(self) -> int:
+        with self._cond:
+            return len(self.lines)
+
+    def log_text(self) -> str:
+        with self._cond:
+            return "\n".join(self.lines)
+
+    def metrics_port(self) -> int:
+        return int(self.wait_log(r"metrics on http://[^:]+:(\d+)/metrics").group(1))
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port()}/metrics", timeout=10) as r:
+            return r.read().decode()
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 60.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.wait(timeout)
+
+    def wait(self, timeout: float = 60.0) -> int:
+        try:
+            out, _ = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, _ = self.proc.communicate()
+            raise
+        self._t.join(5)
+        self.out = out or ""
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate()
+
+
+def jsonl(path: Path) -> list:
+    """Every line of a JSONL file, asserting that none is torn."""
+    text = path.read_text() if path.exists() else ""
+    assert text == "" or text.endswith("\n"), f"{path} ends with a torn line"
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def metric(text: str, name: str, **labels: str) -> float | None:
+    """Value of one sample in Prometheus text format (labels in any order)."""
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        head, _, value = line.rpartition(" ")
+        m = re.fullmatch(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?", head)
+        if not m or m.group(1) != name:
+            continue
+        got = dict(re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
+        if got == labels:
+            return float(value)
+    return None
+
+
+def wait_until(pred, timeout: float, what: str, interval: float = 0.05) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
