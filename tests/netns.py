@@ -250,6 +250,30 @@ class VethPair:
             ipr.link("set", index=ipr.link_lookup(ifname=self.peer)[0], state="up")
         self.wait_carrier()
 
+    def add_pair(self, suffix: str) -> tuple[str, str]:
+        """Another veth pair between the same two namespaces (gone with them on close):
+        returns (host name, peer name)."""
+        from pyroute2 import IPRoute
+
+        host, peer = f"msh{self.tag}{suffix}", f"msp{self.tag}{suffix}"
+        with in_netns(self.cap_ns), IPRoute() as ipr:
+            ipr.link("add", ifname=host, kind="veth", mtu=self.mtu,
+                     peer={"ifname": peer, "net_ns_fd": self.src_ns, "mtu": self.mtu})
+            ipr.link("set", index=ipr.link_lookup(ifname=host)[0], state="up")
+        with in_netns(self.src_ns), IPRoute() as ipr:
+            ipr.link("set", index=ipr.link_lookup(ifname=peer)[0], state="up")
+        if not self.offloads:
+            set_offloads(self.cap_ns, host, False)
+            set_offloads(self.src_ns, peer, False)
+        return host, peer
+
+    def send_frames_on(self, ifname: str, frames: Iterable[bytes]) -> int:
+        """Like send_frames, out of another interface of the source namespace."""
+        path = self.tmpdir / f"frames-{secrets.token_hex(4)}.bin"
+        n = write_frames(path, frames)
+        self.run_src([sys.executable, str(Path(__file__).resolve()), "send", ifname, str(path), "0"])
+        return n
+
     def wait_carrier(self, timeout: float = 5.0) -> None:
         """Wait until both ends report carrier (a veth is down until its peer is up)."""
         deadline = time.monotonic() + timeout

@@ -495,3 +495,119 @@ def test_gso_superframes_counted_as_one_packet():
             payload += p[IP].len - p[IP].ihl * 4 - p[TCP].dataofs * 4
     assert payload == total
     assert len(rec.frames) < total // 1448
+
+
+# ----------------------------------------------------------------------- root: options
+def test_several_interfaces_at_once(veth):
+    host2, peer2 = veth.add_pair("b")
+    f1, f2 = _frames(300), _frames(200)[::-1]
+    recs = {}
+
+    def factory(name, member):
+        recs[name] = Recorder(name, member)
+        return recs[name]
+
+    cfg = CaptureConfig((veth.host, host2), ring=SMALL_RING)
+    with veth.capture_side():
+        cap = LiveCapture(cfg, factory).start()
+    try:
+        assert cap.wait_bound(2, 10)
+        veth.send_frames(f1)
+        veth.send_frames_on(peer2, f2)
+    finally:
+        cap.stop()
+        cap.join()
+    assert recs[veth.host].frames == f1 and recs[host2].frames == f2
+    s = cap.stats().summary()
+    assert s["kernel_packets"] == 500 and s["kernel_drops"] == 0
+    assert {w["interface"]: w["captured_packets"] for w in s["per_worker"]} == {veth.host: 300, host2: 200}
+
+
+def test_lb_fanout_spreads_one_flow(veth):
+    frames = _frames(1000)  # one UDP flow: hash mode would keep it on one thread
+    cons, stats = _capture(veth, lambda: veth.send_frames(frames), fanout=2,
+                           config_kw={"fanout_mode": "lb"})
+    assert sorted(len(c.frames) for c in cons) == [500, 500]  # round robin
+    assert Counter(f for c in cons for f in c.frames) == Counter(frames)
+
+
+def test_promiscuous_and_ignore_outgoing(veth):
+    import socket
+
+    IFF_PROMISC = 0x100
+
+    def flags():
+        return int(veth.run_cap(["cat", f"/sys/class/net/{veth.host}/flags"]).stdout, 16)
+
+    own = [bytes(Ether(src="02:00:00:00:00:09", dst="02:00:00:00:00:08") / IP(src="10.6.0.1", dst="10.6.0.2")
+                 / UDP(sport=9, dport=9) / (b"o%03d" % i)) for i in range(20)]
+    incoming = _frames(30)
+
+    def send_both():
+        veth.send_frames(incoming)
+        with veth.capture_side():  # frames this host sends out of the captured interface
+            s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+            s.bind((veth.host, 0))
+            for f in own:
+                s.send(f)
+            s.close()
+
+    assert not flags() & IFF_PROMISC
+    seen = []
+    for ignore in (False, True):
+        cons = []
+
+        def factory(n, m):
+            cons.append(Recorder())
+            return cons[-1]
+
+        cfg = CaptureConfig((veth.host,), ring=SMALL_RING, ignore_outgoing=ignore)
+        with veth.capture_side():
+            cap = LiveCapture(cfg, factory).start()
+        try:
+            assert cap.wait_bound(1, 10)
+            seen.append(flags() & IFF_PROMISC)
+            send_both()
+        finally:
+            cap.stop()
+            cap.join()
+        if ignore:
+            assert cons[0].frames == incoming
+        else:
+            assert Counter(cons[0].frames) == Counter(incoming + own)
+    assert seen == [IFF_PROMISC, IFF_PROMISC]  # promiscuous while capturing
+    assert not flags() & IFF_PROMISC  # and back to normal once the sockets are closed
+
+
+def test_cli_extract_interface_count(veth, tmp_path):
+    """``malsensor extract --interface IF --count N`` stops after exactly N packets."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    exe = str(Path(sys.executable).parent / "malsensor")
+    summary = tmp_path / "s.json"
+    out = tmp_path / "rows.jsonl"
+    log = open(tmp_path / "log", "w")
+    p = veth.popen(veth.cap_ns, [exe, "extract", "--interface", veth.host, "--count", "250",
+                                 "-o", str(out), "--summary-json", str(summary)],
+                   stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while "capturing on" not in (tmp_path / "log").read_text():
+        assert p.poll() is None, (tmp_path / "log").read_text()
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    t = Traffic()
+    for i in range(100):
+        udp(0, t, sport=2000 + i, dport=53)
+    veth.send_frames(t.frames * 3)  # 300 packets, 100 connections
+    assert p.wait(30) == 0, (tmp_path / "log").read_text()
+    s = json.loads(summary.read_text())
+    assert s["packets"] == 250 and s["kernel"]["drops"] == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == s["connections"] == 100
+    assert sum(r["s_pkt_cnt"] for r in rows) == 250
+    assert {r["end_reason"] for r in rows} == {"shutdown"}
+    text = (tmp_path / "log").read_text()
+    assert "kernel packets" in text and "kernel drops 0" in text

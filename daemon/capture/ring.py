@@ -111,7 +111,7 @@ class RingConfig:
     block_size: int = 1 << 20
     block_count: int = 64
     frame_size: int = 2048
-    retire_timeout_ms: int = 20
+    retire_timeout_ms: int = 50
     snaplen: int = 262144
     max_blocks_per_batch: int = 4
 
