@@ -14,7 +14,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from conftest import require_root, require_tool
+from conftest import require_root
 from crafted import TcpConn, Traffic, udp
 from netns import VethPair, veth  # noqa: F401  (veth is a fixture)
 from scapy.layers.inet import IP, TCP, UDP
@@ -611,3 +611,10 @@ def test_cli_extract_interface_count(veth, tmp_path):
     assert {r["end_reason"] for r in rows} == {"shutdown"}
     text = (tmp_path / "log").read_text()
     assert "kernel packets" in text and "kernel drops 0" in text
+
+
+def test_ring_that_cannot_be_allocated_fails_clearly(veth):
+    huge = RingConfig(block_size=1 << 22, block_count=1 << 20)  # 4 TiB
+    cfg = CaptureConfig((veth.host,), ring=huge)
+    with veth.capture_side(), pytest.raises(OSError, match=r"PACKET_RX_RING \(1048576 x 4194304"):
+        capture_connections(cfg, lambda cb: None, duration=5)

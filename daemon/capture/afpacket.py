@@ -31,19 +31,19 @@ from __future__ import annotations
 
 import errno
 import logging
+import socket
 import threading
 import time
-from dataclasses import dataclass, field, replace
-from typing import Callable, Protocol, Sequence
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
 
 import numpy as np
 
-from .batch import PacketBatch
+from .batch import LINKTYPE_ETHERNET, PacketBatch
 from .bpf import DLT_EN10MB, DLT_RAW, compile_filter
 from .interfaces import LinkState, LinkWatcher
 from .ring import (COUNTER_NAMES, N_COUNTERS, FanoutSpec, InterfaceGone, KernelStats, Ring,
                    RingConfig, RingError, realtime_ns, warm_up)
-from .batch import LINKTYPE_ETHERNET, LINKTYPE_RAW
 
 log = logging.getLogger("malsensor.capture")
 
@@ -437,15 +437,26 @@ class LiveCapture:
             self.interfaces[name] = _Interface(self, name, ws)
         self.watcher = LinkWatcher(self.interfaces, self._on_link)
         self._started = False
+        self.error: BaseException | None = None
+        """Set when setting up a capture failed for good (the capture then stops)."""
 
     # -- control ------------------------------------------------------------------------------
     def start(self) -> "LiveCapture":
         if self._started:
             return self
         self._started = True
+        try:  # fail early, in the caller's thread, without privileges
+            socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0).close()
+        except PermissionError:
+            raise RingError(errno.EPERM, "live capture needs root or the CAP_NET_RAW capability "
+                            "(AF_PACKET sockets)") from None
+        if self.config.bpf:
+            compile_filter(self.config.bpf, self.config.ring.snaplen)  # a bad expression: now
+        if self.config.fanout > 1 and self.config.fanout_mode != "hash":
+            log.warning("fanout mode %s spreads the packets of one connection over %d threads: "
+                        "each thread tracks only its share (use hash to keep connections whole)",
+                        self.config.fanout_mode, self.config.fanout)
         warm_up()
-        for cfgbpf in ((self.config.bpf,) if self.config.bpf else ()):
-            compile_filter(cfgbpf, self.config.ring.snaplen)  # fail early on a bad expression
         for w in self.workers:
             w.start()
         self.watcher.start()
@@ -464,7 +475,13 @@ class LiveCapture:
         if self._stopping.is_set() or self._halt.is_set():
             return
         with self._bind_lock:
-            self.interfaces[name].on_link(state)
+            try:
+                self.interfaces[name].on_link(state)
+            except Exception as exc:  # cannot capture at all (permissions, memory): stop
+                log.error("capture on %s failed: %s", name, exc)
+                self.error = exc
+                self._halt.set()
+                self._done.set()
 
     def _bound_event(self, name: str, state: LinkState) -> None:
         with self._bound_cond:
@@ -515,6 +532,9 @@ class LiveCapture:
             if w.is_alive():
                 w.join(timeout)
         errors = [w.error for w in self.workers if w.error is not None]
+        if self.error is not None:
+            raise RingError(getattr(self.error, "errno", None) or errno.EIO,
+                            f"live capture failed: {self.error}") from self.error
         if errors:
             raise RuntimeError(f"capture worker failed: {errors[0]!r}") from errors[0]
 
