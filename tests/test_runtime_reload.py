@@ -203,3 +203,42 @@ def test_model_published_after_start_and_output_dir_created_later(tmp_path):
         assert d.stop() == 0
     finally:
         d.kill()
+
+
+def test_disk_full_output_keeps_whole_lines_and_the_daemon_running(tmp_path):
+    import subprocess
+
+    from conftest import require_root, require_tool
+
+    require_root()
+    require_tool("mount")
+    capture = require_data("pcap/synscan.pcapng")
+    models, logs = tmp_path / "models", tmp_path / "logs"
+    logs.mkdir()
+    small = tmp_path / "small"
+    small.mkdir()
+    publish(models, "m1", "v1", seed=1)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(small)], check=True)
+    d = None
+    try:
+        outs = (f'[[output]]\npath = "{small}/eve.json"\n'
+                f'[[output]]\npath = "{logs}/labels.jsonl"\nformat = "label"\n')
+        d = Daemon(config(tmp_path / "c.toml", models, logs, capture, outputs=outs, pause=0.05))
+        d.wait_log(f"output {small}/eve.json: writing {small}/eve.json: No space left on device; "
+                   r"\d+ event\(s\) lost \(lines already written are kept\)", 60)
+        n = len(jsonl(logs / "labels.jsonl"))
+        wait_until(lambda: len(jsonl(logs / "labels.jsonl")) > n + 100, 20, "the other output going on")
+        text = d.metrics()
+        written = metric(text, "malsensor_output_lines_total", path=f"{small}/eve.json")
+        lost = metric(text, "malsensor_output_lost_total", path=f"{small}/eve.json")
+        assert written > 0 and lost > 0
+        assert metric(text, "malsensor_healthy") == 1
+        assert d.stop() == 0
+        events = jsonl(small / "eve.json")  # whole lines only
+        final = jsonl(logs / "stats.jsonl")[-1]["outputs"][f"{small}/eve.json"]
+        assert len(events) == final["lines"] >= written and final["lost"] >= lost
+        assert d.log_text().count("No space left on device") == 1  # said once, counted always
+    finally:
+        if d is not None:
+            d.kill()
+        subprocess.run(["umount", str(small)], check=False)

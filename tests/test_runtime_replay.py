@@ -180,3 +180,59 @@ def test_replay_bad_capture_and_missing_model(tmp_path, models_dir):
     r = run_replay(cfg2, require_data("pcap/synscan.pcapng"))
     assert r.returncode == 1
     assert f"cannot start: model m1: {tmp_path / 'no-models' / 'm1'}: no such artifact or model directory" in r.stderr
+
+
+def test_replay_as_unprivileged_user(models_dir):
+    """Started as root with [service] user = "nobody": the events are written as nobody."""
+    import os
+    import tempfile
+
+    from conftest import require_root
+
+    require_root()
+    capture = require_data("pcap/stratosphere_cc_capture1.pcap")
+    work = Path(tempfile.mkdtemp(prefix="malsensord-user-"))
+    try:
+        work.chmod(0o777)
+        shutil.copytree(models_dir, work / "models", symlinks=True)
+        for p in [work / "models", *(work / "models").rglob("*")]:
+            if not p.is_symlink():
+                p.chmod(0o755 if p.is_dir() else 0o644)
+        cfg = work / "m.toml"
+        cfg.write_text('[service]\nuser = "nobody"\n[metrics]\nenabled = false\n[stats]\npath = ""\n'
+                       f'[[model]]\nname = "m1"\nmodels_dir = "{work / "models"}"\n'
+                       f'[[output]]\npath = "{work}/eve.json"\n')
+        r = run_replay(cfg, capture)
+        assert r.returncode == 0, r.stderr
+        assert "switched to user nobody (uid 65534, gid 65534), keeping CAP_NET_RAW and CAP_NET_ADMIN" in r.stderr
+        st = os.stat(work / "eve.json")
+        assert (st.st_uid, st.st_gid) == (65534, 65534)
+        assert len((work / "eve.json").read_text().splitlines()) == int(r.stdout.split()[0]) == 299
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def test_replay_early_trigger_one_prediction_per_connection(tmp_path, models_dir):
+    capture = require_data("pcap/stratosphere_cc_capture1.pcap")
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    cfg = write_config(tmp_path / "m.toml", models_dir, logs,
+                       outputs=f'[[output]]\npath = "{logs}/eve.json"\n')
+    cfg.write_text(cfg.read_text().replace('topk = 3\n', 'topk = 3\ntrigger = "early"\nearly_packets = 5\n'))
+    r = run_replay(cfg, capture)
+    assert r.returncode == 0, r.stderr
+    rows = extract_rows(capture)
+    events = [json.loads(line) for line in (logs / "eve.json").read_text().splitlines()]
+    assert len(events) == len(rows) and r.stdout.startswith(f"{len(rows)} connections processed (")
+    assert {_key_from_event(e) for e in events} == {_key_from_row(r) for r in rows}
+    n_early = 0
+    for e in events:
+        f = e["flow"]
+        pkts = f["pkts_toserver"] + f["pkts_toclient"]
+        assert e["prediction"]["trigger"] == "early"
+        if f["end_reason"] == "snapshot":
+            n_early += 1
+            assert pkts == 5
+        else:
+            assert pkts < 5
+    assert n_early == sum(1 for r in rows if r["s_pkt_cnt"] + r["d_pkt_cnt"] >= 5) > 0

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import select
 import signal
 import socket
@@ -38,7 +39,7 @@ from .inference import ConnQueue, Dispatcher, ModelWorker, Route
 from .notify import Notifier
 from .privileges import PrivilegeError, drop_privileges
 from .registry import ModelRegistry, ModelSlot, Watcher, describe_models
-from .sources import LiveSource, ReplaySource
+from .sources import LiveSource, ReplaySource, warm_pipeline
 from .stats import LatencyStats, StatsReporter, start_metrics_server
 from .writer import EventWriter
 
@@ -160,6 +161,10 @@ class Service:
             except OSError as e:
                 raise StartError(f"[metrics] cannot listen on {cfg.metrics.listen}:{cfg.metrics.port}: "
                                  f"{e.strerror or e}") from None
+        if cfg.service.user and os.geteuid() == 0:
+            preload(live=not self.replay)
+        # numba kernels compiled or loaded from the cache now, not by the first packets
+        warm_pipeline(self.tracking, cfg.tracking.semantics, live=not self.replay)
         try:
             done = drop_privileges(cfg.service.user, cfg.service.group)
         except PrivilegeError as e:
@@ -471,6 +476,33 @@ class Service:
         dropped = sum(c.dropped_at_stop for c in (self.source.consumers if self.source else []))
         log.info("stopped: %d connections, %d events written%s", rec["connections"], self.writer.events,
                  f", {dropped} open connections dropped (on_stop = drop)" if dropped else "")
+
+
+def preload(live: bool) -> None:
+    """Import (and initialise) what the daemon runs later, while it can still read everything:
+    after the switch to an unprivileged user, code in a root-only location (a Python under
+    /root, say) could not be loaded any more."""
+    import jax
+    import jax.numpy as jnp
+    from jax import export  # noqa: F401
+
+    import numpy as _np
+
+    # a whole export -> serialize -> deserialize -> call round trip walks the code paths (and
+    # their lazy imports) that loading and running an artifact takes
+    (b,) = export.symbolic_shape("b")
+    exp = export.export(jax.jit(lambda w, x: jax.nn.softmax(jnp.tanh(x) @ w, axis=-1)))(
+        jax.ShapeDtypeStruct((4, 2), jnp.float32), jax.ShapeDtypeStruct((b, 4), jnp.float32))
+    again = export.deserialize(bytearray(exp.serialize()))
+    jax.block_until_ready(jax.jit(again.call)(jnp.ones((4, 2), jnp.float32), _np.zeros((3, 4), _np.float32)))
+    import msgpack  # noqa: F401
+
+    from .. import artifact  # noqa: F401
+    from ..capture import pcapfile  # noqa: F401
+    if live:
+        from ..capture import afpacket, bpf, interfaces  # noqa: F401
+
+        bpf.compile_filter("tcp")  # loads libpcap
 
 
 class StartError(Exception):
