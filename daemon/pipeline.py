@@ -20,6 +20,7 @@ from .decode import MALFORMED_REASONS, STATUS_FRAGMENT, STATUS_NOT_IP, STATUS_OK
 from .flows import layout as L
 from .flows.config import TrackerConfig
 from .flows.table import FlowTracker
+from .views.argus import argus_orient
 from .views.conn import SEMANTICS, conn_features
 
 log = logging.getLogger("malsensor.pipeline")
@@ -119,6 +120,8 @@ class ConnPipeline:
             records = records[np.isin(L.proto_of(records), self.protocols)]
         if records.shape[0] == 0:
             return None
+        if self.semantics == "argus":
+            records = argus_orient(records)  # ra's orientation of mid-stream TCP records
         cb = ConnBatch(records, conn_features(records, self.semantics))
         snaps = int(cb.is_snapshot.sum())
         self.counters.snapshots += snaps
