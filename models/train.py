@@ -72,8 +72,9 @@ def fit_gradient(kind, ctx: LoopContext, x_tr: np.ndarray, y_tr: np.ndarray, x_v
     bs = min(tc.batch_size, n)
     steps_per_epoch = -(-n // bs)
     total = steps_per_epoch * tc.epochs
-    schedule = optax.warmup_cosine_decay_schedule(0.0, tc.lr, max(1, int(tc.warmup_epochs * steps_per_epoch)),
-                                                  max(total, 2), end_value=tc.lr * 0.01)
+    warm = max(0, min(int(tc.warmup_epochs * steps_per_epoch), total - 1))
+    schedule = optax.warmup_cosine_decay_schedule(0.0 if warm else tc.lr, tc.lr, warm, total,
+                                                  end_value=tc.lr * 0.01)
     tx = optax.chain(optax.clip_by_global_norm(tc.grad_clip) if tc.grad_clip > 0 else optax.identity(),
                      optax.adamw(schedule, weight_decay=tc.weight_decay))
     key = jax.random.PRNGKey(_seed_int(tc.seed, 0))
@@ -255,7 +256,7 @@ def fit_forest(kind, ctx: LoopContext, x_tr: np.ndarray, y_tr: np.ndarray, x_va:
             trees = [TreeArrays.from_npz_dict(st["trees"], f"{i}/") for i in range(int(st["n_trees"]))]
             history = _as_list(st["history"])
             if val_sum is not None and "val_sum" in st:
-                val_sum = np.asarray(st["val_sum"])
+                val_sum = np.array(st["val_sum"], dtype=np.float64)
             log.info("resuming from checkpoint: %d of %d chunks (%d trees) done", done, len(chunks), len(trees))
     sk_models = []
     with Progress(cfg.n_estimators, "trees", enabled=ctx.progress, unit="tree") as bar:
