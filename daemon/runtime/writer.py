@@ -21,6 +21,7 @@ from .stats import LatencyStats
 log = logging.getLogger("malsensor.output")
 
 _STOP = object()
+REPORT_EVERY_S = 60.0
 
 
 @dataclass
@@ -28,6 +29,7 @@ class Output:
     cfg: OutputSection
     file: EventFile
     reported: str | None = None
+    reported_at: float = 0.0
 
     def wants(self, model: str) -> bool:
         return not self.cfg.models or model in self.cfg.models
@@ -156,12 +158,14 @@ class EventWriter(threading.Thread):
                 cache[key] = (text, n)
             text, n = cache[key]
             ok = o.file.write(text, n)
-            if not ok and o.reported != o.file.last_error:
-                o.reported = o.file.last_error
-                log.error("output %s: %s; %d event(s) lost (lines already written are kept)", c.path,
-                          o.file.last_error, n)
-            elif ok and o.reported is not None:
-                log.info("output %s: writing again after: %s", c.path, o.reported)
+            now = time.monotonic()
+            if not ok and (o.reported != o.file.last_error or now - o.reported_at >= REPORT_EVERY_S):
+                # a nearly full disk alternates between failing and working: say it once a minute
+                o.reported, o.reported_at = o.file.last_error, now
+                log.error("output %s: %s; %d event(s) lost (lines already written are kept; %d lost in all)",
+                          c.path, o.file.last_error, n, o.file.lost_lines)
+            elif ok and o.reported is not None and now - o.reported_at >= REPORT_EVERY_S:
+                log.info("output %s: writing again (%d events lost in all)", c.path, o.file.lost_lines)
                 o.reported = None
         self.events += pb.n
         self.latency.record(time.monotonic_ns() - pb.t_ns)
