@@ -161,6 +161,8 @@ class _Worker(threading.Thread):
         self.ring: Ring | None = None
         self._closed_counters = np.zeros(N_COUNTERS, dtype=np.int64)
         self._closed_kernel = KernelStats()
+        self._new_drops = 0
+        self._next_drop_log = 0.0
         self._lock = threading.Lock()
         self._next: object = _KEEP
         self._ack: threading.Event | None = None
@@ -223,9 +225,18 @@ class _Worker(threading.Thread):
     def _read_stats(self) -> None:
         if self.ring is not None and not self.ring.closed:
             try:
-                self.ring.read_stats()
+                delta = self.ring.read_stats()
             except OSError:
-                pass
+                delta = None
+            if delta is not None and delta.drops:
+                self._new_drops += delta.drops
+                now = time.monotonic()
+                if now >= self._next_drop_log:  # at most one line per thread every 10 s
+                    log.warning("%s: ring full, %d packets dropped by the kernel (total %d); "
+                                "the consumer is slower than the traffic", self.name,
+                                self._new_drops, self.stats.kernel.drops + delta.drops)
+                    self._new_drops = 0
+                    self._next_drop_log = now + 10.0
         self._sync_counters()
 
     def _process(self, ring: Ring) -> bool:

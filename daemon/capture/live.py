@@ -167,6 +167,9 @@ def capture_connections(config: CaptureConfig, on_rows: Callable, *,
                          "freeze_q": st["kernel_freeze_q"]}
     summary["capture"] = st
     summary["interrupted"] = interrupted
+    if st["kernel_drops"]:
+        log.warning("the kernel dropped %d of %d packets (ring full): connection features of "
+                    "this capture are incomplete", st["kernel_drops"], st["kernel_packets"])
     return summary
 
 
