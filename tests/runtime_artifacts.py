@@ -111,6 +111,13 @@ def _rehash(art: Path) -> None:
 
 def write_broken(out: Path, how: str, *, seed: int = 0) -> str:
     """Write an artifact broken in one way; returns a fragment of the loader's complaint."""
+    if how == "semantics":
+        write_artifact(out, seed=seed)
+        meta = json.loads((out / META_FILE).read_text())
+        meta["view"]["semantics"] = "argus"
+        (out / META_FILE).write_text(json.dumps(meta))
+        return (f"{out / META_FILE}: the model was trained on argus-semantics features but the sensor computes "
+                "malsensor ([tracking] semantics)")
     if how == "view":
         write_artifact(out, seed=seed, view_name="conn_series")
         return "artifact reads view conn_series@1 shape [17] float32, but the data provides conn@1 shape [17]"

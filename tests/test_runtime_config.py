@@ -254,3 +254,11 @@ def test_check_config_command(tmp_path):
                        timeout=120)
     assert r.returncode == 2
     assert f"{nosrc}: no capture source" in r.stderr
+
+
+def test_argus_semantics_takes_argus_lifecycle_unless_set():
+    cfg = C.parse_config('[tracking]\nsemantics = "argus"\n', "t.toml")
+    assert cfg.tracking.tracker == TrackerConfig.for_semantics("argus")
+    cfg = C.parse_config('[tracking]\nsemantics = "argus"\nudp_idle_timeout = 5.0\n', "t.toml")
+    assert cfg.tracking.tracker == TrackerConfig.for_semantics("argus", udp_idle_timeout=5.0)
+    assert C.parse_config("", "t.toml").tracking.tracker == TrackerConfig()

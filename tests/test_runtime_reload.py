@@ -80,7 +80,7 @@ def test_hot_swap_under_load(tmp_path):
           f"v2 {len(events) - first_v2}")
 
 
-BROKEN = ("truncated", "view", "canary", "meta", "model")
+BROKEN = ("truncated", "view", "semantics", "canary", "meta", "model")
 
 
 def test_broken_artifacts_rejected_old_model_keeps_serving(tmp_path):

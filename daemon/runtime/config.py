@@ -117,6 +117,7 @@ def _tracker_doc() -> dict[str, str]:
         "close_linger": "seconds after FIN both ways or RST during which packets still count",
         "sweep_interval": "seconds (packet time) between timeout sweeps of the whole table",
         "evict_candidates": "when the table is full, the least recently active of this many slots is evicted",
+        "icmp_errors_extend_tcp": "an ICMP error quoting a tracked TCP connection moves its end time (as Argus)",
     }
 
 
@@ -430,8 +431,8 @@ class _Checker:
             return None
         if cls is TrackingSection:
             tk = {k: values.pop(k) for k in list(values) if k in TRACKER_KEYS}
-            try:
-                tracker = TrackerConfig(**tk)
+            try:  # keys left out take the lifecycle of the chosen semantics (Argus's for "argus")
+                tracker = TrackerConfig.for_semantics(values.get("semantics", "malsensor"), **tk)
             except ValueError as e:
                 key = str(e).split()[0]
                 self.problem((*path, key) if key in TRACKER_KEYS else path, str(e))

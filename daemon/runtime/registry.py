@@ -78,12 +78,17 @@ def parse_view(view: str) -> tuple[str, int]:
     return name, int(version)
 
 
-def load_model(cfg: ModelSection, batch_sizes: Sequence[int], view_shape: tuple[int, ...]) -> LoadedModel:
+def load_model(cfg: ModelSection, batch_sizes: Sequence[int], view_shape: tuple[int, ...],
+               semantics: str | None = None) -> LoadedModel:
     """Load, verify, canary-check and warm one artifact for ``cfg`` (raises ArtifactError)."""
     target = resolve(model_artifact_path(cfg))
     sig = _signature(target)
     name, version = parse_view(cfg.view)
     art = load_artifact(target, expect_view=(name, version, view_shape), check_canary=True)
+    trained = art.meta.get("view", {}).get("semantics")
+    if semantics and trained and trained != semantics:
+        raise ArtifactError(target / META_FILE, f"the model was trained on {trained}-semantics features but the "
+                                                f"sensor computes {semantics} ([tracking] semantics)")
     labels = read_labels(cfg.labels) if cfg.labels else list(art.labels)
     try:
         warm = art.warmup(batch_sizes)
@@ -142,8 +147,9 @@ class ModelRegistry:
     """The slots of all configured models, with loading, swapping and rejection."""
 
     def __init__(self, batch_sizes: Sequence[int], view_shape: tuple[int, ...] = (17,),
-                 on_change: Callable[[ModelSlot], None] | None = None) -> None:
+                 on_change: Callable[[ModelSlot], None] | None = None, semantics: str | None = None) -> None:
         self.batch_sizes = tuple(batch_sizes)
+        self.semantics = semantics
         self.view_shape = view_shape
         self.slots: dict[str, ModelSlot] = {}
         self.on_change = on_change
@@ -171,7 +177,7 @@ class ModelRegistry:
             slot.loading = True
             t0 = time.perf_counter()
             try:
-                new = load_model(slot.cfg, self.batch_sizes, self.view_shape)
+                new = load_model(slot.cfg, self.batch_sizes, self.view_shape, self.semantics)
             except ArtifactError as e:
                 self._reject(slot, e)
                 return False

@@ -62,7 +62,7 @@ class Service:
         self.replay = bool(cfg.replay.file)
         self.dispatcher = Dispatcher(block=self.replay, stop=self.abort)
         self.tracking = cfg.tracker_config()
-        self.registry = ModelRegistry(cfg.inference.batch_sizes, VIEW_SHAPE)
+        self.registry = ModelRegistry(cfg.inference.batch_sizes, VIEW_SHAPE, semantics=cfg.tracking.semantics)
         self.queues: dict[str, ConnQueue] = {}
         self.workers: dict[str, ModelWorker] = {}
         self.retired_workers: list[ModelWorker] = []
