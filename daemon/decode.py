@@ -125,6 +125,15 @@ class Decoded:
     src_mac: np.ndarray      # uint64: 48-bit MAC, 0 when the link has none
     dst_mac: np.ndarray      # uint64
     vlan: np.ndarray         # int32: VLAN id or -1
+    # IPv4 ICMP error messages (every type but the query/reply ones: 3, 4, 5, 11, 12, ...): the 5-tuple
+    # of the packet they quote (IP header + first 8 bytes), for trackers that attribute the error to
+    # that connection. q_proto 0 = no quote (not an ICMP error, quote not captured, quoted fragment,
+    # or a TCP/UDP quote whose IP length leaves no room for the transport header).
+    q_src_lo: np.ndarray     # uint64: quoted source, IPv4-mapped like src_lo (the hi half is 0)
+    q_dst_lo: np.ndarray     # uint64
+    q_sport: np.ndarray      # uint16: quoted TCP/UDP ports, 0 for other quoted protocols
+    q_dport: np.ndarray      # uint16
+    q_proto: np.ndarray      # uint8: quoted IP protocol, 0 when none
     # the full-capacity arrays these are views of (decode_batch reuses them), or None
     _store: "Decoded | None" = field(default=None, repr=False, compare=False)
 
@@ -144,6 +153,8 @@ _FIELD_DTYPES: dict[str, type] = {
     "sport": np.uint16, "dport": np.uint16,
     "ip_len": np.int32, "seq": np.uint32, "ack": np.uint32, "payload_len": np.int32,
     "src_mac": np.uint64, "dst_mac": np.uint64, "vlan": np.int32,
+    "q_src_lo": np.uint64, "q_dst_lo": np.uint64, "q_sport": np.uint16, "q_dport": np.uint16,
+    "q_proto": np.uint8,
 }
 assert tuple(_FIELD_DTYPES) == tuple(f.name for f in fields(Decoded) if not f.name.startswith("_"))
 
@@ -169,11 +180,18 @@ def _u64(buf, q):
     return (np.uint64(_u32(buf, q)) << np.uint64(32)) | np.uint64(_u32(buf, q + 4))
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _icmp_info_type(t):
+    """ICMP query/reply types (BSD ``ICMP_INFOTYPE``); every other type is an error that quotes a packet."""
+    return t == 0 or t == 8 or t == 9 or t == 10 or (13 <= t <= 18)
+
+
 @njit(cache=True, nogil=True)
 def _decode_kernel(buf, offset, caplen, wirelen, linktype, kvlan,
                    o_status, o_ipver, o_proto, o_ttl, o_flags,
                    o_src_hi, o_src_lo, o_dst_hi, o_dst_lo, o_sport, o_dport,
-                   o_ip_len, o_seq, o_ack, o_payload, o_src_mac, o_dst_mac, o_vlan):
+                   o_ip_len, o_seq, o_ack, o_payload, o_src_mac, o_dst_mac, o_vlan,
+                   o_q_src_lo, o_q_dst_lo, o_q_sport, o_q_dport, o_q_proto):
     n = offset.shape[0]
     blen = buf.shape[0]
     v4map = np.uint64(IPV4_MAPPED_PREFIX)
@@ -209,6 +227,11 @@ def _decode_kernel(buf, offset, caplen, wirelen, linktype, kvlan,
         smac = 0
         dmac = 0
         vl = -1
+        q_src = zero64
+        q_dst = zero64
+        q_sport = 0
+        q_dport = 0
+        q_proto = 0
 
         while True:  # runs once; `break` leaves with `st` set
             lt = linktype[i]
@@ -434,6 +457,26 @@ def _decode_kernel(buf, offset, caplen, wirelen, linktype, kvlan,
                 else:
                     sport = itype
                     dport = np.int64(buf[q + 1])
+                    if proto == 1 and ipver == 4 and not _icmp_info_type(itype):
+                        # the quoted IPv4 header (+ 8 bytes), inside what was captured of this packet
+                        qa = l4 + 8
+                        qend = min(cap, l4end)
+                        if qa + 20 <= qend and (buf[base + qa] >> 4) == 4:
+                            qihl = np.int64(buf[base + qa] & 0xF) * 4
+                            qlen = _u16(buf, base + qa + 2)
+                            qp = np.int64(buf[base + qa + 9])
+                            # (Argus: no ports unless the quoted length holds the transport header)
+                            need = 20 if qp == 6 else (8 if qp == 17 else 0)
+                            if qihl >= 20 and (_u16(buf, base + qa + 6) & 0x1FFF) == 0:
+                                if need == 0:
+                                    q_proto = qp
+                                elif qlen - qihl >= need and qa + qihl + 4 <= qend:
+                                    q_proto = qp
+                                    q_sport = _u16(buf, base + qa + qihl)
+                                    q_dport = _u16(buf, base + qa + qihl + 2)
+                                if q_proto != 0:
+                                    q_src = v4map | np.uint64(_u32(buf, base + qa + 12))
+                                    q_dst = v4map | np.uint64(_u32(buf, base + qa + 16))
                 payload = ipl - 8
             else:
                 payload = ipl
@@ -459,6 +502,11 @@ def _decode_kernel(buf, offset, caplen, wirelen, linktype, kvlan,
         o_src_mac[i] = smac
         o_dst_mac[i] = dmac
         o_vlan[i] = vl
+        o_q_src_lo[i] = q_src
+        o_q_dst_lo[i] = q_dst
+        o_q_sport[i] = q_sport
+        o_q_dport[i] = q_dport
+        o_q_proto[i] = q_proto
 
 
 # ---------------------------------------------------------------- Python API
@@ -492,6 +540,7 @@ def decode_batch(batch: PacketBatch, out: Decoded | None = None) -> Decoded:
         res.status, res.ip_version, res.proto, res.ttl, res.tcp_flags,
         res.src_hi, res.src_lo, res.dst_hi, res.dst_lo, res.sport, res.dport,
         res.ip_len, res.seq, res.ack, res.payload_len, res.src_mac, res.dst_mac, res.vlan,
+        res.q_src_lo, res.q_dst_lo, res.q_sport, res.q_dport, res.q_proto,
     )
     return res
 

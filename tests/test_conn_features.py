@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scapy.layers.inet import IP, TCP
+from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.l2 import Ether
 
 from malsensor.daemon.flows import layout as L
@@ -260,3 +260,60 @@ def test_record_key_accessors_and_microsecond_gap_counts():
     assert (L.s_iat_n(rec), L.d_iat_n(rec)) == (1, 0)
     assert (L.s_last_ttl(rec), L.d_last_ttl(rec)) == (64, 64)
     assert rec[L.S_LAST_TS] - rec[L.S_FIRST_TS] == 1_000_000
+
+
+def _icmp_error(tr: Traffic, t: float, quoted, type_: int = 3, code: int = 3) -> None:
+    """A router's ICMP error to 10.0.0.1 quoting ``quoted`` (IP header + 8 bytes, as routers do)."""
+    tr.add(t, Ether() / IP(src="10.0.0.254", dst="10.0.0.1", ttl=255) / ICMP(type=type_, code=code)
+           / bytes(quoted)[:28])
+
+
+def test_icmp_error_extends_the_quoted_tcp_connection_in_argus_mode():
+    """Argus (R5): an ICMP error quoting a tracked TCP connection moves its end time, nothing else."""
+    tr = Traffic()
+    c = TcpConn(tr)
+    c.c(T0, "S")
+    c.s(T0 + 0.010, "SA")
+    c.c(T0 + 0.012, "A")
+    c.c(T0 + 0.020, "PA", payload=100)
+    _icmp_error(tr, T0 + 2.5, IP(src="10.0.0.1", dst="10.0.0.2") / TCP(sport=40000, dport=80, flags="PA"))
+    # quoted the other way round (the server's packet), as a time-exceeded: same connection
+    _icmp_error(tr, T0 + 4.25, IP(src="10.0.0.2", dst="10.0.0.1") / TCP(sport=80, dport=40000, flags="A"),
+                type_=11, code=0)
+    # an error about another port, and one quoting UDP on the same ports: not this connection
+    _icmp_error(tr, T0 + 6.0, IP(src="10.0.0.1", dst="10.0.0.2") / TCP(sport=40001, dport=80))
+    tr.add(T0 + 7.0, Ether() / IP(src="10.0.0.254", dst="10.0.0.1") / ICMP(type=3, code=3)
+           / bytes(IP(src="10.0.0.1", dst="10.0.0.2") / UDP(sport=40000, dport=80))[:28])
+
+    def tcp_and_icmp(cfg: TrackerConfig, semantics: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        pipe = ConnPipeline(cfg, semantics)
+        cbs = list(pipe.run([tr.batch()]))
+        recs = np.concatenate([cb.records for cb in cbs])
+        feats_ = np.concatenate([cb.features for cb in cbs])
+        tcp = L.proto_of(recs) == 6
+        assert tcp.sum() == 1
+        return recs[tcp][0], feats_[tcp][0], recs[~tcp]
+
+    argus_cfg = TrackerConfig.for_semantics("argus")
+    assert argus_cfg.icmp_errors_extend_tcp and not TrackerConfig().icmp_errors_extend_tcp
+    rec, f, icmp = tcp_and_icmp(argus_cfg, "argus")
+    f = dict(zip(CONN_COLUMNS, f))
+    assert rec[L.LAST_TS] - rec[L.FIRST_TS] == 4_250_000_000
+    assert f["dur"] == np.float32(4.25)
+    # nothing but the end time: packets, bytes, side times and the handshake stay the TCP packets'
+    assert (rec[L.S_PKTS], rec[L.D_PKTS], rec[L.S_LAST_TS] - rec[L.FIRST_TS]) == (3, 1, 20_000_000)
+    assert (f["s_bytes_sum"], f["d_bytes_sum"]) == (54 + 54 + 154, 54)
+    assert f["s_load"] == np.float32(8 * (262 - 262 // 3)) / np.float32(4.25)
+    assert (f["syn_ack"], f["ack_dat"]) == pytest.approx((0.010, 0.002), abs=1e-9)
+    # the errors are still ICMP flows of their own: (3, 3) x3 incl. the UDP one, (11, 0) x1
+    assert sorted((int(L.sport_of(r)), int(L.dport_of(r)), int(r[L.S_PKTS])) for r in icmp) == [(3, 3, 3), (11, 0, 1)]
+    # the default configuration leaves the TCP connection alone
+    for cfg in (TrackerConfig(), TrackerConfig(midstream=True, close_linger=3600.0)):
+        rec, f, icmp = tcp_and_icmp(cfg, "malsensor")
+        assert rec[L.LAST_TS] - rec[L.FIRST_TS] == 20_000_000
+        assert dict(zip(CONN_COLUMNS, f))["dur"] == pytest.approx(0.020)
+    # and an error after the record's status interval (3600 s) does not reach back into it
+    late = TrackerConfig.for_semantics("argus", active_timeout=3.0)
+    rec = [r for r in np.concatenate([cb.records for cb in ConnPipeline(late, "argus").run([tr.batch()])])
+           if L.proto_of(r) == 6]
+    assert [r[L.LAST_TS] - r[L.FIRST_TS] for r in rec] == [2_500_000_000]

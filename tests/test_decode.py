@@ -53,11 +53,12 @@ A6, B6 = "2001:db8::1", "2001:db8:ffff::2"
 
 DEFAULTS = dict(status=0, ip_version=0, proto=0, ttl=0, tcp_flags=0, src_hi=0, src_lo=0, dst_hi=0,
                 dst_lo=0, sport=0, dport=0, ip_len=0, seq=0, ack=0, payload_len=0, src_mac=0,
-                dst_mac=0, vlan=-1)
+                dst_mac=0, vlan=-1, q_src_lo=0, q_dst_lo=0, q_sport=0, q_dport=0, q_proto=0)
 DTYPES = dict(status=np.uint8, ip_version=np.uint8, proto=np.uint8, ttl=np.uint8, tcp_flags=np.uint8,
               src_hi=np.uint64, src_lo=np.uint64, dst_hi=np.uint64, dst_lo=np.uint64,
               sport=np.uint16, dport=np.uint16, ip_len=np.int32, seq=np.uint32, ack=np.uint32,
-              payload_len=np.int32, src_mac=np.uint64, dst_mac=np.uint64, vlan=np.int32)
+              payload_len=np.int32, src_mac=np.uint64, dst_mac=np.uint64, vlan=np.int32,
+              q_src_lo=np.uint64, q_dst_lo=np.uint64, q_sport=np.uint16, q_dport=np.uint16, q_proto=np.uint8)
 
 
 def mac(s: str) -> int:
@@ -185,8 +186,55 @@ def test_icmp_echo_and_errors():
            **ips(A4, B4), **MACS)
     expect(row(d, 1), proto=1, ttl=50, sport=0x1234, dport=0x1234, ip_len=32, payload_len=4,
            **ips(B4, A4), **MACS)
-    expect(row(d, 2), proto=1, ttl=255, sport=3, dport=3, ip_len=56, payload_len=28, **ips(B4, A4), **MACS)
-    expect(row(d, 3), proto=1, ttl=254, sport=11, dport=1, ip_len=56, payload_len=28, **ips(B4, A4), **MACS)
+    quote = dict(q_src_lo=addr(B4)[1], q_dst_lo=addr(A4)[1], q_sport=1000, q_dport=2000, q_proto=17)
+    expect(row(d, 2), proto=1, ttl=255, sport=3, dport=3, ip_len=56, payload_len=28, **ips(B4, A4), **MACS,
+           **quote)
+    expect(row(d, 3), proto=1, ttl=254, sport=11, dport=1, ip_len=56, payload_len=28, **ips(B4, A4), **MACS,
+           **quote)
+
+
+def test_icmp_error_quote():
+    """The 5-tuple quoted by IPv4 ICMP errors (Argus attributes the error to that flow)."""
+    C4 = "203.0.113.9"
+    syn = IP(src=A4, dst=B4, ttl=63) / TCP(sport=40017, dport=80, flags="S", seq=1000)
+    router = eth() / IP(src=C4, dst=A4)
+    tcp_q = dict(q_src_lo=addr(A4)[1], q_dst_lo=addr(B4)[1], q_sport=40017, q_dport=80, q_proto=6)
+    outer = dict(proto=1, ttl=64, ip_len=20 + 8 + 40, payload_len=40, **ips(C4, A4), **MACS)
+    frames = [
+        router / ICMP(type=3, code=1) / syn,                              # 0 unreachable, whole SYN quoted
+        router / ICMP(type=11, code=0) / Raw(bytes(syn)[:28]),            # 1 time exceeded, IP + 8 bytes
+        router / ICMP(type=5, code=1, gw="10.0.0.1") / syn,               # 2 redirect
+        router / ICMP(type=4) / syn,                                      # 3 source quench
+        router / ICMP(type=12) / syn,                                     # 4 parameter problem
+        router / ICMP(type=3, code=3) / IP(src=A4, dst=B4, options=[IPOption_RR(routers=["10.0.0.1"])])
+        / UDP(sport=53, dport=5353),                                      # 5 quoted IP options
+        router / ICMP(type=3) / IP(src=A4, dst=B4, proto=47) / GRE(),     # 6 other protocol: no ports
+        router / ICMP(type=14) / syn,                                     # 7 timestamp reply: no quote
+        router / ICMP(type=3) / Raw(bytes(syn)[:22]),                     # 8 quote cut before the ports
+        router / ICMP(type=3) / IP(src=A4, dst=B4, frag=8, proto=6) / Raw(b"\0" * 8),   # 9 quoted fragment
+        router / ICMP(type=3) / Raw(bytes(IP(src=A4, dst=B4, proto=6, len=36)) + bytes(syn)[20:28]),  # 10 short TCP
+        eth() / IPv6(src=A6, dst=B6) / Raw(bytes([1, 4, 0, 0, 0, 0, 0, 0])) ,  # 11 ICMPv6 error: not mapped
+    ]
+    frames[11][IPv6].nh = 58
+    d = decode_batch(make_batch([bytes(f) for f in frames]))
+    expect(row(d, 0), sport=3, dport=1, **{**outer, **tcp_q})
+    expect(row(d, 1), sport=11, dport=0, **{**outer, "ip_len": 56, "payload_len": 28, **tcp_q})
+    expect(row(d, 2), sport=5, dport=1, **{**outer, **tcp_q})
+    expect(row(d, 3), sport=4, dport=0, **{**outer, **tcp_q})
+    expect(row(d, 4), sport=12, dport=0, **{**outer, **tcp_q})
+    got = row(d, 5)
+    assert (got["q_sport"], got["q_dport"], got["q_proto"], got["q_src_lo"], got["q_dst_lo"]) == \
+        (53, 5353, 17, addr(A4)[1], addr(B4)[1])
+    assert (row(d, 6)["q_proto"], row(d, 6)["q_sport"], row(d, 6)["q_dport"]) == (47, 0, 0)
+    for i in (7, 8, 9, 10, 11):
+        got = row(d, i)
+        assert (got["q_proto"], got["q_sport"], got["q_dport"], got["q_src_lo"], got["q_dst_lo"]) == (0,) * 5, i
+    # the quote must have been captured: the same unreachable cut by the snap length inside the ports
+    full = bytes(frames[0])
+    cut = decode_batch(make_batch([full[:14 + 20 + 8 + 20 + 2]], wirelen=[len(full)]))
+    assert int(cut.status[0]) == STATUS_OK and int(cut.q_proto[0]) == 0
+    cut = decode_batch(make_batch([full[:14 + 20 + 8 + 20 + 4]], wirelen=[len(full)]))
+    assert (int(cut.q_proto[0]), int(cut.q_sport[0]), int(cut.q_dport[0])) == (6, 40017, 80)
 
 
 def test_gre_and_other_protocols_have_no_ports():

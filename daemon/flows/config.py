@@ -38,6 +38,11 @@ class TrackerConfig:
     sweep_interval: float = 1.0
     """How often (packet time) the whole table is checked for timeouts."""
     evict_candidates: int = 8
+    icmp_errors_extend_tcp: bool = False
+    """An IPv4 ICMP error (unreachable, redirect, time exceeded, ...) whose quoted header names a
+    tracked TCP connection moves that connection's end time to the error's time, as Argus does
+    (``ArgusUpdateICMPState``); nothing else of the connection changes, and the error is still
+    tracked as an ICMP flow of its own."""
     snapshot_packets: tuple[int, ...] = field(default_factory=tuple)
     """Packet counts (both directions) at which a live connection's record is
     also emitted as a snapshot (feeds conn_series and early-triggered models)."""
@@ -50,12 +55,14 @@ class TrackerConfig:
         connections first seen mid-stream are tracked, and a record is not ended by
         FIN, RST, idle time or an unfinished handshake, only 3600 s after it started
         (the status interval), by a new SYN on the same 5-tuple after a close, or at
-        the end of input.
+        the end of input. ICMP errors that quote a tracked TCP connection extend its
+        duration to the error's time.
         """
         if semantics == "argus":
             hour = 3600.0
             base = dict(midstream=True, tcp_idle_timeout=hour, udp_idle_timeout=hour, other_idle_timeout=hour,
-                        active_timeout=hour, handshake_timeout=hour, close_linger=hour)
+                        active_timeout=hour, handshake_timeout=hour, close_linger=hour,
+                        icmp_errors_extend_tcp=True)
             base.update(overrides)
             return cls(**base)
         return cls(**overrides)

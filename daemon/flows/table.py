@@ -36,11 +36,12 @@ from .layout import (
 
 # TCP flag bits
 FIN, SYN, RST, ACK = 1, 2, 4, 16
-IPPROTO_TCP, IPPROTO_UDP = 6, 17
+IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP = 1, 6, 17
 
 # params[] slots (all int64, times in ns)
-P_TCP_IDLE, P_UDP_IDLE, P_OTHER_IDLE, P_ACTIVE, P_HANDSHAKE, P_LINGER, P_SWEEP, P_MIDSTREAM, P_EVICT_K = range(9)
-N_PARAMS = 9
+(P_TCP_IDLE, P_UDP_IDLE, P_OTHER_IDLE, P_ACTIVE, P_HANDSHAKE, P_LINGER, P_SWEEP, P_MIDSTREAM, P_EVICT_K,
+ P_ICMP_EXTEND) = range(10)
+N_PARAMS = 10
 
 # ctr[] slots: table bookkeeping and counters
 (C_USED, C_UNUSED1, C_NEXT_SERIAL, C_HAND, C_NEXT_SWEEP, C_SWEEP_CURSOR, C_CREATED, C_EVICTED,
@@ -71,6 +72,27 @@ def _row_hash(table, slot) -> np.int64:
     key = table[slot, KEY]
     return _flow_hash(table[slot, SRC_HI], table[slot, SRC_LO], (key >> 16) & 0xFFFF,
                       table[slot, DST_HI], table[slot, DST_LO], key & 0xFFFF, key >> 32)
+
+
+@njit(cache=True, inline="always")
+def _lookup(table, index, h, a_hi, a_lo, a_port, b_hi, b_lo, b_port, proto) -> tuple:
+    """(slot, reverse) of the connection with this 5-tuple in either orientation; slot -1 if none."""
+    mask = index.shape[0] - 1
+    fwd_key = (a_port << 16) | b_port | (proto << 32)
+    rev_key = (b_port << 16) | a_port | (proto << 32)
+    i = h & mask
+    while True:
+        s = np.int64(index[i])
+        if s < 0:
+            return np.int64(-1), False
+        k = table[s, KEY]
+        if (k == fwd_key and table[s, SRC_LO] == a_lo and table[s, DST_LO] == b_lo
+                and table[s, SRC_HI] == a_hi and table[s, DST_HI] == b_hi):
+            return s, False
+        if (k == rev_key and table[s, SRC_LO] == b_lo and table[s, DST_LO] == a_lo
+                and table[s, SRC_HI] == b_hi and table[s, DST_HI] == a_hi):
+            return s, True
+        i = (i + 1) & mask
 
 
 @njit(cache=True)
@@ -221,7 +243,7 @@ def _evict_one(table, index, perm, ctr, params, out, n_out) -> int:
 def track_kernel(table, index, perm, ctr, params, snaps,
                  start, ts, status, proto_a, ttl_a, flags_a, src_hi, src_lo, dst_hi, dst_lo,
                  sport_a, dport_a, ip_len, wirelen, seq_a, ack_a, smac_a, dmac_a, ipver_a,
-                 out) -> tuple:
+                 q_src_lo, q_dst_lo, q_sport, q_dport, q_proto, out) -> tuple:
     """Update the table with packets ``start..n``; return (next packet, rows emitted)."""
     n = ts.shape[0]
     mask = index.shape[0] - 1
@@ -247,6 +269,17 @@ def track_kernel(table, index, perm, ctr, params, snaps,
             p += 1
             continue
         ctr[C_PACKETS] += 1
+        if params[P_ICMP_EXTEND] != 0 and q_proto[p] == IPPROTO_TCP and proto_a[p] == IPPROTO_ICMP:
+            # an ICMP error quoting a tracked TCP connection: its end time moves (Argus)
+            qa_lo = np.int64(q_src_lo[p])
+            qb_lo = np.int64(q_dst_lo[p])
+            qa_port = np.int64(q_sport[p])
+            qb_port = np.int64(q_dport[p])
+            qproto = np.int64(IPPROTO_TCP) | (np.int64(4) << 8)
+            qh = _flow_hash(np.int64(0), qa_lo, qa_port, np.int64(0), qb_lo, qb_port, qproto)
+            qslot, _ = _lookup(table, index, qh, np.int64(0), qa_lo, qa_port, np.int64(0), qb_lo, qb_port, qproto)
+            if qslot >= 0 and t > table[qslot, LAST_TS] and _expiry(table, params, qslot, t) == 0:
+                table[qslot, LAST_TS] = t
         proto = np.int64(proto_a[p]) | (np.int64(ipver_a[p]) << 8)
         a_hi = np.int64(src_hi[p])
         a_lo = np.int64(src_lo[p])
@@ -260,24 +293,7 @@ def track_kernel(table, index, perm, ctr, params, snaps,
         fwd_key = (a_port << 16) | b_port | (proto << 32)
         rev_key = (b_port << 16) | a_port | (proto << 32)
         # --- look up ---
-        i = h & mask
-        slot = -1
-        reverse = False
-        while True:
-            s = index[i]
-            if s < 0:
-                break
-            k = table[s, KEY]
-            if (k == fwd_key and table[s, SRC_LO] == a_lo and table[s, DST_LO] == b_lo
-                    and table[s, SRC_HI] == a_hi and table[s, DST_HI] == b_hi):
-                slot = s
-                break
-            if (k == rev_key and table[s, SRC_LO] == b_lo and table[s, DST_LO] == a_lo
-                    and table[s, SRC_HI] == b_hi and table[s, DST_HI] == a_hi):
-                slot = s
-                reverse = True
-                break
-            i = (i + 1) & mask
+        slot, reverse = _lookup(table, index, h, a_hi, a_lo, a_port, b_hi, b_lo, b_port, proto)
         # --- end of the existing record? ---
         if slot >= 0:
             reason = _expiry(table, params, slot, t)
@@ -470,6 +486,7 @@ class FlowTracker:
         self.params[P_SWEEP] = round(cfg.sweep_interval * NS)
         self.params[P_MIDSTREAM] = int(cfg.midstream)
         self.params[P_EVICT_K] = cfg.evict_candidates
+        self.params[P_ICMP_EXTEND] = int(cfg.icmp_errors_extend_tcp)
         self.snaps = np.asarray(cfg.snapshot_packets, dtype=np.int64)
         self.out = np.empty((max(out_rows, 4 * MAX_EMIT_PER_PACKET), N_COLS), dtype=np.int64)
 
@@ -483,7 +500,7 @@ class FlowTracker:
                 self.table, self.index, self.perm, self.ctr, self.params, self.snaps, p, ts_ns,
                 d.status, d.proto, d.ttl, d.tcp_flags, d.src_hi, d.src_lo, d.dst_hi, d.dst_lo,
                 d.sport, d.dport, d.ip_len, wirelen, d.seq, d.ack, d.src_mac, d.dst_mac,
-                d.ip_version, self.out)
+                d.ip_version, d.q_src_lo, d.q_dst_lo, d.q_sport, d.q_dport, d.q_proto, self.out)
             if k:
                 yield self.out[:k].copy()
 
