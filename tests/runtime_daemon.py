@@ -17,12 +17,12 @@ MALSENSORD = [sys.executable, "-m", "malsensor.daemon.runtime.main"]
 
 
 class Daemon:
-    def __init__(self, cfg: Path, *args: str, env: dict | None = None) -> None:
+    def __init__(self, cfg: Path, *args: str, env: dict | None = None, prefix: list[str] | None = None) -> None:
         e = dict(os.environ)
         e.pop("NOTIFY_SOCKET", None)
         e.update(env or {})
-        self.proc = subprocess.Popen([*MALSENSORD, "-c", str(cfg), *args], env=e, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen([*(prefix or []), *MALSENSORD, "-c", str(cfg), *args], env=e,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.lines: list[str] = []
         self.out = ""
         self._cond = threading.Condition()

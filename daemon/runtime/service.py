@@ -482,6 +482,16 @@ def preload(live: bool) -> None:
     """Import (and initialise) what the daemon runs later, while it can still read everything:
     after the switch to an unprivileged user, code in a root-only location (a Python under
     /root, say) could not be loaded any more."""
+    if live:
+        from pyroute2 import IPRSocket
+
+        from ..capture import afpacket, bpf, interfaces  # noqa: F401
+
+        bpf.compile_filter("tcp")  # loads libpcap
+        interfaces.lookup("lo")  # netlink request and reply parsing
+        sock = IPRSocket()  # the link watcher's event socket
+        sock.bind(groups=interfaces.RTMGRP_LINK)
+        sock.close()
     import jax
     import jax.numpy as jnp
     from jax import export  # noqa: F401
@@ -499,10 +509,6 @@ def preload(live: bool) -> None:
 
     from .. import artifact  # noqa: F401
     from ..capture import pcapfile  # noqa: F401
-    if live:
-        from ..capture import afpacket, bpf, interfaces  # noqa: F401
-
-        bpf.compile_filter("tcp")  # loads libpcap
 
 
 class StartError(Exception):
