@@ -147,3 +147,21 @@ def test_every_shared_capture_extracts_cleanly(tmp_path, semantics):
         assert "Traceback" not in proc.stderr
         for r in jsonl(out):
             assert len(r["fts"]) == 17 and all(v == v and v >= 0 for v in r["fts"]), (cap.name, r)
+
+
+def test_fast_jsonl_text_equals_the_dict_rows():
+    import numpy as np
+
+    from malsensor.daemon.outputs.rows import conn_rows, jsonl_lines
+    from malsensor.daemon.pipeline import extract_file
+
+    cap = require_data(PCAPS / "ndpi_1kxun.pcap")
+    cbs = list(extract_file(cap))
+    rec = np.concatenate([cb.records for cb in cbs])
+    fts = np.concatenate([cb.features for cb in cbs])
+    lines = jsonl_lines(rec, fts)
+    rows = list(conn_rows(rec, fts))
+    assert len(lines) == len(rows) > 50
+    for line, row in zip(lines, rows):
+        parsed = json.loads(line)
+        assert parsed == row and list(parsed) == list(row)

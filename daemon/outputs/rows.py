@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import ipaddress
-import json
 from typing import IO, Iterator
 
 import numpy as np
@@ -37,26 +36,57 @@ def end_reason_name(end: int) -> str:
     return L.END_REASONS.get(end & 0xFF, f"unknown_{end & 0xFF}")
 
 
+def _row_keys(records: np.ndarray) -> Iterator[tuple]:
+    """(ts, src_ip, src_port, dest_ip, dest_port, proto, src_mac, dest_mac, end_reason) per record.
+
+    Addresses and MACs repeat across connections: each distinct one is formatted once."""
+    ips: dict[tuple[int, int], str] = {}
+    macs: dict[int, str] = {}
+    cols = [records[:, c].tolist() for c in (L.FIRST_TS, L.SRC_HI, L.SRC_LO, L.DST_HI, L.DST_LO, L.KEY,
+                                             L.SRC_MAC, L.DST_MAC, L.END)]
+    for first, shi, slo, dhi, dlo, key, smac, dmac, end in zip(*cols):
+        s = ips.get((shi, slo))
+        if s is None:
+            s = ips[(shi, slo)] = format_ip(shi, slo)
+        d = ips.get((dhi, dlo))
+        if d is None:
+            d = ips[(dhi, dlo)] = format_ip(dhi, dlo)
+        sm = macs.get(smac)
+        if sm is None:
+            sm = macs[smac] = format_mac(smac)
+        dm = macs.get(dmac)
+        if dm is None:
+            dm = macs[dmac] = format_mac(dmac)
+        yield (first / 1e9, s, (key >> 16) & 0xFFFF, d, key & 0xFFFF, (key >> 32) & 0xFF, sm, dm,
+               end_reason_name(end))
+
+
 def conn_rows(records: np.ndarray, features: np.ndarray) -> Iterator[dict]:
     """Rows (dicts) for a batch of finished connections and their ``conn`` features."""
-    fts = features.tolist()
-    for rec, f in zip(records.tolist(), fts):
-        key = rec[L.KEY]
-        row = {
-            "ts": rec[L.FIRST_TS] / 1e9,
-            "src_ip": format_ip(rec[L.SRC_HI], rec[L.SRC_LO]),
-            "src_port": (key >> 16) & 0xFFFF,
-            "dest_ip": format_ip(rec[L.DST_HI], rec[L.DST_LO]),
-            "dest_port": key & 0xFFFF,
-            "proto": (key >> 32) & 0xFF,
-            "src_mac": format_mac(rec[L.SRC_MAC]),
-            "dest_mac": format_mac(rec[L.DST_MAC]),
-            "end_reason": end_reason_name(rec[L.END]),
-            "fts": f,
-        }
+    for keys, f in zip(_row_keys(records), features.tolist()):
+        row = dict(zip(ROW_KEYS, keys))
+        row["fts"] = f
         row.update(zip(CONN_COLUMNS, f))
-        row["proto"] = (key >> 32) & 0xFF  # the feature equals the key; keep the integer
+        row["proto"] = keys[5]  # the feature equals the key; keep the integer
         yield row
+
+
+_NAMED = [c for c in CONN_COLUMNS if c != "proto"]
+_PROTO_AT = CONN_COLUMNS.index("proto")
+_JSONL = ('{"ts":%r,"src_ip":"%s","src_port":%d,"dest_ip":"%s","dest_port":%d,"proto":%d,'
+          '"src_mac":"%s","dest_mac":"%s","end_reason":"%s","fts":[%s],'
+          + ",".join(f'"{c}":%s' for c in _NAMED) + "}")
+
+
+def jsonl_lines(records: np.ndarray, features: np.ndarray) -> list[str]:
+    """The rows of :func:`conn_rows` as JSON text, formatted without building dicts
+    (the extractor writes one line per connection; this is its hot path)."""
+    out = []
+    for keys, f in zip(_row_keys(records), features.tolist()):
+        txt = [repr(v) for v in f]
+        named = txt[:_PROTO_AT] + txt[_PROTO_AT + 1:]
+        out.append(_JSONL % (*keys, ",".join(txt), *named))
+    return out
 
 
 class RowWriter:
@@ -82,8 +112,7 @@ class RowWriter:
                 self._csv.writerow([r[k] for k in ROW_KEYS] + [repr(v) for v in r["fts"]])
                 n += 1
         else:
-            dumps = json.dumps
-            lines = [dumps(r, separators=(",", ":")) for r in conn_rows(records, features)]
+            lines = jsonl_lines(records, features)
             n = len(lines)
             if lines:
                 self.stream.write("\n".join(lines) + "\n")
