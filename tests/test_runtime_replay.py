@@ -236,3 +236,21 @@ def test_replay_early_trigger_one_prediction_per_connection(tmp_path, models_dir
         else:
             assert pkts < 5
     assert n_early == sum(1 for r in rows if r["s_pkt_cnt"] + r["d_pkt_cnt"] >= 5) > 0
+
+
+def test_shipped_config_and_default_model(tmp_path):
+    """What `make run` starts: etc/malsensor.toml with the model in contrib/models (a real
+    malsensor-train forest artifact)."""
+    repo = Path(__file__).resolve().parents[1]
+    capture = require_data("pcap/stratosphere_scanning_host.pcap")
+    r = subprocess.run([*MALSENSORD, "-c", str(repo / "etc" / "malsensor.toml"), "--models-dir",
+                        str(repo / "contrib" / "models"), "--log-dir", str(tmp_path), "--user", "",
+                        "--metrics-port", "0", "--replay", str(capture)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    n = int(r.stdout.split()[0])
+    events = [json.loads(line) for line in (tmp_path / "eve.json").read_text().splitlines()]
+    assert len(events) == n > 0
+    assert {e["prediction"]["model"] for e in events} == {"default"}
+    labels = {e["prediction"]["label"] for e in events}
+    assert labels <= {"benign", "malicious"} and "malicious" in labels
+    assert (tmp_path / "stats.jsonl").exists()

@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-dir", metavar="DIR", help="write every output and the stats file into DIR "
                                                     "(same file names)")
     p.add_argument("--user", metavar="USER", help="override [service] user (\"\" = do not switch)")
+    p.add_argument("--metrics-port", type=int, metavar="PORT", help="override [metrics] port (0 = any free port)")
     p.add_argument("-l", "--log-level", choices=LEVELS, help="override [logging] level")
     return p
 
@@ -64,6 +65,8 @@ def apply_overrides(cfg: Config, a: argparse.Namespace) -> Config:
             rep["stats"] = dataclasses.replace(cfg.stats, path=str(d / Path(cfg.stats.path).name))
     if a.user is not None:
         rep["service"] = dataclasses.replace(cfg.service, user=a.user)
+    if a.metrics_port is not None:
+        rep["metrics"] = dataclasses.replace(cfg.metrics, port=a.metrics_port)
     if a.log_level:
         rep["logging"] = dataclasses.replace(cfg.logging, level=a.log_level)
     return dataclasses.replace(cfg, **rep) if rep else cfg
