@@ -242,3 +242,30 @@ def test_disk_full_output_keeps_whole_lines_and_the_daemon_running(tmp_path):
         if d is not None:
             d.kill()
         subprocess.run(["umount", str(small)], check=False)
+
+
+def test_logrotate_reopen_also_when_the_new_config_is_rejected(tmp_path):
+    capture = require_data("pcap/synscan.pcapng")
+    models, logs = tmp_path / "models", tmp_path / "logs"
+    logs.mkdir()
+    publish(models, "m1", "v1", seed=1)
+    cfg = config(tmp_path / "c.toml", models, logs, capture)
+    d = Daemon(cfg)
+    try:
+        d.wait_log("malsensord ready")
+        wait_until(lambda: len(jsonl(logs / "eve.json")) > 0, 20, "events")
+        for i, bad in enumerate((False, True)):
+            rotated = logs / f"eve.json.{i + 1}"
+            (logs / "eve.json").rename(rotated)  # what logrotate does, then it sends SIGHUP
+            if bad:
+                cfg.write_text(cfg.read_text() + "[bogus]\n")
+            m = d.mark()
+            d.signal(signal.SIGHUP)
+            d.wait_log("reopened 1 output file" if bad else "configuration reloaded", 30, m)
+            wait_until(lambda: len(jsonl(logs / "eve.json")) > 0, 20, "events in the new file")
+            n = len(jsonl(rotated))
+            time.sleep(0.6)
+            assert len(jsonl(rotated)) == n  # nothing goes to the rotated file any more
+        assert d.stop() == 0
+    finally:
+        d.kill()

@@ -326,6 +326,9 @@ class Service:
                 log.error("reload rejected: %s", m)
             log.error("configuration reload rejected (%d problem%s); still running the previous one",
                       len(msgs), "" if len(msgs) == 1 else "s")
+            # SIGHUP also means "reopen your files" (logrotate): do that with the running outputs
+            self.writer.reopen().wait(30.0)
+            self.stats.reopen()
             self.notifier.ready(f"reload rejected: {msgs[0] if msgs else 'invalid configuration'}; "
                                 f"running the previous configuration")
             return False
