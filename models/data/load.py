@@ -98,7 +98,9 @@ def load_dataset(paths: Sequence[str | Path], view: ViewInfo, opts: DataOptions 
     stats = DataStats()
     files = list_files(paths)
     stats.files = len(files)
-    labeller = Labeller(opts.labels, stats) if opts.require_labels or opts.labels.mode != "auto" else None
+    ls = opts.labels
+    wanted = opts.require_labels or ls.mode != "auto" or ls.macs is not None or ls.ips is not None
+    labeller = Labeller(ls, stats) if wanted else None
     xs, ys, gs, names, tss = [], [], [], [], []
     semantics = set()
     captures = False

@@ -19,8 +19,11 @@ fuse gathers into chains it recomputes, which measured 4x slower):
              child+feature, threshold, input value: the left child and the feature share one int32);
              memory is proportional to the nodes.
 
-``traversal = "auto"`` picks ``perfect`` up to ``perfect_max_depth`` (chosen by
-``bench/bench_forest.py``) and ``sparse`` beyond.
+``traversal = "auto"`` picks ``perfect`` up to ``perfect_max_depth`` and ``sparse``
+beyond. Measured (``bench/bench_forest.py --sweep``, UNSW binary, 100 trees, CPU time,
+batch 4096): depth 4-6 both ~3.5-5 ms (a tie), depth 8 perfect 6.1 / sparse 5.6 ms,
+depth 10 7.9 / 6.8, depth 12 9.5 / 8.1, and perfect's memory doubles per level;
+hence ``perfect_max_depth = 6``.
 """
 from __future__ import annotations
 
@@ -52,7 +55,7 @@ class ForestConfig:
     class_weight: str = "none"     # none | balanced | balanced_subsample
     trees_per_chunk: int = 25      # trees fitted between checkpoints (one "epoch")
     traversal: str = "auto"
-    perfect_max_depth: int = 12
+    perfect_max_depth: int = 6
     n_jobs: int = 2
 
 

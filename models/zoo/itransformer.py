@@ -34,14 +34,14 @@ class ITransformerConfig:
     """Hyper-parameters (``[model]`` in etc/models/itransformer.toml)."""
 
     depth: int = 2
-    dim: int = 64
+    dim: int = 32
     heads: int = 4
-    dim_head: int = 16
+    dim_head: int = 8
     num_tokens_per_variate: int = 1
     num_variates: int = N_CONN
     lookback_len: int = 1
     use_reversible_instance_norm: bool = False
-    ff_mult: int = 4
+    ff_mult: int = 2
     dropout: float = 0.1
 
 
