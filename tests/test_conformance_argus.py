@@ -364,16 +364,16 @@ CRAFTED = {
     40002: ("fin/fin/ack without payload then syn: restart", "R4"),
     40003: ("equal microsecond timestamps add no gap", None),
     40004: ("syn retransmissions: synack from the last syn", None),
-    40005: ("third packet carries payload: ackdat 0", "R6"),
-    40006: ("ecn syn-ack: synack = ackdat = 0", "R6"),
+    40005: ("third packet carries payload: ackdat 0", None),
+    40006: ("ecn syn-ack: synack = ackdat = 0", None),
     40007: ("status interval 3600 s, gaps and handshake carried over", "R4"),
     40008: ("802.1q tag counted in frame bytes", None),
-    40009: ("syn-ack retransmitted: ackdat from the last syn-ack", "R6"),
+    40009: ("syn-ack retransmitted: ackdat from the last syn-ack", None),
     40010: ("syn-ack acking a wrong number: 0/0/0", None),
     40011: ("refused then retried: one record", "R3"),
     40012: ("unanswered fin then syn: restart", "R3"),
     40013: ("packet 30 s after rst stays in the record", None),
-    40014: ("responder speaks first after the syn-ack: ackdat 0", "R6"),
+    40014: ("responder speaks first after the syn-ack: ackdat 0", None),
     40016: ("reuse after a close with data: merged (FIN_WAIT_2)", "R3"),
     40017: ("icmp unreachable extends the record", None),
 }
@@ -459,7 +459,8 @@ def test_view_exact_values() -> None:
     rec[0, L.S_WIRE_BYTES], rec[0, L.D_WIRE_BYTES] = 1000, 3001
     rec[0, L.TTL_LAST] = 64 | (50 << 8)
     rec[0, L.SYN_TS], rec[0, L.SYNACK_TS], rec[0, L.ACK_TS] = t0, t0 + 10_000_000, t0 + 12_000_000
-    rec[0, L.STATE] = L.ST_SYN | L.ST_SYNACK | L.ST_SYNACK_ACKS_SYN | L.ST_ESTABLISHED
+    rec[0, L.STATE] = (L.ST_SYN | L.ST_SYNACK | L.ST_SYNACK_ACKS_SYN | L.ST_ESTABLISHED | L.ST_ARGUS_SYNACK_OK
+                       | L.ST_ARGUS_ACK_OK | L.ST_ARGUS_HS_OVER)
     f = dict(zip(CONN_COLUMNS, argus_conn_features(rec)[0]))
     assert f["dur"] == np.float32(2.5)
     assert (f["proto"], f["s_bytes_sum"], f["d_bytes_sum"], f["s_ttl_mean"], f["d_ttl_mean"]) == (6, 1000, 3001, 64, 50)
@@ -469,6 +470,14 @@ def test_view_exact_values() -> None:
     assert f["s_bytes_mean"] == np.float32(1000 / 7) and f["d_bytes_mean"] == np.float32(3001 / 4)
     assert f["s_iat_mean"] == pytest.approx(2400.0 / 5) and f["d_iat_mean"] == pytest.approx(2490.0 / 3)
     assert (f["syn_ack"], f["ack_dat"], f["tcp_rtt"]) == (0.010, 0.002, 0.012)
+    rec[0, L.STATE] &= ~L.ST_ARGUS_ACK_OK            # first packet after the SYN-ACK not a pure ACK
+    f = dict(zip(CONN_COLUMNS, argus_conn_features(rec)[0]))
+    assert (f["syn_ack"], f["ack_dat"], f["tcp_rtt"]) == (0.010, 0.0, 0.010)
+    rec[0, L.STATE] |= L.ST_ARGUS_ACK_OK
+    rec[0, L.STATE] &= ~L.ST_ARGUS_SYNACK_OK         # e.g. an ECN SYN-ACK (flags 0x52)
+    f = dict(zip(CONN_COLUMNS, argus_conn_features(rec)[0]))
+    assert (f["syn_ack"], f["ack_dat"], f["tcp_rtt"]) == (0.0, 0.0, 0.0)
+    rec[0, L.STATE] |= L.ST_ARGUS_SYNACK_OK
     rec[0, L.STATE] &= ~L.ST_SYNACK_ACKS_SYN          # SYN-ACK acked a wrong number
     f = dict(zip(CONN_COLUMNS, argus_conn_features(rec)[0]))
     assert (f["syn_ack"], f["ack_dat"], f["tcp_rtt"]) == (0.0, 0.0, 0.0)

@@ -317,3 +317,48 @@ def test_icmp_error_extends_the_quoted_tcp_connection_in_argus_mode():
     rec = [r for r in np.concatenate([cb.records for cb in ConnPipeline(late, "argus").run([tr.batch()])])
            if L.proto_of(r) == 6]
     assert [r[L.LAST_TS] - r[L.FIRST_TS] for r in rec] == [2_500_000_000]
+
+
+def test_argus_handshake_rules_in_argus_mode_only():
+    """Argus (R6): synack needs a SYN-ACK with flags exactly SYN|ACK acking the first SYN; ackdat needs
+    a pure ACK without payload as the first packet after it and runs from the last SYN-ACK. The
+    malsensor semantics keep their definitions (first SYN-ACK, any ACK) with the default tracker."""
+    tr = Traffic()
+    a = TcpConn(tr, cport=41000)            # SYN-ACK retransmitted after 1 s
+    a.c(T0, "S")
+    a.s(T0 + 0.010, "SA")
+    a.sseq -= 1
+    a.s(T0 + 1.010, "SA")
+    a.c(T0 + 1.012, "A")
+    b = TcpConn(tr, cport=41001)            # ECN: SYN|ECE|CWR, SYN-ACK|ECE (flags 0x52)
+    b.c(T0 + 2, "SEC")
+    b.s(T0 + 2.010, "SAE")
+    b.c(T0 + 2.012, "A")
+    c = TcpConn(tr, cport=41002)            # the third packet carries data
+    c.c(T0 + 3, "S")
+    c.s(T0 + 3.010, "SA")
+    c.c(T0 + 3.012, "PA", payload=10)
+    d = TcpConn(tr, cport=41003)            # SYN retried with a new ISN; the SYN-ACK acks the first one
+    d.c(T0 + 4, "S")
+    d.cseq = 7000
+    d.c(T0 + 5, "S")
+    d.s(T0 + 5.010, "SA", ack=1001)
+    d.c(T0 + 5.012, "A", seq=1001)
+
+    def hs(cfg: TrackerConfig, semantics: str) -> dict[int, tuple]:
+        out = {}
+        for cb in ConnPipeline(cfg, semantics).run([tr.batch()]):
+            for r, f in zip(cb.records, cb.features):
+                out[int(L.sport_of(r))] = tuple(round(float(x), 9) for x in f[[15, 16, 14]])
+        return out
+
+    assert hs(TrackerConfig.for_semantics("argus"), "argus") == {
+        41000: (0.010, 0.002, 0.012), 41001: (0.0, 0.0, 0.0), 41002: (0.010, 0.0, 0.010),
+        41003: (0.010, 0.002, 0.012)}
+    assert hs(TrackerConfig(), "malsensor") == {
+        41000: (0.010, 1.002, 1.012), 41001: (0.010, 0.002, 0.012), 41002: (0.010, 0.002, 0.012),
+        41003: (0.010, 0.002, 0.012)}
+    # the state bits alone (no argus_tcp): the argus view still applies the flag and payload rules
+    assert hs(TrackerConfig.for_semantics("argus", argus_tcp=False), "argus") == {
+        41000: (0.010, 1.002, 1.012), 41001: (0.0, 0.0, 0.0), 41002: (0.010, 0.0, 0.010),
+        41003: (0.0, 0.0, 0.0)}

@@ -43,6 +43,12 @@ class TrackerConfig:
     tracked TCP connection moves that connection's end time to the error's time, as Argus does
     (``ArgusUpdateICMPState``); nothing else of the connection changes, and the error is still
     tracked as an ICMP flow of its own."""
+    argus_tcp: bool = False
+    """Time the TCP handshake the way Argus does (docs/argus-semantics.md, R6): the SYN-ACK is
+    checked against the first SYN (not the last retransmission), and a retransmitted SYN-ACK moves
+    the recorded SYN and SYN-ACK times together, so that ack_dat is measured from the last one
+    while syn_ack keeps its value. Only meaningful with semantics = "argus" (it changes the
+    malsensor semantics' ack_dat of such connections)."""
     snapshot_packets: tuple[int, ...] = field(default_factory=tuple)
     """Packet counts (both directions) at which a live connection's record is
     also emitted as a snapshot (feeds conn_series and early-triggered models)."""
@@ -62,7 +68,7 @@ class TrackerConfig:
             hour = 3600.0
             base = dict(midstream=True, tcp_idle_timeout=hour, udp_idle_timeout=hour, other_idle_timeout=hour,
                         active_timeout=hour, handshake_timeout=hour, close_linger=hour,
-                        icmp_errors_extend_tcp=True)
+                        icmp_errors_extend_tcp=True, argus_tcp=True)
             base.update(overrides)
             return cls(**base)
         return cls(**overrides)

@@ -67,6 +67,10 @@ ST_MIDSTREAM = 1 << 6    # first packet was not a SYN (tracked because midstream
 ST_CLOSING = 1 << 7      # FIN both ways or RST: lingers for close_linger, then ends
 ST_SYNACK_ACKS_SYN = 1 << 8   # the SYN-ACK's ack number was syn_seq + 1
 ST_ACK_ACKS_SYNACK = 1 << 9   # the ACK's ack number was synack_seq + 1
+# Argus's handshake rules (docs/argus-semantics.md, R6); only the argus view reads them
+ST_ARGUS_SYNACK_OK = 1 << 10  # the SYN-ACK had flags exactly SYN|ACK and came while Argus was in SYN_SENT
+ST_ARGUS_ACK_OK = 1 << 11     # the first packet without SYN after it was a pure ACK from s, no payload
+ST_ARGUS_HS_OVER = 1 << 12    # Argus's handshake states are left (that decision is taken)
 
 # END reasons (low byte of END)
 END_FIN = 1

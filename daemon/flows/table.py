@@ -31,17 +31,18 @@ from .layout import (
     END_SNAPSHOT, FIRST_TS, IAT_N, KEY, LAST_TS, N_COLS, S_FIRST_TS, S_IP_BYTES, S_LAST_TS,
     S_PKTS, S_TTL_SUM, S_WIRE_BYTES, SEQ, SERIAL, SRC_HI, SRC_LO, SRC_MAC, ST_ACK_ACKS_SYNACK,
     ST_CLOSING, ST_ESTABLISHED, ST_FIN_D, ST_FIN_S, ST_MIDSTREAM, ST_RST, ST_SYN, ST_SYNACK,
-    ST_SYNACK_ACKS_SYN, STATE, SYN_TS, SYNACK_TS, TTL_LAST,
+    ST_SYNACK_ACKS_SYN, STATE, SYN_TS, SYNACK_TS, TTL_LAST, ST_ARGUS_ACK_OK, ST_ARGUS_HS_OVER,
+    ST_ARGUS_SYNACK_OK,
 )
 
 # TCP flag bits
-FIN, SYN, RST, ACK = 1, 2, 4, 16
+FIN, SYN, RST, PSH, ACK, URG = 1, 2, 4, 8, 16, 32
 IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP = 1, 6, 17
 
 # params[] slots (all int64, times in ns)
 (P_TCP_IDLE, P_UDP_IDLE, P_OTHER_IDLE, P_ACTIVE, P_HANDSHAKE, P_LINGER, P_SWEEP, P_MIDSTREAM, P_EVICT_K,
- P_ICMP_EXTEND) = range(10)
-N_PARAMS = 10
+ P_ICMP_EXTEND, P_ARGUS_TCP) = range(11)
+N_PARAMS = 11
 
 # ctr[] slots: table bookkeeping and counters
 (C_USED, C_UNUSED1, C_NEXT_SERIAL, C_HAND, C_NEXT_SWEEP, C_SWEEP_CURSOR, C_CREATED, C_EVICTED,
@@ -187,7 +188,7 @@ def _restart_active(table, ctr, slot) -> None:
     for c in range(FIRST_TS, SRC_MAC):
         table[slot, c] = 0
     table[slot, TTL_LAST] = pos_bits
-    table[slot, STATE] = ST_MIDSTREAM | ST_ESTABLISHED
+    table[slot, STATE] = ST_MIDSTREAM | ST_ESTABLISHED | ST_ARGUS_HS_OVER
     table[slot, SEQ] = 0
     table[slot, SERIAL] = ctr[C_NEXT_SERIAL]
     ctr[C_NEXT_SERIAL] += 1
@@ -239,11 +240,44 @@ def _evict_one(table, index, perm, ctr, params, out, n_out) -> int:
     return n_out
 
 
+@njit(cache=True, inline="always")
+def _argus_handshake(table, params, slot, st, t, flags, from_d, payload) -> np.int64:
+    """Argus's SYN_SENT / SYN_RECEIVED states for synack and ackdat (docs/argus-semantics.md, R6).
+
+    Called for each TCP packet of a record that started with a plain SYN until the handshake
+    decision is taken (ST_ARGUS_HS_OVER). SYN_SENT: a SYN-ACK with flags exactly SYN|ACK from d
+    counts (ST_ARGUS_SYNACK_OK); ACK, FIN or RST first leaves the handshake states. SYN_RECEIVED:
+    the first packet without SYN that has ACK (or any FIN/RST) decides: a pure ACK from s without
+    payload times ackdat (ST_ARGUS_ACK_OK). Responder packets before that decision are SYN-ACK
+    retransmissions: with argus_tcp they move SYN_TS and SYNACK_TS together (whole µs, so syn_ack
+    keeps its µs value) and ackdat runs from the last one.
+    """
+    if not (st & ST_ARGUS_SYNACK_OK):                       # SYN_SENT
+        if from_d and flags == (SYN | ACK):
+            return st | ST_ARGUS_SYNACK_OK
+        if flags & (RST | FIN | ACK):
+            return st | ST_ARGUS_HS_OVER
+        return st
+    if flags & (RST | FIN):                                 # SYN_RECEIVED
+        return st | ST_ARGUS_HS_OVER
+    if not (flags & SYN) and (flags & ACK):
+        st |= ST_ARGUS_HS_OVER
+        if not from_d and payload == 0:
+            st |= ST_ARGUS_ACK_OK
+        return st
+    if from_d and params[P_ARGUS_TCP] != 0:
+        delta = (t // 1000 - table[slot, SYNACK_TS] // 1000) * 1000
+        if delta > 0:
+            table[slot, SYNACK_TS] += delta
+            table[slot, SYN_TS] += delta
+    return st
+
+
 @njit(cache=True, nogil=True)
 def track_kernel(table, index, perm, ctr, params, snaps,
                  start, ts, status, proto_a, ttl_a, flags_a, src_hi, src_lo, dst_hi, dst_lo,
                  sport_a, dport_a, ip_len, wirelen, seq_a, ack_a, smac_a, dmac_a, ipver_a,
-                 q_src_lo, q_dst_lo, q_sport, q_dport, q_proto, out) -> tuple:
+                 q_src_lo, q_dst_lo, q_sport, q_dport, q_proto, payload_a, out) -> tuple:
     """Update the table with packets ``start..n``; return (next packet, rows emitted)."""
     n = ts.shape[0]
     mask = index.shape[0] - 1
@@ -341,6 +375,9 @@ def track_kernel(table, index, perm, ctr, params, snaps,
                 table[slot, KEY] = fwd_key
             table[slot, FIRST_TS] = t
             table[slot, STATE] = ST_MIDSTREAM if midstream else 0
+            if not is_tcp or (flags & (FIN | SYN | RST | PSH | ACK | URG)) != SYN:
+                # Argus's handshake states start only with a plain SYN (R6)
+                table[slot, STATE] |= ST_ARGUS_HS_OVER
             table[slot, SERIAL] = ctr[C_NEXT_SERIAL]
             ctr[C_NEXT_SERIAL] += 1
             # insert into the index (the probe above ended on an empty bucket only if
@@ -371,9 +408,10 @@ def track_kernel(table, index, perm, ctr, params, snaps,
             table[slot, TTL_LAST] = (table[slot, TTL_LAST] & ~np.int64(0xFF)) | ttl
             if is_tcp:
                 if (flags & (SYN | ACK)) == SYN and not (st & ST_SYNACK):
+                    if not (st & ST_SYN) or params[P_ARGUS_TCP] == 0:   # Argus: the first SYN's seq
+                        table[slot, SEQ] = (table[slot, SEQ] & np.int64(-4294967296)) | np.int64(seq_a[p])
                     st |= ST_SYN
                     table[slot, SYN_TS] = t
-                    table[slot, SEQ] = (table[slot, SEQ] & np.int64(-4294967296)) | np.int64(seq_a[p])
                 elif (flags & (SYN | ACK)) == ACK and (st & ST_SYNACK) and table[slot, ACK_TS] == 0:
                     table[slot, ACK_TS] = t
                     st |= ST_ESTABLISHED
@@ -408,6 +446,8 @@ def track_kernel(table, index, perm, ctr, params, snaps,
                 if flags & FIN:
                     st |= ST_FIN_D
         if is_tcp:
+            if not (st & ST_ARGUS_HS_OVER):
+                st = _argus_handshake(table, params, slot, st, t, flags, reverse, payload_a[p])
             if flags & RST:
                 st |= ST_RST | ST_CLOSING
             if (st & ST_FIN_S) and (st & ST_FIN_D):
@@ -487,6 +527,7 @@ class FlowTracker:
         self.params[P_MIDSTREAM] = int(cfg.midstream)
         self.params[P_EVICT_K] = cfg.evict_candidates
         self.params[P_ICMP_EXTEND] = int(cfg.icmp_errors_extend_tcp)
+        self.params[P_ARGUS_TCP] = int(cfg.argus_tcp)
         self.snaps = np.asarray(cfg.snapshot_packets, dtype=np.int64)
         self.out = np.empty((max(out_rows, 4 * MAX_EMIT_PER_PACKET), N_COLS), dtype=np.int64)
 
@@ -500,7 +541,7 @@ class FlowTracker:
                 self.table, self.index, self.perm, self.ctr, self.params, self.snaps, p, ts_ns,
                 d.status, d.proto, d.ttl, d.tcp_flags, d.src_hi, d.src_lo, d.dst_hi, d.dst_lo,
                 d.sport, d.dport, d.ip_len, wirelen, d.seq, d.ack, d.src_mac, d.dst_mac,
-                d.ip_version, d.q_src_lo, d.q_dst_lo, d.q_sport, d.q_dport, d.q_proto, self.out)
+                d.ip_version, d.q_src_lo, d.q_dst_lo, d.q_sport, d.q_dport, d.q_proto, d.payload_len, self.out)
             if k:
                 yield self.out[:k].copy()
 

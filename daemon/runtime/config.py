@@ -118,6 +118,7 @@ def _tracker_doc() -> dict[str, str]:
         "sweep_interval": "seconds (packet time) between timeout sweeps of the whole table",
         "evict_candidates": "when the table is full, the least recently active of this many slots is evicted",
         "icmp_errors_extend_tcp": "an ICMP error quoting a tracked TCP connection moves its end time (as Argus)",
+        "argus_tcp": "time the TCP handshake as Argus does (for semantics = \"argus\")",
     }
 
 
