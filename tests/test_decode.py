@@ -801,3 +801,44 @@ def test_fields_agree_with_tshark(name):
     if name == "stratosphere_cc_capture1.pcap":
         assert checked["tcp"] == batch.n == 7931
         assert status_counts(d)["ok"] == 7931
+
+
+def test_icmp_error_quotes_agree_with_tshark():
+    """The quoted 5-tuple of every IPv4 ICMP message of the captures that have errors, against tshark."""
+    tshark = require_tool("tshark")
+    paths = [require_data(PCAPS / "stratosphere_scanning_host.pcap")]
+    paths += sorted((PCAPS.parent / "iot_sentinel" / "WeMoSwitch").glob("*.pcap"))
+    fields = ["frame.number", "icmp.type", "ip.src", "ip.dst", "ip.proto", "ip.len", "ip.hdr_len",
+              "ip.frag_offset", "tcp.srcport", "tcp.dstport", "udp.srcport", "udp.dstport"]
+    errors = 0
+    for path in paths:
+        cmd = [tshark, "-r", str(path), "-n", "-Y", "icmp && !icmpv6", "-T", "fields", "-E", "separator=\t",
+               "-E", "occurrence=a", "-E", "aggregator=,"]
+        for f in fields:
+            cmd += ["-e", f]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+        d = decode_batch(read_capture(path))
+        for line in out.splitlines():
+            t = dict(zip(fields, line.split("\t")))
+            i = int(t["frame.number"]) - 1
+            got = row(d, i)
+            q = (got["q_src_lo"], got["q_dst_lo"], got["q_sport"], got["q_dport"], got["q_proto"])
+            where = f"{path.name} frame {i + 1}"
+            typ = int(t["icmp.type"].split(",")[0])
+            ips_ = t["ip.src"].split(",")
+            if typ in (0, 8, 9, 10, 13, 14, 15, 16, 17, 18) or len(ips_) < 2:
+                assert q == (0, 0, 0, 0, 0), where
+                continue
+            proto = int(t["ip.proto"].split(",")[1])
+            room = int(t["ip.len"].split(",")[1]) - int(t["ip.hdr_len"].split(",")[1])
+            ports = t["tcp.srcport"] + t["udp.srcport"]
+            usable = (t["ip.frag_offset"].split(",")[1] == "0"
+                      and (proto not in (6, 17) or (ports and room >= (20 if proto == 6 else 8))))
+            if not usable:
+                assert q == (0, 0, 0, 0, 0), where
+                continue
+            sp, dp = ((int(t["tcp.srcport"]), int(t["tcp.dstport"])) if proto == 6 else
+                      (int(t["udp.srcport"]), int(t["udp.dstport"])) if proto == 17 else (0, 0))
+            assert q == (addr(ips_[1])[1], addr(t["ip.dst"].split(",")[1])[1], sp, dp, proto), where
+            errors += proto == 6
+    assert errors >= 35   # the TCP quotes Argus maps onto TCP records (docs/argus-semantics.md, R5)
