@@ -16,7 +16,7 @@ import os
 import pwd
 import grp
 
-log = logging.getLogger("malsensor.service")
+log = logging.getLogger("malsensor.main")
 
 PR_SET_KEEPCAPS = 8
 CAP_NET_ADMIN = 12

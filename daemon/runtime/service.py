@@ -43,7 +43,7 @@ from .sources import LiveSource, ReplaySource, warm_pipeline
 from .stats import LatencyStats, StatsReporter, start_metrics_server
 from .writer import EventWriter
 
-log = logging.getLogger("malsensor.service")
+log = logging.getLogger("malsensor.main")
 
 SHUTDOWN_TIMEOUT_S = 30.0  # inside the unit's TimeoutStopSec=45
 CAPTURE_STOP_S = 10.0
