@@ -144,25 +144,23 @@ class ConnPipeline:
             if cb is not None:
                 yield cb
 
-    def expire(self, now_ns: int) -> Iterator[ConnBatch]:
-        """Timeout sweep at ``now_ns`` (live capture while traffic pauses)."""
-        for records in self.tracker.expire(now_ns):
-            cb = self._hold(records)
+    def _drain(self, records: Iterable[np.ndarray]) -> Iterator[ConnBatch]:
+        """Everything the tracker hands out, with nothing held back afterwards."""
+        for r in records:
+            cb = self._hold(r)
             if cb is not None:
                 yield cb
         cb = self._hold(np.empty((0, L.N_COLS), dtype=np.int64), force=True)
         if cb is not None:
             yield cb
 
+    def expire(self, now_ns: int) -> Iterator[ConnBatch]:
+        """Timeout sweep at ``now_ns`` (live capture while traffic pauses)."""
+        return self._drain(self.tracker.expire(now_ns))
+
     def finish(self, reason: int = L.END_EOF) -> Iterator[ConnBatch]:
         """End of input: emit every connection still tracked."""
-        for records in self.tracker.flush(reason):
-            cb = self._hold(records)
-            if cb is not None:
-                yield cb
-        cb = self._hold(np.empty((0, L.N_COLS), dtype=np.int64), force=True)
-        if cb is not None:
-            yield cb
+        return self._drain(self.tracker.flush(reason))
 
     def run(self, batches: Iterable[PacketBatch]) -> Iterator[ConnBatch]:
         for b in batches:
