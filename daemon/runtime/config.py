@@ -103,6 +103,8 @@ class ReplaySection:
     file: str = opt("", "pcap or pcapng file (optionally gzip-compressed); \"\" = no replay", path=True)
     repeat: int = opt(1, "passes over the file (0 = forever); the daemon exits after the last", min=0)
     pause: float = opt(0.0, "seconds to wait between passes", min=0.0)
+    rate: float = opt(0.0, "pace the replay to this many finished connections per second (0 = as fast as "
+                           "possible)", min=0.0)
 
 
 def _tracker_doc() -> dict[str, str]:

@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--replay", metavar="CAPTURE", help="replay a pcap/pcapng file instead of capturing live "
                                                        "(overrides [replay] file and [[interface]])")
     p.add_argument("--repeat", type=int, metavar="N", help="with --replay: passes over the file (0 = forever)")
+    p.add_argument("--rate", type=float, metavar="CONN_PER_S", help="with --replay: pace to this many connections/s")
     p.add_argument("--interface", metavar="IF[,IF...]",
                    help="capture on these interfaces instead of the configured ones (\"default\" = the "
                         "default-route interface); other [[interface]] settings come from the first table")
@@ -44,7 +45,8 @@ def apply_overrides(cfg: Config, a: argparse.Namespace) -> Config:
     rep = {}
     if a.replay:
         rep["replay"] = dataclasses.replace(cfg.replay, file=str(Path(a.replay).resolve()),
-                                            repeat=a.repeat if a.repeat is not None else 1)
+                                            repeat=a.repeat if a.repeat is not None else 1,
+                                            rate=a.rate if a.rate is not None else cfg.replay.rate)
         rep["interfaces"] = ()
     elif a.repeat is not None:
         rep["replay"] = dataclasses.replace(cfg.replay, repeat=a.repeat)

@@ -14,8 +14,10 @@ is not retried every second) and leaves the old model serving.
 """
 from __future__ import annotations
 
+import gc
 import json
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -28,6 +30,7 @@ from ..artifact import META_FILE, Artifact, ArtifactError, load_artifact, resolv
 from .config import ModelSection, model_artifact_path
 
 log = logging.getLogger("malsensor.models")
+LOADER_NICE = 10
 
 
 @dataclass
@@ -200,6 +203,11 @@ class ModelRegistry:
         else:
             log.info("model %s: swapped version %s -> %s (%s, %s) in %.2fs (warm-up %s)", slot.name,
                      old.version, new.version, new.target, reason, dt, warm)
+        if old is not None:
+            del old
+            gc.unfreeze()  # the replaced model's objects may be frozen (service.settle_gc) and cyclic
+            gc.collect()
+            gc.freeze()
         if self.on_change is not None:
             self.on_change(slot)
         return True
@@ -259,6 +267,10 @@ class Watcher(threading.Thread):
         self.heartbeat = time.monotonic()
 
     def run(self) -> None:
+        try:  # compiling a new version yields the CPU to capture and inference (Linux: per thread)
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), LOADER_NICE)
+        except (OSError, AttributeError):  # pragma: no cover
+            pass
         while not self.stop_event.wait(self.interval):
             self.heartbeat = time.monotonic()
             try:

@@ -86,6 +86,9 @@ def default_route_interface() -> str | None:
     return None
 
 
+PACED_CHUNK = 64 << 10  # bytes of capture read at a time when the replay is paced
+
+
 class ReplaySource:
     """Replays a capture file ``repeat`` times (0 = until stopped) in one thread."""
 
@@ -96,6 +99,7 @@ class ReplaySource:
         self.path = cfg.replay.file
         self.repeat = cfg.replay.repeat
         self.pause = cfg.replay.pause
+        self.rate = cfg.replay.rate
         self.stop_event = threading.Event()
         pipe = ConnPipeline(tracking, cfg.tracking.semantics, cfg.protocol_numbers())
         self.consumer = PipelineConsumer("replay", pipe, dispatcher, lag_ns=0, emit_at_stop=emit_at_stop)
@@ -132,10 +136,19 @@ class ReplaySource:
                     if self.stop_event.is_set():
                         break
                 try:
-                    for batch in read_capture(self.path):
+                    chunk = PACED_CHUNK if self.rate else 8 << 20
+                    t0 = time.monotonic()
+                    n0 = c.dispatcher.connections
+                    for batch in read_capture(self.path, chunk_bytes=chunk):
                         c.consume(batch)
                         if self.stop_event.is_set():
                             break
+                        if self.rate:  # wait until the wall clock catches up with the connections sent
+                            ahead = (c.dispatcher.connections - n0) / self.rate - (time.monotonic() - t0)
+                            while ahead > 0 and not self.stop_event.is_set():
+                                c.beat()
+                                self.stop_event.wait(min(ahead, 0.2))
+                                ahead = (c.dispatcher.connections - n0) / self.rate - (time.monotonic() - t0)
                 except CaptureFormatError as e:
                     self.error = str(e)
                     log.error("replay: %s", e)
