@@ -118,7 +118,7 @@ def run_fit(opts: FitOptions) -> FitOutcome:
     log.info("model %s (%s) reads view %s", spec.kind, spec.source, view.describe())
 
     t0 = time.monotonic()
-    ds = load_dataset(opts.data, view, data_options(opts, spec))
+    ds = load_dataset(opts.data, view, data_options(opts, spec), progress=_file_progress(opts.progress))
     t_load = time.monotonic() - t0
     describe_dataset(ds)
     all_labels = sorted(set(ds.y.tolist()))
@@ -216,7 +216,8 @@ def run_fit(opts: FitOptions) -> FitOutcome:
                  "rows": ds.n, "labels": ds.label_counts(), "stats": ds.stats.as_dict(),
                  "split": {"mode": split.mode, "seed": tc.seed, "fractions": [0.6, 0.2, 0.2],
                            "sizes": {"train": int(tr.size), "val": int(va.size), "test": int(te.size)}},
-                 "labels_without_training_rows": missing},
+                 "labels_without_training_rows": missing,
+                 "label_source": _label_source(data_options(opts, spec))},
         "training": {"best_epoch": result.best_epoch, "epochs_run": len(result.history),
                      "seconds": {"load": round(t_load, 3), "fit": round(t_fit, 3), "export": round(t_export, 3)}},
         "metrics": {k: _short(v) for k, v in metrics.items()},
@@ -270,6 +271,35 @@ def _run_version(work: Path, key: str, model_dir: Path, resume: bool) -> str:
 
     atomic_write(run, json.dumps({"run_key": key, "version": version}).encode())
     return version
+
+
+def _file_progress(enabled: bool):
+    """A load_dataset progress callback: a bar (or log lines) once there are several files."""
+    from .progress import Progress
+
+    state: dict = {}
+
+    def cb(i: int, total: int, path) -> None:
+        if total < 2:
+            return
+        if "bar" not in state:
+            state["bar"] = Progress(total, "reading data", enabled=enabled, unit="file")
+        state["bar"].update(1)
+        if i == total:
+            state["bar"].close()
+
+    return cb
+
+
+def _label_source(d: DataOptions) -> dict:
+    """How the training rows got their labels (evaluate/predict default to the same)."""
+    ls = d.labels
+    out = {"mode": ls.mode, "column": ls.column}
+    if ls.macs:
+        out["macs"] = str(ls.macs)
+    if ls.ips:
+        out["ips"] = str(ls.ips)
+    return out
 
 
 def _sources(names: list[str], limit: int = 20) -> list[str]:

@@ -29,13 +29,13 @@ class TrainConfig:
     """How a model is fitted (``[train]``). Fitted kinds (forest) use seed only."""
 
     batch_size: int = 256
-    epochs: int = 20
+    epochs: int = 40
     lr: float = 1e-3
     weight_decay: float = 1e-4
     warmup_epochs: float = 1.0
     grad_clip: float = 1.0
-    class_weight: str = "balanced"     # balanced | none (loss weights from the training split)
-    patience: int = 5                  # epochs without a better validation macro-F1 before stopping; 0 = never
+    class_weight: str = "sqrt"         # balanced | sqrt | none (loss weights from the training split)
+    patience: int = 10                 # epochs without a better validation macro-F1 before stopping; 0 = never
     seed: int = 0
     eval_batch_size: int = 4096
     canary_rows: int = 32

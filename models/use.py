@@ -60,10 +60,14 @@ def data_view(art: Artifact) -> ViewInfo:
 
 def load_for(art: Artifact, d: DataArgs, require_labels: bool) -> Dataset:
     mode = d.label_from
-    if mode == "auto" and d.label and not d.macs and not d.ips:
+    label = d.label
+    src = art.meta.get("data", {}).get("label_source") or {}
+    if label is None and mode == "auto" and not d.macs and not d.ips and src.get("column"):
+        label = src["column"]           # the column the model was trained on
+    if mode == "auto" and label and not d.macs and not d.ips:
         mode = "column"
     semantics = d.semantics or art.meta.get("view", {}).get("semantics") or "malsensor"
-    opts = DataOptions(LabelSpec(mode, d.label, d.macs, d.ips), d.skip_bad, False, semantics, require_labels)
+    opts = DataOptions(LabelSpec(mode, label, d.macs, d.ips), d.skip_bad, False, semantics, require_labels)
     ds = load_dataset(d.paths, data_view(art), opts)
     want = art.meta.get("view", {}).get("semantics")
     if want and ds.semantics and ds.semantics != want:

@@ -88,10 +88,13 @@ def test_predict_topk(env):
     rows = [json.loads(ln) for ln in proc.stdout.splitlines()]
     assert len(rows) == 486
     r = rows[0]
-    assert set(r) == {"pred", "true", "topk"} and r["true"] == "0"     # default label column: 'label'
+    # the label column defaults to the one the model was trained on (attack_cat here)
+    assert set(r) == {"pred", "true", "topk"} and r["true"] == "Normal"
     assert len(r["topk"]) == 3 and r["topk"][0][0] == r["pred"]
     ps = [p for _, p in r["topk"]]
     assert ps == sorted(ps, reverse=True)
+    other = cli("predict", env["models"] / "cats", env["data"], "--label", "label", "--topk", "1")
+    assert json.loads(other.stdout.splitlines()[0])["true"] == "0"
 
 
 def test_inspect(env):

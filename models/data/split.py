@@ -98,11 +98,14 @@ def split_dataset(ds: Dataset, mode: str = "auto", seed: int = 0,
 
 
 def class_weights(y: np.ndarray, n_classes: int, mode: str) -> np.ndarray:
-    """Per-class loss weights: ``balanced`` = n / (n_classes * count), ``none`` = 1."""
+    """Per-class loss weights: ``balanced`` = n / (n_classes * count), ``sqrt`` = the square
+    root of that (a milder correction), ``none`` = 1."""
     if mode == "none":
         return np.ones(n_classes, dtype=np.float32)
-    if mode != "balanced":
-        raise TrainError(f"class_weight must be 'balanced' or 'none', not {mode!r}")
+    if mode not in ("balanced", "sqrt"):
+        raise TrainError(f"class_weight must be 'balanced', 'sqrt' or 'none', not {mode!r}")
     counts = np.bincount(y, minlength=n_classes).astype(np.float64)
     w = np.where(counts > 0, y.size / (n_classes * np.maximum(counts, 1)), 0.0)
+    if mode == "sqrt":
+        w = np.sqrt(w)
     return w.astype(np.float32)
