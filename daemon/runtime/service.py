@@ -74,6 +74,7 @@ class Service:
         self.reloads = {"ok": 0, "rejected": 0}
         self.started_at = time.monotonic()
         self.metrics_port: int | None = None
+        self.source_started = time.monotonic()
         self._sig = {"term": False, "hup": False}
         self._wake_r: socket.socket | None = None
         self._healthy = True
@@ -189,6 +190,8 @@ class Service:
         self.watcher = Watcher(self.registry, cfg.inference.watch_interval)
         self.watcher.start()
         src_cls = ReplaySource if self.replay else LiveSource
+        settle_gc()  # before capture starts: the collection itself pauses every thread
+        self.source_started = time.monotonic()
         try:
             self.source = src_cls(cfg, self.tracking, self.dispatcher, self._emit_at_stop)
             if self.replay:
@@ -588,9 +591,8 @@ def run_service(cfg: Config, config_path: str | None = None, argv_overrides: arg
         except Exception:  # pragma: no cover
             pass
         return 1
-    settle_gc()
     svc.notifier.ready(svc.status_text())
-    t0 = time.monotonic()
+    t0 = svc.source_started
     try:
         svc.loop()
     except StartError:
