@@ -77,20 +77,26 @@ class Daemon:
         return self.wait(timeout)
 
     def wait(self, timeout: float = 60.0) -> int:
+        # stdout only: stderr belongs to the reader thread (communicate() would race it for lines)
+        box: list[str] = []
+        reader = threading.Thread(target=lambda: box.append(self.proc.stdout.read()), daemon=True)
+        reader.start()
         try:
-            out, _ = self.proc.communicate(timeout=timeout)
+            self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            out, _ = self.proc.communicate()
+            self.proc.wait()
             raise
-        self._t.join(5)
-        self.out = out or ""
+        finally:
+            reader.join(10)
+            self._t.join(10)
+        self.out = box[0] if box else ""
         return self.proc.returncode
 
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
-            self.proc.communicate()
+            self.proc.wait()
 
 
 def jsonl(path: Path) -> list:
