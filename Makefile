@@ -1,4 +1,5 @@
-# make run   - set up .venv and start the sensor (CAPTURE=FILE replays a capture file)
+# make run   - set up .venv and start the sensor in the foreground on the default-route interface
+#              with etc/malsensor.toml and the shipped default model (CAPTURE=FILE replays a file)
 # make test  - set up .venv (and, as root, the Debian tools the tests use) and run the whole suite
 # make bench - run the benchmarks under bench/ side by side with the reference tools
 SHELL := /bin/bash
@@ -6,8 +7,12 @@ PY ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
 DATA ?= ../shared/data
-CAPTURE ?= $(DATA)/pcap/stratosphere_cc_capture1.pcap
-DEB_PACKAGES := libsystemd-dev pkg-config gcc libpcap0.8 argus-server argus-client tshark tcpreplay tcpdump iproute2
+CAPTURE ?=
+RUN_DIR := .run
+# Debian packages: systemd-python's build, libpcap (BPF compilation), the reference tools the
+# conformance tests and benchmarks run side by side, and what the real-systemd test boots with.
+DEB_PACKAGES := libsystemd-dev pkg-config gcc libpcap0.8 argus-server argus-client tshark tcpreplay tcpdump \
+	iproute2 debootstrap systemd-container util-linux netbase
 
 .PHONY: run test bench venv debs clean
 
@@ -31,7 +36,9 @@ $(VENV)/.stamp: pyproject.toml
 venv: debs $(VENV)/.stamp
 
 run: venv
-	$(VENV)/bin/malsensor extract $(CAPTURE)
+	mkdir -p $(RUN_DIR)
+	$(VENV)/bin/malsensord -c etc/malsensor.toml --models-dir contrib/models --log-dir $(RUN_DIR) --user "" \
+	  $(if $(CAPTURE),--replay $(CAPTURE))
 
 test: venv
 	$(VPY) -m pytest $(PYTEST_ARGS)
