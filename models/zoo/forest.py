@@ -260,7 +260,7 @@ def perfect_probs(p: dict, x, depth: int):
 
     idx = jax.lax.fori_loop(0, depth, step, jnp.zeros((n_t, b), dtype=jnp.int32))
     leaf = leaf_map.reshape(-1)[(jnp.arange(n_t, dtype=jnp.int32) * (ni + 1))[:, None] + idx - ni]
-    return values[leaf].sum(axis=0)
+    return leaf_sum(values, leaf)
 
 
 def sparse_probs(p: dict, x, depth: int):
@@ -280,7 +280,19 @@ def sparse_probs(p: dict, x, depth: int):
         return (k >> bits) + (xv > thr[node]).astype(jnp.int32)
 
     node = jax.lax.fori_loop(0, depth, step, jnp.broadcast_to(roots[:, None], (roots.shape[0], b)))
-    return values[slot[node]].sum(axis=0)
+    return leaf_sum(values, slot[node])
+
+
+def leaf_sum(values, leaf):
+    """sum over trees of values[leaf[t, b], c] -> (b, c).
+
+    One scalar gather + reduction per class: gathering (trees, batch, classes) rows at
+    once and summing measured 3x slower for 10 classes at batch 4096 (49 vs 17 ms), and
+    the per-class reduction also rounds less (1e-7 vs 7e-7 from predict_proba)."""
+    import jax.numpy as jnp
+
+    vt = values.T
+    return jnp.stack([vt[c][leaf].sum(axis=0) for c in range(values.shape[1])], axis=1)
 
 
 @register
