@@ -9,17 +9,7 @@ share one interface with ``conn``.
 from __future__ import annotations
 
 from malsensor.daemon.artifact import ViewInfo
-
-try:  # the daemon owns the column order; fall back while it is being written
-    from malsensor.daemon.views.conn import CONN_COLUMNS, CONN_VERSION, CONN_VIEW
-except ImportError:  # pragma: no cover
-    CONN_VIEW = "conn"
-    CONN_VERSION = 1
-    CONN_COLUMNS = (
-        "dur", "proto", "s_bytes_sum", "d_bytes_sum", "s_ttl_mean", "d_ttl_mean", "s_load", "d_load",
-        "s_pkt_cnt", "d_pkt_cnt", "s_bytes_mean", "d_bytes_mean", "s_iat_mean", "d_iat_mean",
-        "tcp_rtt", "syn_ack", "ack_dat",
-    )
+from malsensor.daemon.views.conn import CONN_COLUMNS, CONN_VERSION, CONN_VIEW  # the daemon owns the order
 
 N_CONN = len(CONN_COLUMNS)
 CONN_SERIES_VIEW = "conn_series"
