@@ -100,8 +100,16 @@ class Daemon:
 
 
 def jsonl(path: Path) -> list:
-    """Every line of a JSONL file, asserting that none is torn."""
-    text = path.read_text() if path.exists() else ""
+    """Every line of a JSONL file, asserting that none is torn.
+
+    The daemon may be writing while the test reads, and a read can see part of a
+    write in progress: a line still unfinished after a second is torn."""
+    deadline = time.monotonic() + 1.0
+    while True:
+        text = path.read_text() if path.exists() else ""
+        if text == "" or text.endswith("\n") or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
     assert text == "" or text.endswith("\n"), f"{path} ends with a torn line"
     return [json.loads(line) for line in text.splitlines()]
 
