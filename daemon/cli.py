@@ -114,7 +114,7 @@ def cmd_extract(a: argparse.Namespace) -> int:
     progress = Progress(f"extract {os.path.basename(a.capture)}", size)
     try:
         try:
-            for batch in read_capture(a.capture, stats=stats):
+            for batch in read_capture(a.capture, stats=stats, reuse_buffers=True):
                 for cb in pipe.feed(batch):
                     cb = cb.select(~cb.is_snapshot)
                     writer.write_batch(cb.records, cb.features)

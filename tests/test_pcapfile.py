@@ -724,3 +724,19 @@ def test_fuzz_never_crashes(tmp_path: Path, seed: int, edits, cut: int, chunk: i
     except CaptureFormatError as e:
         assert e.path == str(p)
     assert st.bytes <= len(data)
+
+
+@pytest.mark.parametrize("name", ["stratosphere_cc_capture1.pcap", "http_espn.pcapng"])
+@pytest.mark.parametrize("chunk", [4096, 65536, 2 << 20])
+def test_reused_buffers_give_the_same_packets(name, chunk):
+    """With reuse_buffers the bytes of each batch are right while it is the current one."""
+    path = require_data(PCAPS / name)
+
+    def packets(reuse: bool) -> list[tuple[int, int, bytes]]:
+        out = []
+        for b in read_capture(path, chunk_bytes=chunk, reuse_buffers=reuse):
+            out.extend((int(t), int(w), b.buf[o:o + c].tobytes())
+                       for t, w, o, c in zip(b.ts_ns, b.wirelen, b.offset, b.caplen))
+        return out
+
+    assert packets(True) == packets(False)
