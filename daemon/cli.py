@@ -66,6 +66,18 @@ def _open_output(path: str) -> IO[str]:
     return open(path, "w", encoding="utf-8", newline="")
 
 
+def _close_output(out: IO[str]) -> None:
+    """Flush (standard output) or close (a file); a full disk shows here at the latest."""
+    if out is sys.stdout:
+        out.flush()
+    elif not out.closed:
+        try:
+            out.close()
+        except OSError:
+            out.close()  # the file object is closed even when the final flush failed
+            raise
+
+
 def _print_summary(summary: dict, stream: IO[str]) -> None:
     lines = [f"packets {summary['packets']:,}  connections {summary['connections']:,}  "
              f"ip {summary['ok']:,}  not-ip {summary['not_ip']:,}  fragments {summary['fragment']:,}  "
@@ -109,7 +121,11 @@ def cmd_extract(a: argparse.Namespace) -> int:
     pipe = ConnPipeline(tracking, a.semantics, protocols, emit_rows=OFFLINE_EMIT_ROWS)
     stats = ReaderStats()
     status = 0
-    out = _open_output(a.output)
+    try:
+        out = _open_output(a.output)
+    except OSError as exc:
+        log.error("cannot write %s: %s", a.output, exc.strerror)
+        return 2
     writer = RowWriter(out, a.format)
     progress = Progress(f"extract {os.path.basename(a.capture)}", size)
     try:
@@ -125,12 +141,12 @@ def cmd_extract(a: argparse.Namespace) -> int:
         for cb in pipe.finish():
             cb = cb.select(~cb.is_snapshot)
             writer.write_batch(cb.records, cb.features)
+        _close_output(out)
+    except OSError as exc:  # output full or gone: say where it stopped, keep the summary
+        log.error("cannot write %s: %s (%d rows written before)", a.output, exc.strerror or exc, writer.count)
+        status = 1
     finally:
         progress.close()
-        if out is not sys.stdout:
-            out.close()
-        else:
-            out.flush()
     summary = pipe.summary()
     summary["truncated_at"] = stats.truncated_at
     _print_summary(summary, sys.stderr)
@@ -145,17 +161,17 @@ def _extract_live(a: argparse.Namespace, tracking: TrackerConfig, protocols) -> 
     from .capture.live import extract_live
     from .outputs.rows import RowWriter
 
-    out = _open_output(a.output)
+    try:
+        out = _open_output(a.output)
+    except OSError as exc:
+        log.error("cannot write %s: %s", a.output, exc.strerror)
+        return 2
     try:
         summary = extract_live(a, RowWriter(out, a.format).write_batch, tracking, protocols)
+        _close_output(out)
     except (ValueError, OSError) as exc:
         log.error("%s", exc)
         return 2
-    finally:
-        if out is not sys.stdout:
-            out.close()
-        else:
-            out.flush()
     _print_summary(summary, sys.stderr)
     if a.summary_json:
         with open(a.summary_json, "w", encoding="utf-8") as f:

@@ -165,3 +165,12 @@ def test_fast_jsonl_text_equals_the_dict_rows():
     for line, row in zip(lines, rows):
         parsed = json.loads(line)
         assert parsed == row and list(parsed) == list(row)
+
+
+def test_unwritable_or_full_output_is_a_clear_error(tmp_path):
+    cap = require_data(PCAPS / "synscan.pcapng")
+    proc = extract(str(cap), "-o", str(tmp_path / "absent" / "rows.jsonl"), check=False)
+    assert proc.returncode == 2 and "cannot write" in proc.stderr and "Traceback" not in proc.stderr
+    proc = extract(str(cap), "-o", "/dev/full", check=False)
+    assert proc.returncode == 1 and "No space left on device" in proc.stderr and "Traceback" not in proc.stderr
+    assert "connections 1,994" in proc.stderr  # the summary still comes
