@@ -360,13 +360,13 @@ def _crafted_pcap(path: Path) -> None:
 
 # case -> the tracker requirement it still waits for (None: reproduced today)
 CRAFTED = {
-    40001: ("rst then syn: restart, old record ends at the SYN, gaps continue", "R4"),
-    40002: ("fin/fin/ack without payload then syn: restart", "R4"),
+    40001: ("rst then syn: restart, old record ends at the SYN, gaps continue", None),
+    40002: ("fin/fin/ack without payload then syn: restart", None),
     40003: ("equal microsecond timestamps add no gap", None),
     40004: ("syn retransmissions: synack from the last syn", None),
     40005: ("third packet carries payload: ackdat 0", None),
     40006: ("ecn syn-ack: synack = ackdat = 0", None),
-    40007: ("status interval 3600 s, gaps and handshake carried over", "R4"),
+    40007: ("status interval 3600 s, gaps and handshake carried over", None),
     40008: ("802.1q tag counted in frame bytes", None),
     40009: ("syn-ack retransmitted: ackdat from the last syn-ack", None),
     40010: ("syn-ack acking a wrong number: 0/0/0", None),

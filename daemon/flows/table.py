@@ -181,15 +181,58 @@ def _expiry(table, params, slot, now) -> int:
     return 0
 
 
+# STATE bits a status-interval split keeps in argus mode: Argus's TCP state goes on (R4)
+_ARGUS_KEEP_BITS = (ST_SYN | ST_SYNACK | ST_ESTABLISHED | ST_FIN_S | ST_FIN_D | ST_RST | ST_CLOSING
+                    | ST_SYNACK_ACKS_SYN | ST_ACK_ACKS_SYNACK | ST_ARGUS_SYNACK_OK | ST_ARGUS_ACK_OK
+                    | ST_ARGUS_HS_OVER)
+
+
 @njit(cache=True)
-def _restart_active(table, ctr, slot) -> None:
-    """After an active timeout the connection goes on as a new record, same key."""
-    pos_bits = table[slot, TTL_LAST] & ~LOW32
+def _argus_next_record(table, slot, keep_tcp) -> None:
+    """Reset ``slot`` for the next Argus record of the same flow (docs/argus-semantics.md, R4).
+
+    What Argus keeps per flow survives: each side's previous packet time (the new record's
+    S_FIRST_TS = S_LAST_TS = the old S_LAST_TS, so a side's first packet adds the gap to it, counted
+    in IAT_N) and the last TTLs. With ``keep_tcp`` (status split) the TCP state, handshake times
+    and sequence numbers go on as well; otherwise (restart by a SYN) they start afresh.
+    """
+    pos_ttl = table[slot, TTL_LAST]
+    s_last = table[slot, S_LAST_TS]
+    d_last = table[slot, D_LAST_TS]
+    syn_ts = table[slot, SYN_TS]
+    synack_ts = table[slot, SYNACK_TS]
+    ack_ts = table[slot, ACK_TS]
+    st = table[slot, STATE]
     for c in range(FIRST_TS, SRC_MAC):
         table[slot, c] = 0
-    table[slot, TTL_LAST] = pos_bits
-    table[slot, STATE] = ST_MIDSTREAM | ST_ESTABLISHED | ST_ARGUS_HS_OVER
-    table[slot, SEQ] = 0
+    table[slot, IAT_N] = 0
+    table[slot, TTL_LAST] = pos_ttl
+    table[slot, S_FIRST_TS] = s_last
+    table[slot, S_LAST_TS] = s_last
+    table[slot, D_FIRST_TS] = d_last
+    table[slot, D_LAST_TS] = d_last
+    if keep_tcp:
+        table[slot, SYN_TS] = syn_ts
+        table[slot, SYNACK_TS] = synack_ts
+        table[slot, ACK_TS] = ack_ts
+        table[slot, STATE] = (st & _ARGUS_KEEP_BITS) | ST_MIDSTREAM | ST_ESTABLISHED
+    else:
+        table[slot, STATE] = 0
+        table[slot, SEQ] = 0
+
+
+@njit(cache=True)
+def _restart_active(table, ctr, params, slot) -> None:
+    """After an active timeout the connection goes on as a new record, same key."""
+    if params[P_ARGUS_TCP] != 0:
+        _argus_next_record(table, slot, True)
+    else:
+        pos_bits = table[slot, TTL_LAST] & ~LOW32
+        for c in range(FIRST_TS, SRC_MAC):
+            table[slot, c] = 0
+        table[slot, TTL_LAST] = pos_bits
+        table[slot, STATE] = ST_MIDSTREAM | ST_ESTABLISHED | ST_ARGUS_HS_OVER
+        table[slot, SEQ] = 0
     table[slot, SERIAL] = ctr[C_NEXT_SERIAL]
     ctr[C_NEXT_SERIAL] += 1
 
@@ -211,7 +254,7 @@ def _sweep(table, index, perm, ctr, params, now, out, n_out) -> int:
         if table[slot, S_PKTS] + table[slot, D_PKTS] > 0:
             n_out = _emit(table, slot, out, n_out, reason)
         if reason == END_ACTIVE:
-            _restart_active(table, ctr, slot)
+            _restart_active(table, ctr, params, slot)
             table[slot, FIRST_TS] = now
             table[slot, LAST_TS] = now
             i += 1
@@ -331,12 +374,36 @@ def track_kernel(table, index, perm, ctr, params, snaps,
         # --- end of the existing record? ---
         if slot >= 0:
             reason = _expiry(table, params, slot, t)
+            syn_restart = False
             if reason == 0 and is_tcp and (table[slot, STATE] & ST_CLOSING) and (flags & (SYN | ACK)) == SYN:
                 # a new SYN on a closed 5-tuple: port reuse, a new connection
                 reason = END_RST if table[slot, STATE] & ST_RST else END_FIN
-            if reason == END_ACTIVE:
+                syn_restart = params[P_ARGUS_TCP] != 0
+            if syn_restart:
+                # Argus (R4): the SYN ends the old record (its time and TTL count there, nothing
+                # else), then starts the next record of the same flow, oriented to its sender
+                if t > table[slot, LAST_TS]:
+                    table[slot, LAST_TS] = t
+                ttl_shift = 8 if reverse else 0
+                table[slot, TTL_LAST] = ((table[slot, TTL_LAST] & ~(np.int64(0xFF) << ttl_shift))
+                                         | (np.int64(ttl_a[p]) << ttl_shift))
                 n_out = _emit(table, slot, out, n_out, reason)
-                _restart_active(table, ctr, slot)
+                _argus_next_record(table, slot, False)
+                if reverse:
+                    table[slot, SRC_HI] = a_hi
+                    table[slot, SRC_LO] = a_lo
+                    table[slot, DST_HI] = b_hi
+                    table[slot, DST_LO] = b_lo
+                    table[slot, KEY] = fwd_key
+                    reverse = False
+                table[slot, FIRST_TS] = t
+                if (flags & (FIN | SYN | RST | PSH | ACK | URG)) != SYN:
+                    table[slot, STATE] |= ST_ARGUS_HS_OVER
+                table[slot, SERIAL] = ctr[C_NEXT_SERIAL]
+                ctr[C_NEXT_SERIAL] += 1
+            elif reason == END_ACTIVE:
+                n_out = _emit(table, slot, out, n_out, reason)
+                _restart_active(table, ctr, params, slot)
                 table[slot, FIRST_TS] = t
             elif reason != 0:
                 n_out = _emit(table, slot, out, n_out, reason)
@@ -393,11 +460,12 @@ def track_kernel(table, index, perm, ctr, params, snaps,
         st = table[slot, STATE]
         if not reverse:
             if table[slot, S_PKTS] == 0:
-                table[slot, S_FIRST_TS] = t
-                table[slot, S_LAST_TS] = t
                 table[slot, SRC_MAC] = np.int64(smac_a[p])
                 table[slot, DST_MAC] = np.int64(dmac_a[p])
-            elif t > table[slot, S_LAST_TS]:
+            if table[slot, S_PKTS] == 0 and (params[P_ARGUS_TCP] == 0 or table[slot, S_LAST_TS] == 0):
+                table[slot, S_FIRST_TS] = t
+                table[slot, S_LAST_TS] = t
+            elif t > table[slot, S_LAST_TS]:   # (argus: also a side's first packet after a carry-over)
                 if t // 1000 > table[slot, S_LAST_TS] // 1000:
                     table[slot, IAT_N] += 1
                 table[slot, S_LAST_TS] = t
@@ -420,12 +488,12 @@ def track_kernel(table, index, perm, ctr, params, snaps,
                 if flags & FIN:
                     st |= ST_FIN_S
         else:
-            if table[slot, D_PKTS] == 0:
+            if table[slot, D_PKTS] == 0 and table[slot, S_PKTS] == 0:
+                table[slot, SRC_MAC] = np.int64(dmac_a[p])
+                table[slot, DST_MAC] = np.int64(smac_a[p])
+            if table[slot, D_PKTS] == 0 and (params[P_ARGUS_TCP] == 0 or table[slot, D_LAST_TS] == 0):
                 table[slot, D_FIRST_TS] = t
                 table[slot, D_LAST_TS] = t
-                if table[slot, S_PKTS] == 0:
-                    table[slot, SRC_MAC] = np.int64(dmac_a[p])
-                    table[slot, DST_MAC] = np.int64(smac_a[p])
             elif t > table[slot, D_LAST_TS]:
                 if t // 1000 > table[slot, D_LAST_TS] // 1000:
                     table[slot, IAT_N] += np.int64(1) << 32

@@ -197,8 +197,9 @@ def argus_conn_features(rec: np.ndarray) -> np.ndarray:
     out[:, 1] = proto
     out[:, 2] = s_bytes
     out[:, 3] = d_bytes
-    out[:, 4] = np.where(s_pkts > 0, L.s_last_ttl(rec), 0)
-    out[:, 5] = np.where(d_pkts > 0, L.d_last_ttl(rec), 0)
+    # the last TTL of a side persists into the flow's next record (R4; 0 when never seen)
+    out[:, 4] = L.s_last_ttl(rec)
+    out[:, 5] = L.d_last_ttl(rec)
     s_load = _load(s_bytes, s_pkts, dur32)
     d_load = _load(d_bytes, d_pkts, dur32)
     rev = (state & ST_RA_REVERSED) != 0   # ra leaves the loads of reversed records unswapped
