@@ -370,11 +370,11 @@ CRAFTED = {
     40008: ("802.1q tag counted in frame bytes", None),
     40009: ("syn-ack retransmitted: ackdat from the last syn-ack", None),
     40010: ("syn-ack acking a wrong number: 0/0/0", None),
-    40011: ("refused then retried: one record", "R3"),
-    40012: ("unanswered fin then syn: restart", "R3"),
+    40011: ("refused then retried: one record", None),
+    40012: ("unanswered fin then syn: restart", None),
     40013: ("packet 30 s after rst stays in the record", None),
     40014: ("responder speaks first after the syn-ack: ackdat 0", None),
-    40016: ("reuse after a close with data: merged (FIN_WAIT_2)", "R3"),
+    40016: ("reuse after a close with data: merged (FIN_WAIT_2)", None),
     40017: ("icmp unreachable extends the record", None),
 }
 

@@ -47,7 +47,11 @@ class TrackerConfig:
     """Time the TCP handshake the way Argus does (docs/argus-semantics.md, R6): the SYN-ACK is
     checked against the first SYN (not the last retransmission), and a retransmitted SYN-ACK moves
     the recorded SYN and SYN-ACK times together, so that ack_dat is measured from the last one
-    while syn_ack keeps its value. Only meaningful with semantics = "argus" (it changes the
+    while syn_ack keeps its value. It also follows Argus's TCP state machine to decide when a SYN
+    on a known 5-tuple starts a new record (R3: only in FIN_WAIT_1, CLOSING/CLOSED or after a
+    first-packet RST; SEQ then holds Argus's tracked sequence number per side, STATE bits 13..21
+    the state), and carries each side's previous packet time and last TTL into the flow's next
+    record, restart or status split (R4). Only meaningful with semantics = "argus" (it changes the
     malsensor semantics' ack_dat of such connections)."""
     snapshot_packets: tuple[int, ...] = field(default_factory=tuple)
     """Packet counts (both directions) at which a live connection's record is

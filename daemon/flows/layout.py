@@ -42,7 +42,8 @@ TTL_LAST = 23       # s_last_ttl | d_last_ttl << 8 (inside the tracker, bits 32.
 SRC_MAC = 24
 DST_MAC = 25
 STATE = 26          # bit field, see STATE_* below
-SEQ = 27            # syn_seq | synack_seq << 32 (uint32 each)
+SEQ = 27            # syn_seq | synack_seq << 32 (uint32 each); with TrackerConfig.argus_tcp Argus's
+                    # tracked sequence number of s | of d << 32 (STATE bits 13..21: its TCP state)
 SERIAL = 28         # connection serial number, unique per tracker (joins snapshots to their end)
 END = 29            # end reason (END_*) | snapshot index << 8 for snapshot rows
 N_COLS = 30

@@ -181,10 +181,147 @@ def _expiry(table, params, slot, now) -> int:
     return 0
 
 
+# Argus's TCP state machine (docs/argus-semantics.md, R3; argus_tcp only), in STATE bits 13..21:
+# the state (3 bits; CLOSED and CLOSING are one value: both restart on a SYN) and per side (s, d)
+# "sent a FIN" (ARGUS_FIN), "window known" and "sequence seen". SEQ then holds Argus's tracked
+# sequence number of each side (s | d << 32) instead of the SYN / SYN-ACK sequence numbers.
+AS_SHIFT = 13
+AS_MASK = np.int64(7) << AS_SHIFT
+(AS_NONE, AS_LISTEN, AS_SYN_SENT, AS_SYN_RECEIVED, AS_ESTABLISHED, AS_FIN_WAIT_1, AS_FIN_WAIT_2,
+ AS_CLOSING) = range(8)
+ST_AS_FIN = np.int64(1) << 16      # << 1 for the d side
+ST_AS_WIN = np.int64(1) << 18
+ST_AS_SEEN = np.int64(1) << 20
+_ARGUS_TCP_BITS = AS_MASK | (np.int64(3) << 16) | (np.int64(3) << 18) | (np.int64(3) << 20)
+
 # STATE bits a status-interval split keeps in argus mode: Argus's TCP state goes on (R4)
 _ARGUS_KEEP_BITS = (ST_SYN | ST_SYNACK | ST_ESTABLISHED | ST_FIN_S | ST_FIN_D | ST_RST | ST_CLOSING
                     | ST_SYNACK_ACKS_SYN | ST_ACK_ACKS_SYNACK | ST_ARGUS_SYNACK_OK | ST_ARGUS_ACK_OK
-                    | ST_ARGUS_HS_OVER)
+                    | ST_ARGUS_HS_OVER | _ARGUS_TCP_BITS)
+
+
+@njit(cache=True, inline="always")
+def _as_seq(table, slot, side) -> np.int64:
+    return (table[slot, SEQ] >> (32 * side)) & LOW32
+
+
+@njit(cache=True, inline="always")
+def _as_set_seq(table, slot, side, v) -> None:
+    sh = 32 * side
+    table[slot, SEQ] = (table[slot, SEQ] & ~(LOW32 << sh)) | ((v & LOW32) << sh)
+
+
+@njit(cache=True)
+def _argus_tcp_first(table, slot, flags, side, seq, ack, payload) -> None:
+    """Argus's TCP state after a record's first packet (``ArgusUpdateTCPState``, ARGUS_START)."""
+    k = flags & (SYN | ACK | FIN | PSH | URG)
+    win = True
+    if flags & RST:
+        state = AS_LISTEN
+        win = False
+        if seq != 0:
+            base = (seq - 1) & LOW32
+            xseq = (seq + payload) & LOW32
+        else:
+            base = (ack - 1) & LOW32
+            xseq = base
+    elif k == SYN or k == (SYN | ACK):
+        state = AS_SYN_SENT if k == SYN else AS_SYN_RECEIVED
+        base = seq
+        xseq = seq
+    else:
+        if k != 0 and (k & ~(ACK | PSH | URG)) == 0:
+            state = AS_ESTABLISHED
+        elif k == FIN or k == (FIN | ACK):
+            state = AS_FIN_WAIT_1
+        else:
+            state = AS_CLOSING
+        base = (seq - 1) & LOW32
+        xseq = (seq + payload) & LOW32
+    st = (table[slot, STATE] & ~_ARGUS_TCP_BITS) | (np.int64(state) << AS_SHIFT)
+    if win:
+        st |= ST_AS_WIN << side
+    if base != 0:
+        st |= ST_AS_SEEN << side
+    table[slot, STATE] = st
+    table[slot, SEQ] = 0
+    _as_set_seq(table, slot, side, xseq)
+
+
+@njit(cache=True)
+def _argus_tcp_update(table, slot, flags, side, seq, ack, payload) -> bool:
+    """One later packet through Argus's TCP sequence tracking and state machine
+    (``ArgusUpdateTCPSequence`` / ``ArgusUpdateTCPStateMachine``); True if it restarts the record.
+
+    Not kept (no room in the row): each side's latest ack number and window. The ack used is the
+    packet's own (unknown without ACK), a window counts as open once the side sent a packet
+    without RST, and a retransmission below the other side's ack may still raise the tracked seq.
+    """
+    st = table[slot, STATE]
+    state = (st >> AS_SHIFT) & 7
+    if state == AS_NONE:
+        return False
+    if state == AS_LISTEN:
+        return (flags & SYN) != 0
+    other = 1 - side
+    has_ack = (flags & ACK) != 0 and ack != 0
+    xack = (ack - 1) & LOW32
+    if flags != SYN:
+        if not (flags & (FIN | RST)):
+            st |= ST_AS_WIN << side
+        newseq = (seq + payload) & LOW32
+        if newseq < seq:
+            _as_set_seq(table, slot, side, newseq)
+            st = (st | (ST_AS_SEEN << side)) if newseq != 0 else (st & ~(ST_AS_SEEN << side))
+        elif not (st & (ST_AS_SEEN << side)):
+            _as_set_seq(table, slot, side, newseq)
+            if seq != 0:
+                st |= ST_AS_SEEN << side
+        elif payload > 0 and (st & (ST_AS_WIN << other)):
+            if newseq > _as_seq(table, slot, side):
+                _as_set_seq(table, slot, side, newseq)
+    yseq = _as_seq(table, slot, other)
+    new = state
+    listen = False
+    if flags & RST:
+        if state == AS_SYN_SENT:
+            if has_ack and yseq == xack:
+                listen = True
+            else:
+                new = AS_CLOSING
+        else:
+            new = AS_CLOSING
+    elif state == AS_SYN_SENT:
+        if flags == (SYN | ACK):
+            new = AS_SYN_RECEIVED
+        elif flags & FIN:
+            new = AS_FIN_WAIT_1
+        elif flags & ACK:
+            new = AS_ESTABLISHED
+    elif state == AS_SYN_RECEIVED:
+        if flags & FIN:
+            new = AS_FIN_WAIT_1
+        elif not (flags & SYN) and (flags & ACK):
+            new = AS_ESTABLISHED
+    elif state == AS_ESTABLISHED:
+        if flags & FIN:
+            new = AS_FIN_WAIT_1
+    elif state == AS_FIN_WAIT_1 or state == AS_FIN_WAIT_2:
+        if state == AS_FIN_WAIT_1 and (flags & SYN) and not (flags & ACK):
+            listen = True
+        else:
+            if (flags & FIN) and (flags & ACK):
+                st |= ST_AS_FIN << side
+            if ((flags & ACK) and payload == 0 and (st & (ST_AS_FIN << other)) and has_ack
+                    and yseq == xack):
+                new = AS_FIN_WAIT_2
+    elif state == AS_CLOSING:
+        if (flags & SYN) and not (flags & ACK):
+            listen = True
+    if (flags & FIN) and not (flags & RST) and not (new == AS_FIN_WAIT_2 and not (flags & ACK)):
+        st |= ST_AS_FIN << side
+    table[slot, STATE] = (st & ~AS_MASK) | (np.int64(new) << AS_SHIFT)
+    return listen and flags == SYN
 
 
 @njit(cache=True)
@@ -375,10 +512,22 @@ def track_kernel(table, index, perm, ctr, params, snaps,
         if slot >= 0:
             reason = _expiry(table, params, slot, t)
             syn_restart = False
-            if reason == 0 and is_tcp and (table[slot, STATE] & ST_CLOSING) and (flags & (SYN | ACK)) == SYN:
+            if params[P_ARGUS_TCP] != 0:
+                if reason == END_ACTIVE:   # status split: Argus's TCP state goes on (R4)
+                    n_out = _emit(table, slot, out, n_out, reason)
+                    _restart_active(table, ctr, params, slot)
+                    table[slot, FIRST_TS] = t
+                    reason = 0
+                if reason == 0 and is_tcp:
+                    side = 1 if reverse else 0
+                    if _argus_tcp_update(table, slot, flags, side, np.int64(seq_a[p]), np.int64(ack_a[p]),
+                                         np.int64(payload_a[p])):
+                        # Argus's state machine restarts the record (R3): port reuse
+                        reason = END_RST if table[slot, STATE] & ST_RST else END_FIN
+                        syn_restart = True
+            elif reason == 0 and is_tcp and (table[slot, STATE] & ST_CLOSING) and (flags & (SYN | ACK)) == SYN:
                 # a new SYN on a closed 5-tuple: port reuse, a new connection
                 reason = END_RST if table[slot, STATE] & ST_RST else END_FIN
-                syn_restart = params[P_ARGUS_TCP] != 0
             if syn_restart:
                 # Argus (R4): the SYN ends the old record (its time and TTL count there, nothing
                 # else), then starts the next record of the same flow, oriented to its sender
@@ -399,6 +548,8 @@ def track_kernel(table, index, perm, ctr, params, snaps,
                 table[slot, FIRST_TS] = t
                 if (flags & (FIN | SYN | RST | PSH | ACK | URG)) != SYN:
                     table[slot, STATE] |= ST_ARGUS_HS_OVER
+                _argus_tcp_first(table, slot, flags, 0, np.int64(seq_a[p]), np.int64(ack_a[p]),
+                                 np.int64(payload_a[p]))
                 table[slot, SERIAL] = ctr[C_NEXT_SERIAL]
                 ctr[C_NEXT_SERIAL] += 1
             elif reason == END_ACTIVE:
@@ -445,6 +596,9 @@ def track_kernel(table, index, perm, ctr, params, snaps,
             if not is_tcp or (flags & (FIN | SYN | RST | PSH | ACK | URG)) != SYN:
                 # Argus's handshake states start only with a plain SYN (R6)
                 table[slot, STATE] |= ST_ARGUS_HS_OVER
+            if is_tcp and params[P_ARGUS_TCP] != 0:
+                _argus_tcp_first(table, slot, flags, 1 if reverse else 0, np.int64(seq_a[p]),
+                                 np.int64(ack_a[p]), np.int64(payload_a[p]))
             table[slot, SERIAL] = ctr[C_NEXT_SERIAL]
             ctr[C_NEXT_SERIAL] += 1
             # insert into the index (the probe above ended on an empty bucket only if
@@ -476,7 +630,7 @@ def track_kernel(table, index, perm, ctr, params, snaps,
             table[slot, TTL_LAST] = (table[slot, TTL_LAST] & ~np.int64(0xFF)) | ttl
             if is_tcp:
                 if (flags & (SYN | ACK)) == SYN and not (st & ST_SYNACK):
-                    if not (st & ST_SYN) or params[P_ARGUS_TCP] == 0:   # Argus: the first SYN's seq
+                    if params[P_ARGUS_TCP] == 0:   # (argus: SEQ holds Argus's tracked seqs, R3)
                         table[slot, SEQ] = (table[slot, SEQ] & np.int64(-4294967296)) | np.int64(seq_a[p])
                     st |= ST_SYN
                     table[slot, SYN_TS] = t
@@ -508,7 +662,8 @@ def track_kernel(table, index, perm, ctr, params, snaps,
                     st |= ST_SYNACK
                     table[slot, SYNACK_TS] = t
                     syn_seq = table[slot, SEQ] & 0xFFFFFFFF
-                    table[slot, SEQ] = syn_seq | (np.int64(seq_a[p]) << 32)
+                    if params[P_ARGUS_TCP] == 0:
+                        table[slot, SEQ] = syn_seq | (np.int64(seq_a[p]) << 32)
                     if np.uint32(ack_a[p]) == np.uint32(syn_seq + 1):
                         st |= ST_SYNACK_ACKS_SYN
                 if flags & FIN:
