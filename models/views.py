@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from malsensor.daemon.artifact import ViewInfo
 from malsensor.daemon.views.conn import CONN_COLUMNS, CONN_VERSION, CONN_VIEW  # the daemon owns the order
+from malsensor.daemon.views.conn_series import CONN_SERIES_VERSION, CONN_SERIES_VIEW, check_lookback
 
 N_CONN = len(CONN_COLUMNS)
-CONN_SERIES_VIEW = "conn_series"
-CONN_SERIES_VERSION = 1
 
 
 def conn_view() -> ViewInfo:
@@ -21,6 +20,7 @@ def conn_view() -> ViewInfo:
 
 
 def conn_series_view(lookback_len: int) -> ViewInfo:
+    check_lookback(lookback_len)
     return ViewInfo(CONN_SERIES_VIEW, CONN_SERIES_VERSION, (int(lookback_len), N_CONN), "float32",
                     tuple(CONN_COLUMNS))
 

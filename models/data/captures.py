@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 
 from malsensor.daemon.artifact import ViewInfo
+from malsensor.daemon.views.conn_series import SERIES_POINTS, SeriesAssembler  # noqa: F401 (re-exported)
 
 from ..errors import TrainError
 from .table import DataStats, Part
 
 CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap", ".pcap.gz", ".pcapng.gz")
-SERIES_POINTS = (2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
 def is_capture(path: Path) -> bool:
@@ -68,16 +68,11 @@ def read_capture_file(path: Path, view: ViewInfo, stats: DataStats, semantics: s
     final = end_code != L.END_SNAPSHOT
     ends = rec[final]
     if series:
-        x = np.repeat(feat[final][:, None, :], lookback, axis=1)
-        # snapshots replace the final features at the points the connection reached
-        snap = ~final
-        if snap.any():
-            pos = {int(s): i for i, s in enumerate(ends[:, L.SERIAL])}
-            for r, f in zip(rec[snap], feat[snap]):
-                i = pos.get(int(r[L.SERIAL]))
-                k = int(r[L.END]) >> 8
-                if i is not None and k < lookback:
-                    x[i, k] = f
+        # the daemon's assembler, then back into the order of the connections' final rows
+        got_rec, got_x = SeriesAssembler(lookback, cfg.snapshot_packets).feed(rec, feat)
+        pos = {int(s): i for i, s in enumerate(ends[:, L.SERIAL])}
+        x = np.empty((ends.shape[0], lookback, feat.shape[1]), dtype=np.float64)
+        x[[pos[int(s)] for s in got_rec[:, L.SERIAL]]] = got_x
     else:
         x = feat[final]
     stats.rows_read += int(ends.shape[0])
