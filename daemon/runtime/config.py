@@ -24,11 +24,13 @@ from ..capture.ring import RingConfig
 from ..flows.config import TrackerConfig
 from ..logs import LEVELS
 from ..pipeline import PROTOCOL_NAMES
-from ..views.conn import CONN_VERSION, CONN_VIEW, SEMANTICS
+from ..views.conn import CONN_VERSION, CONN_VIEW, N_FEATURES, SEMANTICS
+from ..views.conn_series import CONN_SERIES_VERSION, CONN_SERIES_VIEW, SERIES_POINTS
 from .tomlpos import KeyPath, format_path, key_lines, line_of
 
 DEFAULT_CONFIG = "/etc/malsensor/malsensor.toml"
-KNOWN_VIEWS = (f"{CONN_VIEW}@{CONN_VERSION}",)
+KNOWN_VIEWS = (f"{CONN_VIEW}@{CONN_VERSION}", f"{CONN_SERIES_VIEW}@{CONN_SERIES_VERSION}")
+SERIES_VIEW = f"{CONN_SERIES_VIEW}@{CONN_SERIES_VERSION}"
 """Views the daemon computes live (``name@version``); a model must read one of them."""
 _RING = RingConfig()
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -167,11 +169,23 @@ class ModelSection:
                               "packets (connections ending before that are classified at their end)",
                        choices=("end", "early"))
     early_packets: int = opt(0, "packets (both directions) for trigger = \"early\"", min=0)
+    lookback: int = opt(0, "view = \"conn_series@1\" only: series length L (2..10); the model reads the conn "
+                           "features after 2, 4, 8, ... packets and classifies a connection at "
+                           "2**L packets or at its end, whichever comes first (trigger = \"end\")", min=0)
     labels: str = opt("", "JSON array of label strings overriding the artifact's labels.json", path=True)
     topk: int = opt(3, "classes listed in an event's prediction.topk", min=1, max=100)
     alert_threshold: float = opt(0.5, "a prediction is an alert when its label is not benign and its "
                                       "probability is at least this", min=0.0, max=1.0)
     benign_labels: tuple[str, ...] = opt(("benign", "normal", "0"), "labels that never alert")
+
+    @property
+    def is_series(self) -> bool:
+        return self.view == SERIES_VIEW
+
+    @property
+    def view_shape(self) -> tuple[int, ...]:
+        """The input shape the model's artifact must declare."""
+        return (self.lookback, N_FEATURES) if self.is_series else (N_FEATURES,)
 
 
 @dataclass(frozen=True)
@@ -222,7 +236,11 @@ class Config:
 
     def tracker_config(self) -> TrackerConfig:
         """TrackerConfig with the snapshot points the early-triggered models need."""
-        snaps = sorted({m.early_packets for m in self.models if m.trigger == "early"})
+        snaps = {m.early_packets for m in self.models if m.trigger == "early"}
+        for m in self.models:
+            if m.is_series:
+                snaps.update(SERIES_POINTS[:m.lookback])
+        snaps = sorted(snaps)
         return replace(self.tracking.tracker, snapshot_packets=tuple(snaps))
 
     def protocol_numbers(self) -> frozenset[int] | None:
@@ -539,6 +557,15 @@ def _cross_check(cfg: Config, ck: _Checker, model_names: set) -> None:
             ck.problem(("model", i, "early_packets"), "trigger = \"early\" needs early_packets >= 1")
         if m.trigger == "end" and m.early_packets:
             ck.problem(("model", i, "early_packets"), "early_packets is only used with trigger = \"early\"")
+        if m.is_series:
+            if not 2 <= m.lookback <= len(SERIES_POINTS):
+                ck.problem(("model", i, "lookback"), f"view = \"{SERIES_VIEW}\" needs lookback = 2..{len(SERIES_POINTS)} "
+                                                     f"(the series points are {list(SERIES_POINTS)})")
+            if m.trigger != "end":
+                ck.problem(("model", i, "trigger"), f"a {SERIES_VIEW} model classifies at its last series point or at "
+                                                    "the connection's end: trigger must be \"end\"")
+        elif m.lookback:
+            ck.problem(("model", i, "lookback"), f"lookback is only used with view = \"{SERIES_VIEW}\"")
         if not m.path and not m.models_dir:
             ck.problem(("model", i), "set either path (a fixed artifact) or models_dir")
         if m.artifact and ("/" in m.artifact or m.artifact in (".", "..")):

@@ -25,6 +25,7 @@ import numpy as np
 from ..flows import layout as L
 from ..outputs.eve import PredictionBatch
 from ..pipeline import ConnBatch
+from ..views.conn_series import SeriesAssembler
 from .registry import ModelSlot
 
 log = logging.getLogger("malsensor.inference")
@@ -121,6 +122,27 @@ class ConnQueue:
             self._cond.notify_all()
 
 
+class SeriesRoute:
+    """A conn_series model's :class:`SeriesAssembler`, shared by the capture threads.
+
+    Serials are unique per tracker, and there is one tracker per capture thread: the
+    thread id keeps them apart. Kept across configuration reloads (the assembler holds
+    the snapshots of connections still alive)."""
+
+    def __init__(self, lookback: int, snapshot_points: Sequence[int]) -> None:
+        self.assembler = SeriesAssembler(lookback, snapshot_points)
+        self.lookback = lookback
+        self.snapshot_points = tuple(snapshot_points)
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self.assembler)
+
+    def feed(self, cb: ConnBatch) -> tuple[np.ndarray, np.ndarray]:
+        with self._lock:
+            return self.assembler.feed(cb.records, cb.features, threading.get_ident())
+
+
 @dataclass(frozen=True)
 class Route:
     """Which rows of a connection batch go to one model."""
@@ -130,6 +152,7 @@ class Route:
     trigger: str               # "end" | "early"
     early_packets: int = 0
     snapshot_index: int = -1   # position of early_packets in the tracker's snapshot points
+    series: SeriesRoute | None = None  # conn_series models: rows are assembled into (L, 17) series
 
     def select(self, cb: ConnBatch, is_snap: np.ndarray) -> np.ndarray:
         if self.trigger == "end":
@@ -164,6 +187,10 @@ class Dispatcher:
             self.snapshots += n_snap
             self.batches += 1
         for r in self.routes:
+            if r.series is not None:
+                recs, x = r.series.feed(cb)
+                r.queue.put(recs, x, t, block=self.block, stop=self.stop, on_wait=beat)
+                continue
             m = r.select(cb, is_snap)
             if m.all():
                 r.queue.put(cb.records, cb.features, t, block=self.block, stop=self.stop, on_wait=beat)
@@ -200,13 +227,13 @@ class ModelWorker(threading.Thread):
         self.counters = WorkerCounters()
         self.heartbeat = time.monotonic()
         self.busy_since: float | None = None
-        self._pad: dict[tuple[int, int], np.ndarray] = {}
+        self._pad: dict[tuple[int, ...], np.ndarray] = {}
 
     def _padded(self, x: np.ndarray, size: int, dtype: str) -> np.ndarray:
-        key = (size, x.shape[1])
+        key = (size, *x.shape[1:])  # (size, 17) or, for conn_series, (size, L, 17)
         buf = self._pad.get(key)
         if buf is None or buf.dtype != np.dtype(dtype):
-            buf = self._pad[key] = np.zeros((size, x.shape[1]), dtype=dtype)
+            buf = self._pad[key] = np.zeros(key, dtype=dtype)
         n = x.shape[0]
         buf[:n] = x
         buf[n:] = 0
@@ -257,5 +284,7 @@ class ModelWorker(threading.Thread):
         c.alerts += int(alert.sum())
         c.padded_rows += size - n
         c.batch_sizes[size] = c.batch_sizes.get(size, 0) + 1
+        if features.ndim == 3:  # a series: events carry its latest 17 features
+            features = features[:, -1, :]
         self.emit(PredictionBatch(self.slot.name, model.version, cfg.trigger, labels, records, features, probs,
                                   cls.astype(np.int64), topk.astype(np.int64), alert, t_ns))

@@ -87,6 +87,8 @@ def load_model(cfg: ModelSection, batch_sizes: Sequence[int], view_shape: tuple[
     target = resolve(model_artifact_path(cfg))
     sig = _signature(target)
     name, version = parse_view(cfg.view)
+    if cfg.is_series:  # conn_series@1: (lookback, 17) per connection
+        view_shape = cfg.view_shape
     art = load_artifact(target, expect_view=(name, version, view_shape), check_canary=True)
     trained = art.meta.get("view", {}).get("semantics")
     if semantics and trained and trained != semantics:

@@ -35,8 +35,9 @@ import numpy as np
 
 from ..decode import MALFORMED_REASONS
 from ..logs import setup_logging
+from ..views.conn_series import SERIES_POINTS
 from .config import Config, ConfigError, check_sources, load_config
-from .inference import ConnQueue, Dispatcher, ModelWorker, Route
+from .inference import ConnQueue, Dispatcher, ModelWorker, Route, SeriesRoute
 from .notify import Notifier
 from .privileges import PrivilegeError, drop_privileges
 from .registry import ModelRegistry, ModelSlot, Watcher, describe_models
@@ -65,6 +66,7 @@ class Service:
         self.tracking = cfg.tracker_config()
         self.registry = ModelRegistry(cfg.inference.batch_sizes, VIEW_SHAPE, semantics=cfg.tracking.semantics)
         self.queues: dict[str, ConnQueue] = {}
+        self.series: dict[str, SeriesRoute] = {}  # conn_series models' assemblers, kept across reloads
         self.workers: dict[str, ModelWorker] = {}
         self.retired_workers: list[ModelWorker] = []
         self.writer = EventWriter(cfg.outputs, self.latency)
@@ -138,7 +140,14 @@ class Service:
             if slot is None or m.name not in self.queues:
                 continue
             idx = snaps.index(m.early_packets) if m.trigger == "early" else -1
-            routes.append(Route(slot, self.queues[m.name], m.trigger, m.early_packets, idx))
+            series = None
+            if m.is_series:
+                series = self.series.get(m.name)
+                if series is None or series.lookback != m.lookback or series.snapshot_points != snaps:
+                    series = self.series[m.name] = SeriesRoute(m.lookback, snaps)
+            routes.append(Route(slot, self.queues[m.name], m.trigger, m.early_packets, idx, series))
+        for name in [n for n in self.series if not any(m.name == n and m.is_series for m in self.cfg.models)]:
+            del self.series[name]
         return routes
 
     def _retire(self, name: str) -> None:
@@ -349,6 +358,10 @@ class Service:
             if m.trigger == "early" and m.early_packets not in snaps:
                 raise ValueError(f"model {m.name}: early_packets = {m.early_packets} needs a snapshot point the "
                                  f"running flow tables do not have ({sorted(snaps) or 'none'}); restart to apply")
+            if m.is_series and not set(SERIES_POINTS[:m.lookback]) <= snaps:
+                raise ValueError(f"model {m.name}: lookback = {m.lookback} needs snapshot points "
+                                 f"{list(SERIES_POINTS[:m.lookback])} the running flow tables do not all have "
+                                 f"({sorted(snaps) or 'none'}); restart to apply")
 
     def _apply(self, new: Config) -> None:
         old = self.cfg

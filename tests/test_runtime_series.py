@@ -1,0 +1,130 @@
+"""``malsensord --replay`` serving a conn_series@1 model (an iTransformer with lookback 3).
+
+The model is trained by ``malsensor-train`` (1 epoch on random series, so its answers vary
+with the input), published, and served by the daemon on a real capture. Every connection
+must get exactly one prediction, equal to the artifact's ``predict_proba`` on the series the
+trainer's extraction builds for the same capture (no train/serve skew), and each event's
+``conn`` object holds the series' latest row.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import require_data
+from train_data import cli, write_spec
+
+from malsensor.daemon.views.conn import CONN_COLUMNS
+from malsensor.daemon.views.conn_series import SERIES_POINTS
+
+MALSENSORD = [sys.executable, "-m", "malsensor.daemon.runtime.main"]
+LOOKBACK = 3
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("series")
+    rows = tmp / "series.jsonl"
+    rng = np.random.default_rng(0)
+    with rows.open("w") as f:
+        for i in range(64):
+            s = rng.random((LOOKBACK, 17)) * (1 + 100 * (i % 2))
+            f.write(json.dumps({"label": ["benign", "scan"][i % 2], "series": s.tolist()}) + "\n")
+    spec = write_spec(tmp, "itransformer", {"lookback_len": LOOKBACK, "use_reversible_instance_norm": True,
+                                            "dim": 8, "depth": 1, "heads": 2, "dim_head": 4},
+                      {"epochs": 1, "batch_size": 16})
+    out = tmp / "models"
+    proc = cli("fit", "--model", spec, "--data", rows, "--out", out, "--name", "s1", "--reports", tmp / "r")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return out
+
+
+def _key(e: dict) -> tuple:
+    start = datetime.strptime(e["flow"]["start"], "%Y-%m-%dT%H:%M:%S.%f%z").timestamp()
+    return (e["src_ip"], e["src_port"], e["dest_ip"], e["dest_port"], round(start * 1e6))
+
+
+def test_replay_series_model_matches_trainer_extraction(tmp_path, models_dir):
+    capture = require_data("pcap/stratosphere_ssh_bruteforce.pcap")
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    cfg = tmp_path / "m.toml"
+    cfg.write_text(
+        '[service]\nuser = ""\n[metrics]\nenabled = false\n'
+        f'[stats]\npath = "{logs}/stats.jsonl"\n'
+        '[inference]\nbatch_sizes = [1, 16, 256]\n'
+        f'[[model]]\nname = "s1"\nmodels_dir = "{models_dir}"\nview = "conn_series@1"\nlookback = {LOOKBACK}\n'
+        f'[[output]]\npath = "{logs}/eve.json"\n')
+    r = subprocess.run([*MALSENSORD, "-c", str(cfg), "--replay", str(capture)], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    events = [json.loads(line) for line in (logs / "eve.json").read_text().splitlines()]
+
+    # the trainer's extraction of the same capture
+    from malsensor.daemon.artifact import load_artifact
+    from malsensor.models.data.captures import read_capture_file
+    from malsensor.models.data.table import DataStats
+    from malsensor.models.views import conn_series_view
+
+    part = read_capture_file(capture, conn_series_view(LOOKBACK), DataStats())
+    n = len(part.src_ip)
+    assert n > 0 and len(events) == n
+    assert r.stdout.startswith(f"{n} connections processed (")
+    x = np.asarray(part.x)
+    assert x.shape == (n, LOOKBACK, 17)
+    by_key = {_key(e): e for e in events}
+    assert len(by_key) == n  # one prediction per connection
+    art = load_artifact(models_dir / "s1")
+    probs = art.predict_proba(x.astype(np.float32))
+    labels = list(art.labels)
+    assert np.unique(probs[:, 0].round(6)).size > 10  # the answers depend on the series
+    early = 0
+    by_conn = {(k[0], k[2], k[4]): ev for k, ev in by_key.items()}
+    assert len(by_conn) == n  # addresses + start time identify a connection here (a Part has no ports)
+    for i in range(n):
+        e = by_conn[(part.src_ip[i], part.dest_ip[i], round(part.ts[i] * 1e6))]
+        p = e["prediction"]
+        assert p["model"] == "s1" and p["trigger"] == "end"
+        cid = int(np.argmax(probs[i]))
+        assert p["class_id"] == cid and p["label"] == labels[cid]
+        assert p["probability"] == pytest.approx(float(probs[i, cid]), abs=1e-5)
+        # the event's conn object: the latest row of the series
+        assert [e["conn"][c] for c in CONN_COLUMNS] == pytest.approx(x[i, -1].tolist(), rel=1e-12, abs=1e-12)
+        if e["conn"]["s_pkt_cnt"] + e["conn"]["d_pkt_cnt"] == SERIES_POINTS[LOOKBACK - 1] \
+                and e["flow"]["end_reason"] == "snapshot":
+            early += 1
+    print(f"{n} connections, {early} classified at {SERIES_POINTS[LOOKBACK - 1]} packets")
+    assert early > 0  # some connections were classified at 8 packets, before they ended
+    stats = [json.loads(line) for line in (logs / "stats.jsonl").read_text().splitlines()]
+    assert stats[-1]["models"]["s1"]["predictions"] == n
+
+
+def test_series_config_keys():
+    from malsensor.daemon.runtime import config as C
+
+    cfg = C.parse_config(
+        '[[model]]\nname = "s"\nview = "conn_series@1"\nlookback = 4\n'
+        '[[model]]\nname = "e"\ntrigger = "early"\nearly_packets = 5\n'
+        '[[model]]\nname = "c"\n', "cfg.toml", "/etc/ms")
+    assert cfg.tracker_config().snapshot_packets == (2, 4, 5, 8, 16)
+    assert [m.view_shape for m in cfg.models] == [(4, 17), (17,), (17,)]
+    text = ('[[model]]\nname = "a"\nview = "conn_series@1"\n'
+            '[[model]]\nname = "b"\nview = "conn_series@1"\nlookback = 11\ntrigger = "early"\nearly_packets = 4\n'
+            '[[model]]\nname = "c"\nlookback = 2\n')
+    with pytest.raises(C.ConfigError) as e:
+        C.parse_config(text, "t.toml", "/base")
+    assert [str(p) for p in e.value.problems] == [
+        't.toml:1: model[0].lookback: view = "conn_series@1" needs lookback = 2..10 (the series points are '
+        '[2, 4, 8, 16, 32, 64, 128, 256, 512, 1024])',
+        't.toml:7: model[1].lookback: view = "conn_series@1" needs lookback = 2..10 (the series points are '
+        '[2, 4, 8, 16, 32, 64, 128, 256, 512, 1024])',
+        't.toml:8: model[1].trigger: a conn_series@1 model classifies at its last series point or at the '
+        'connection\'s end: trigger must be "end"',
+        't.toml:12: model[2].lookback: lookback is only used with view = "conn_series@1"',
+    ]
