@@ -153,3 +153,19 @@ def test_matches_a_direct_join_on_a_real_capture():
     early = (got_r[:, L.END] & 0xFF) == L.END_SNAPSHOT
     assert early.any() and (~early).any()
     assert ((got_r[early, L.S_PKTS] + got_r[early, L.D_PKTS]) == SERIES_POINTS[lb - 1]).all()
+
+
+def test_several_connections_completed_by_snapshots_in_one_batch():
+    tr = Traffic()
+    for i in range(3):
+        tcp8(tr, t0=i * 0.1, cport=42000 + i)
+    cbs = rows(tr, (2, 4))
+    snaps = [cb.select(cb.is_snapshot) for cb in cbs if cb.is_snapshot.any()]
+    asm = SeriesAssembler(2, (2, 4))
+    r, x = asm.feed(np.concatenate([c.records for c in snaps]), np.concatenate([c.features for c in snaps]))
+    assert r.shape[0] == 3 and x.shape == (3, 2, 17) and len(asm) == 3
+    for k in range(3):
+        np.testing.assert_allclose(x[k], [AT2, AT4], rtol=1e-12)
+    finals = [cb.select(~cb.is_snapshot) for cb in cbs]
+    r, x = asm.feed(np.concatenate([c.records for c in finals]), np.concatenate([c.features for c in finals]))
+    assert r.shape[0] == 0 and len(asm) == 0

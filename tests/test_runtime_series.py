@@ -128,3 +128,44 @@ def test_series_config_keys():
         'connection\'s end: trigger must be "end"',
         't.toml:12: model[2].lookback: lookback is only used with view = "conn_series@1"',
     ]
+
+
+def test_series_route_keeps_capture_threads_apart():
+    """Two capture threads whose trackers hand out the same serials: each connection once."""
+    import threading
+
+    from crafted import TcpConn, Traffic
+
+    from malsensor.daemon.flows import layout as L
+    from malsensor.daemon.flows.config import TrackerConfig
+    from malsensor.daemon.pipeline import ConnPipeline
+    from malsensor.daemon.runtime.inference import SeriesRoute
+
+    tr = Traffic()
+    for i in range(20):
+        c = TcpConn(tr, cport=41000 + i)
+        t0 = i * 0.1
+        c.c(t0, "S").s(t0 + 0.01, "SA").c(t0 + 0.02, "A").c(t0 + 0.03, "PA", payload=10)
+        c.s(t0 + 0.04, "PA", payload=20).c(t0 + 0.05, "FA").s(t0 + 0.06, "FA").c(t0 + 0.07, "A")
+    points = (2, 4, 8)
+    route = SeriesRoute(3, points)
+    got: dict[str, list] = {}
+
+    def capture(name: str) -> None:
+        pipe = ConnPipeline(TrackerConfig(snapshot_packets=points))
+        out = got[name] = []
+        for cb in pipe.run([tr.batch()]):
+            r, x = route.feed(cb)
+            out.extend(zip(r[:, L.SERIAL].tolist(), x))
+
+    threads = [threading.Thread(target=capture, args=(n,)) for n in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(route) == 0
+    assert [len(got[n]) for n in "ab"] == [20, 20]
+    assert sorted(s for s, _ in got["a"]) == sorted(s for s, _ in got["b"])  # the same serials
+    for (_, xa), (_, xb) in zip(sorted(got["a"], key=lambda p: p[0]), sorted(got["b"], key=lambda p: p[0])):
+        np.testing.assert_array_equal(xa, xb)
+        assert xa[:, 8].tolist() == [1, 3, 5] and xa[:, 9].tolist() == [1, 1, 3]  # s/d packets at 2, 4, 8

@@ -77,7 +77,8 @@ class SeriesAssembler:
             idx = np.flatnonzero(snap)
             k = end[idx] >> 8
             pos = np.where(k < self._pos.shape[0], self._pos[np.minimum(k, self._pos.shape[0] - 1)], -1)
-            done = []
+            done: list[int] = []
+            early_x: list[np.ndarray] = []
             for i, t in zip(idx.tolist(), pos.tolist()):
                 if t < 0:
                     continue
@@ -94,9 +95,10 @@ class SeriesAssembler:
                     # every earlier point was passed on the way (a filtered-out one keeps this row)
                     holes = np.isnan(x[:, 0])
                     x[holes] = features[i]
-                    out_x.append(x[None])
+                    early_x.append(x)
             if done:
                 out_rec.append(records[done])
+                out_x.append(np.stack(early_x))
         fin = np.flatnonzero(~snap)
         if fin.size:
             frec = records[fin]
