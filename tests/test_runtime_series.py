@@ -103,6 +103,7 @@ def test_replay_series_model_matches_trainer_extraction(tmp_path, models_dir):
     assert early > 0  # some connections were classified at 8 packets, before they ended
     stats = [json.loads(line) for line in (logs / "stats.jsonl").read_text().splitlines()]
     assert stats[-1]["models"]["s1"]["predictions"] == n
+    assert stats[-1]["models"]["s1"]["series_open"] == 0  # every partial series was completed and dropped
 
 
 def test_series_config_keys():

@@ -271,6 +271,7 @@ class Service:
                 "queued": len(q) if q is not None else 0,
                 "queue_accepted": q.accepted if q is not None else 0,
                 "queue_dropped": q.dropped if q is not None else 0,
+                "series_open": len(self.series[name]) if name in self.series else 0,  # conn_series: partial series held
                 "predictions": wc.predictions if wc else 0,
                 "alerts": wc.alerts if wc else 0,
                 "batches": wc.batches if wc else 0,
