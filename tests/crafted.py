@@ -75,6 +75,23 @@ class TcpConn:
         return self
 
 
+def full_tcp_conn(tr: Traffic, t0: float = 0.0, **kw) -> TcpConn:
+    """A complete TCP connection of 8 packets: handshake, data both ways, FIN/FIN/ACK.
+
+    Client packets: IP lengths 40, 40, 140, 40, 40 at t0 + 0, 12, 20, 40, 60 ms;
+    server packets: 40, 240, 40 at t0 + 10, 30, 50 ms."""
+    c = TcpConn(tr, **kw)
+    c.c(t0, "S")
+    c.s(t0 + 0.010, "SA")
+    c.c(t0 + 0.012, "A")
+    c.c(t0 + 0.020, "PA", payload=100)
+    c.s(t0 + 0.030, "PA", payload=200)
+    c.c(t0 + 0.040, "FA")
+    c.s(t0 + 0.050, "FA")
+    c.c(t0 + 0.060, "A")  # the last ACK of the teardown (inside close_linger)
+    return c
+
+
 def udp(t: float, traffic: Traffic, src="10.0.0.1", dst="10.0.0.2", sport=5353, dport=53, payload=20, ttl=64):
     traffic.add(t, Ether(src=CLIENT_MAC, dst=SERVER_MAC) / IP(src=src, dst=dst, ttl=ttl)
                 / UDP(sport=sport, dport=dport) / (b"q" * payload))

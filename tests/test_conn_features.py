@@ -13,7 +13,7 @@ from malsensor.daemon.outputs.rows import conn_rows
 from malsensor.daemon.pipeline import ConnPipeline
 from malsensor.daemon.views.conn import CONN_COLUMNS
 
-from crafted import EPOCH, TcpConn, Traffic, icmp_echo, udp
+from crafted import EPOCH, TcpConn, Traffic, full_tcp_conn, icmp_echo, udp
 
 T0 = 0.0
 
@@ -28,19 +28,6 @@ def run(traffic: Traffic, **cfg) -> list[dict]:
 
 def feats(row: dict) -> dict:
     return {k: row[k] for k in CONN_COLUMNS}
-
-
-def full_tcp_conn(tr: Traffic, t0: float = T0, **kw) -> TcpConn:
-    c = TcpConn(tr, **kw)
-    c.c(t0, "S")                        # IP len 40
-    c.s(t0 + 0.010, "SA")               # 40
-    c.c(t0 + 0.012, "A")                # 40
-    c.c(t0 + 0.020, "PA", payload=100)  # 140
-    c.s(t0 + 0.030, "PA", payload=200)  # 240
-    c.c(t0 + 0.040, "FA")               # 40
-    c.s(t0 + 0.050, "FA")               # 40
-    c.c(t0 + 0.060, "A")                # 40, the last ACK of the teardown (inside close_linger)
-    return c
 
 
 def test_complete_tcp_connection_exact_values():

@@ -12,22 +12,9 @@ from malsensor.daemon.flows.config import TrackerConfig
 from malsensor.daemon.pipeline import ConnPipeline, extract_file
 from malsensor.daemon.views.conn_series import SERIES_POINTS, SeriesAssembler, series_snapshot_points
 
-from crafted import TcpConn, Traffic, udp
+from crafted import Traffic, full_tcp_conn, udp
 
 PCAP = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "pcap" / "stratosphere_ssh_bruteforce.pcap"
-
-
-def tcp8(tr: Traffic, t0: float = 0.0, **kw) -> None:
-    """A complete TCP connection of 8 packets."""
-    c = TcpConn(tr, **kw)
-    c.c(t0, "S")                        # IP len 40
-    c.s(t0 + 0.010, "SA")               # 40
-    c.c(t0 + 0.012, "A")                # 40
-    c.c(t0 + 0.020, "PA", payload=100)  # 140
-    c.s(t0 + 0.030, "PA", payload=200)  # 240
-    c.c(t0 + 0.040, "FA")               # 40
-    c.s(t0 + 0.050, "FA")               # 40
-    c.c(t0 + 0.060, "A")                # 40
 
 
 # features after 2 packets (SYN, SYN-ACK) and after 4 (+ ACK, 100-byte push)
@@ -57,7 +44,7 @@ def assemble(cbs, lookback, points, one_row_at_a_time=False, source=0, asm=None)
 @pytest.mark.parametrize("split", [False, True])
 def test_emitted_at_the_last_series_point_and_not_again_at_the_end(split):
     tr = Traffic()
-    tcp8(tr)
+    full_tcp_conn(tr)
     cbs = rows(tr, (2, 4))
     asm, rec, x = assemble(cbs, 2, (2, 4), one_row_at_a_time=split)
     assert rec.shape[0] == 1
@@ -69,7 +56,7 @@ def test_emitted_at_the_last_series_point_and_not_again_at_the_end(split):
 
 def test_connection_ending_early_fills_the_rest_with_its_final_features():
     tr = Traffic()
-    tcp8(tr)
+    full_tcp_conn(tr)
     udp(1.0, tr, payload=20)  # one packet: IP length 48
     cbs = rows(tr, (2, 4, 8, 16))
     asm, rec, x = assemble(cbs, 4, (2, 4, 8, 16))
@@ -90,7 +77,7 @@ def test_connection_ending_early_fills_the_rest_with_its_final_features():
 
 def test_other_models_snapshot_points_are_ignored_and_sources_are_kept_apart():
     tr = Traffic()
-    tcp8(tr)
+    full_tcp_conn(tr)
     points = (2, 3, 4)  # 3 is some early-triggered model's point
     cbs = rows(tr, points)
     asm = SeriesAssembler(2, points)
@@ -105,7 +92,7 @@ def test_other_models_snapshot_points_are_ignored_and_sources_are_kept_apart():
 
 def test_half_fed_connections_are_held_until_their_final_row():
     tr = Traffic()
-    tcp8(tr)
+    full_tcp_conn(tr)
     cbs = rows(tr, (2, 4, 8))
     recs = np.concatenate([cb.records for cb in cbs])
     feats = np.concatenate([cb.features for cb in cbs])
@@ -158,7 +145,7 @@ def test_matches_a_direct_join_on_a_real_capture():
 def test_several_connections_completed_by_snapshots_in_one_batch():
     tr = Traffic()
     for i in range(3):
-        tcp8(tr, t0=i * 0.1, cport=42000 + i)
+        full_tcp_conn(tr, t0=i * 0.1, cport=42000 + i)
     cbs = rows(tr, (2, 4))
     snaps = [cb.select(cb.is_snapshot) for cb in cbs if cb.is_snapshot.any()]
     asm = SeriesAssembler(2, (2, 4))
