@@ -145,6 +145,16 @@ def _release(table, index, perm, ctr, slot) -> None:
 
 
 @njit(cache=True, inline="always")
+def _set_key(table, slot, s_hi, s_lo, d_hi, d_lo, key) -> None:
+    """The connection's key, oriented originator -> responder."""
+    table[slot, SRC_HI] = s_hi
+    table[slot, SRC_LO] = s_lo
+    table[slot, DST_HI] = d_hi
+    table[slot, DST_LO] = d_lo
+    table[slot, KEY] = key
+
+
+@njit(cache=True, inline="always")
 def _emit(table, slot, out, n_out, reason) -> int:
     out[n_out, :] = table[slot, :]
     out[n_out, END] = reason
@@ -539,11 +549,7 @@ def track_kernel(table, index, perm, ctr, params, snaps,
                 n_out = _emit(table, slot, out, n_out, reason)
                 _argus_next_record(table, slot, False)
                 if reverse:
-                    table[slot, SRC_HI] = a_hi
-                    table[slot, SRC_LO] = a_lo
-                    table[slot, DST_HI] = b_hi
-                    table[slot, DST_LO] = b_lo
-                    table[slot, KEY] = fwd_key
+                    _set_key(table, slot, a_hi, a_lo, b_hi, b_lo, fwd_key)
                     reverse = False
                 table[slot, FIRST_TS] = t
                 if (flags & (FIN | SYN | RST | PSH | ACK | URG)) != SYN:
@@ -580,17 +586,9 @@ def track_kernel(table, index, perm, ctr, params, snaps,
             slot = _allocate(table, perm, ctr)
             ctr[C_CREATED] += 1
             if reverse:
-                table[slot, SRC_HI] = b_hi
-                table[slot, SRC_LO] = b_lo
-                table[slot, DST_HI] = a_hi
-                table[slot, DST_LO] = a_lo
-                table[slot, KEY] = rev_key
+                _set_key(table, slot, b_hi, b_lo, a_hi, a_lo, rev_key)
             else:
-                table[slot, SRC_HI] = a_hi
-                table[slot, SRC_LO] = a_lo
-                table[slot, DST_HI] = b_hi
-                table[slot, DST_LO] = b_lo
-                table[slot, KEY] = fwd_key
+                _set_key(table, slot, a_hi, a_lo, b_hi, b_lo, fwd_key)
             table[slot, FIRST_TS] = t
             table[slot, STATE] = ST_MIDSTREAM if midstream else 0
             if not is_tcp or (flags & (FIN | SYN | RST | PSH | ACK | URG)) != SYN:
