@@ -137,6 +137,13 @@ def build_wheel(out: Path) -> Path:
     return next((out / "whl").glob("malsensor-*.whl"))
 
 
+def _comm(proc_dir: Path) -> str:
+    try:
+        return (proc_dir / "comm").read_text().strip()
+    except OSError:
+        return ""
+
+
 class Container:
     """A booted systemd-nspawn container on an overlay of the prepared root filesystem."""
 
@@ -163,7 +170,9 @@ class Container:
                     f = st.read_text().rsplit(")", 1)[1].split()
                 except OSError:
                     continue
-                if int(f[1]) == self.proc.pid:
+                # nspawn's child that runs systemd (an intermediate fork of nspawn may
+                # still be there: entering that one's namespaces finds no container)
+                if int(f[1]) == self.proc.pid and _comm(st.parent) == "systemd":
                     self.leader = int(st.parent.name)
                     break
             time.sleep(0.1)
