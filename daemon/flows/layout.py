@@ -4,7 +4,7 @@ The flow table stores one row of int64 per tracked connection (``table[slot, COL
 every field a packet updates sits in the same few cache lines, and a finished
 connection is emitted by copying its row. Finished connections travel as
 ``FlowRecords`` (a 2-D int64 array with this layout) to the feature views, whose
-arithmetic is plain vectorised numpy over the batch.
+arithmetic is a numba loop over the batch.
 
 "s" is the originator (the sender of the SYN for TCP, of the first packet
 otherwise), "d" the responder. Timestamps are epoch nanoseconds; 0 means "not seen".

@@ -22,13 +22,13 @@ import functools
 import logging
 
 import numpy as np
+from numba import njit
 
 from ..flows import layout as L
 
 log = logging.getLogger("malsensor.views.argus")
 
 _US = 1000            # ns per µs
-_F32 = np.float32
 
 # Optional columns/bits a tracker may provide for exact Argus conformance (docs/argus-semantics.md,
 # "Tracker requirements"). Without them the closest approximation from the base layout is used.
@@ -43,11 +43,6 @@ ST_RA_REVERSED = 1 << 40
 ST_ARGUS_ORIENTED = 1 << 41   # argus_orient has seen the row (makes it idempotent)
 
 SERVICES_FILE = "/etc/services"
-
-# per-side column pairs swapped when a record is re-oriented
-_SIDE_COLS = ((L.SRC_HI, L.DST_HI), (L.SRC_LO, L.DST_LO), (L.S_FIRST_TS, L.D_FIRST_TS),
-              (L.S_LAST_TS, L.D_LAST_TS), (L.S_PKTS, L.D_PKTS), (L.S_IP_BYTES, L.D_IP_BYTES),
-              (L.S_WIRE_BYTES, L.D_WIRE_BYTES), (L.S_TTL_SUM, L.D_TTL_SUM), (L.SRC_MAC, L.DST_MAC))
 
 
 @functools.lru_cache(maxsize=4)
@@ -73,25 +68,64 @@ def server_like_ports(services_file: str = SERVICES_FILE) -> np.ndarray:
     return table
 
 
-def _swap_sides(rec: np.ndarray, rows: np.ndarray) -> None:
-    """Exchange the s and d halves of the records ``rows`` (in place)."""
-    if not rows.any():
-        return
-    sub = rec[rows]
-    for a, b in _SIDE_COLS:
-        sub[:, [a, b]] = sub[:, [b, a]]
-    key = sub[:, L.KEY]
-    sport, dport = (key >> 16) & 0xFFFF, key & 0xFFFF
-    sub[:, L.KEY] = (key & ~np.int64(0xFFFFFFFF)) | (dport << 16) | sport
-    ttl = sub[:, L.TTL_LAST]
-    sub[:, L.TTL_LAST] = (ttl & ~np.int64(0xFFFF)) | ((ttl & 0xFF) << 8) | ((ttl >> 8) & 0xFF)
-    iat = sub[:, L.IAT_N]
-    sub[:, L.IAT_N] = ((iat & 0xFFFFFFFF) << 32) | ((iat >> 32) & 0xFFFFFFFF)
-    st = sub[:, L.STATE]
-    fin_s, fin_d = (st & L.ST_FIN_S) != 0, (st & L.ST_FIN_D) != 0
-    st = st & ~np.int64(L.ST_FIN_S | L.ST_FIN_D)
-    sub[:, L.STATE] = st | np.where(fin_d, L.ST_FIN_S, 0) | np.where(fin_s, L.ST_FIN_D, 0)
-    rec[rows] = sub
+@njit(cache=True, nogil=True, inline="always")
+def _swap_pair(r: np.ndarray, a: int, b: int) -> None:
+    r[a], r[b] = r[b], r[a]
+
+
+@njit(cache=True, nogil=True)
+def _swap_sides(r: np.ndarray) -> None:
+    """Exchange the s and d halves of one record (in place)."""
+    _swap_pair(r, L.SRC_HI, L.DST_HI)
+    _swap_pair(r, L.SRC_LO, L.DST_LO)
+    _swap_pair(r, L.S_FIRST_TS, L.D_FIRST_TS)
+    _swap_pair(r, L.S_LAST_TS, L.D_LAST_TS)
+    _swap_pair(r, L.S_PKTS, L.D_PKTS)
+    _swap_pair(r, L.S_IP_BYTES, L.D_IP_BYTES)
+    _swap_pair(r, L.S_WIRE_BYTES, L.D_WIRE_BYTES)
+    _swap_pair(r, L.S_TTL_SUM, L.D_TTL_SUM)
+    _swap_pair(r, L.SRC_MAC, L.DST_MAC)
+    key = r[L.KEY]
+    r[L.KEY] = (key & ~np.int64(0xFFFFFFFF)) | ((key & 0xFFFF) << 16) | ((key >> 16) & 0xFFFF)
+    ttl = r[L.TTL_LAST]
+    r[L.TTL_LAST] = (ttl & ~np.int64(0xFFFF)) | ((ttl & 0xFF) << 8) | ((ttl >> 8) & 0xFF)
+    iat = r[L.IAT_N]
+    r[L.IAT_N] = ((iat & 0xFFFFFFFF) << 32) | ((iat >> 32) & 0xFFFFFFFF)
+    st = r[L.STATE]
+    fins = st & (L.ST_FIN_S | L.ST_FIN_D)
+    st &= ~np.int64(L.ST_FIN_S | L.ST_FIN_D)
+    if fins & L.ST_FIN_S:
+        st |= L.ST_FIN_D
+    if fins & L.ST_FIN_D:
+        st |= L.ST_FIN_S
+    r[L.STATE] = st
+
+
+@njit(cache=True, nogil=True)
+def _orient_rows(rec: np.ndarray, service: np.ndarray) -> None:
+    for i in range(rec.shape[0]):
+        r = rec[i]
+        st = r[L.STATE]
+        key = r[L.KEY]
+        tcp = ((key >> 32) & 0xFF) == 6
+        v4 = ((key >> 40) & 0xFF) == 4
+        # real mid-stream records (a status-split continuation is marked established: not reversed)
+        if (tcp and (st & L.ST_MIDSTREAM) != 0 and (st & L.ST_ESTABLISHED) == 0
+                and (st & ST_ARGUS_ORIENTED) == 0):
+            first = r[L.FIRST_TS]
+            if r[L.D_FIRST_TS] == first and r[L.S_FIRST_TS] != first:   # began with a SYN-ACK
+                if v4 and r[L.S_PKTS] > 0:  # ra: answered, so the SYN-ACK's receiver stays s
+                    r[L.STATE] |= ST_RA_REVERSED
+                else:                       # Argus keeps the SYN-ACK sender as s
+                    _swap_sides(r)
+            elif v4:
+                sport = (key >> 16) & 0xFFFF
+                dport = key & 0xFFFF
+                ss, ds = service[sport], service[dport]
+                if (ss and not ds) or (ss and ds and sport < dport):
+                    _swap_sides(r)
+                    r[L.STATE] |= ST_RA_REVERSED
+        r[L.STATE] |= ST_ARGUS_ORIENTED
 
 
 def argus_orient(rec: np.ndarray, services_file: str = SERVICES_FILE) -> np.ndarray:
@@ -107,111 +141,81 @@ def argus_orient(rec: np.ndarray, services_file: str = SERVICES_FILE) -> np.ndar
 
     IPv6 records are never reversed by ra (SYN-ACK-first ones go back to the sender as ``s``).
     """
-    rec = np.array(rec, dtype=np.int64, copy=True).reshape(-1, L.N_COLS)
-    if rec.shape[0] == 0:
-        return rec
-    st = rec[:, L.STATE]
-    tcp = L.proto_of(rec) == 6
-    v4 = L.ip_version_of(rec) == 4
-    # real mid-stream records (a status-split continuation is marked established: not reversed)
-    mid = (tcp & ((st & L.ST_MIDSTREAM) != 0) & ((st & L.ST_ESTABLISHED) == 0)
-           & ((st & ST_ARGUS_ORIENTED) == 0))
-    first = rec[:, L.FIRST_TS]
-    synack_first = mid & (rec[:, L.D_FIRST_TS] == first) & (rec[:, L.S_FIRST_TS] != first)
-    answered = rec[:, L.S_PKTS] > 0     # ra: SYN-ACK seen and the connection got established/closed
-    back = synack_first & ~(v4 & answered)            # Argus keeps the SYN-ACK sender as s
-    _swap_sides(rec, back)
-    rec[synack_first & v4 & answered, L.STATE] |= ST_RA_REVERSED
-    table = server_like_ports(services_file)
-    sport, dport = L.sport_of(rec), L.dport_of(rec)
-    ss, ds = table[sport], table[dport]
-    by_ports = mid & ~synack_first & v4 & ((ss & ~ds) | (ss & ds & (sport < dport)))
-    _swap_sides(rec, by_ports)
-    rec[by_ports, L.STATE] |= ST_RA_REVERSED
-    rec[:, L.STATE] |= ST_ARGUS_ORIENTED
+    rec = np.array(rec, dtype=np.int64, copy=True, order="C").reshape(-1, L.N_COLS)
+    if rec.shape[0]:
+        _orient_rows(rec, server_like_ports(services_file))
     return rec
 
 
-def _us(rec: np.ndarray, col: int) -> np.ndarray:
-    """A timestamp column floored to microseconds (as libpcap delivers it to Argus)."""
-    return rec[:, col] // _US
-
-
-def _iat_ms(first_us: np.ndarray, last_us: np.ndarray, gaps: np.ndarray) -> np.ndarray:
-    """Argus ``sintpkt``: sum of counted gaps / their number, µs -> ms (0 without a counted gap)."""
-    out = np.zeros(first_us.shape[0], dtype=np.float64)
-    ok = gaps > 0
-    span = (last_us - first_us).astype(np.float64)
-    out[ok] = span[ok] / gaps[ok] / 1000.0
-    return out
-
-
-def _load(nbytes: np.ndarray, pkts: np.ndarray, dur32: np.ndarray) -> np.ndarray:
+@njit(cache=True, nogil=True, inline="always")
+def _load(nbytes: int, pkts: int, dur32: np.float32) -> float:
     """Argus ``sload``: float32(8 * (bytes - bytes // pkts)) / dur, 0 unless pkts > 1 and dur > 0."""
-    out = np.zeros(nbytes.shape[0], dtype=np.float32)
-    ok = (pkts > 1) & (dur32 > 0)
-    per_pkt = nbytes[ok] // pkts[ok]
-    out[ok] = ((nbytes[ok] - per_pkt) * 8.0).astype(_F32) / dur32[ok]
-    return out.astype(np.float64)
+    if pkts > 1 and dur32 > 0:
+        return np.float64(np.float32((nbytes - nbytes // pkts) * 8.0) / dur32)
+    return 0.0
 
 
-def _mean_size(nbytes: np.ndarray, pkts: np.ndarray) -> np.ndarray:
-    out = np.zeros(nbytes.shape[0], dtype=np.float32)
-    ok = pkts > 0
-    out[ok] = (nbytes[ok] / pkts[ok]).astype(_F32)
-    return out.astype(np.float64)
+@njit(cache=True, nogil=True, inline="always")
+def _mean_size(nbytes: int, pkts: int) -> float:
+    return np.float64(np.float32(nbytes / pkts)) if pkts > 0 else 0.0
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _iat_ms(first_ns: int, last_ns: int, gaps: int) -> float:
+    """Argus ``sintpkt``: sum of counted gaps / their number, µs -> ms (0 without a counted gap)."""
+    if gaps > 0:
+        return np.float64(last_ns // _US - first_ns // _US) / gaps / 1000.0
+    return 0.0
+
+
+@njit(cache=True, nogil=True)
+def _argus_rows(rec: np.ndarray, out: np.ndarray, synack_ok_bit: int, ack_ok_bit: int) -> None:
+    need = L.ST_SYN | L.ST_SYNACK | L.ST_SYNACK_ACKS_SYN | synack_ok_bit
+    for i in range(rec.shape[0]):
+        r = rec[i]
+        o = out[i]
+        s_pkts = r[L.S_PKTS]
+        d_pkts = r[L.D_PKTS]
+        s_bytes = r[L.S_WIRE_BYTES]
+        d_bytes = r[L.D_WIRE_BYTES]
+        state = r[L.STATE]
+        proto = (r[L.KEY] >> 32) & 0xFF
+        # every time is a difference of whole microseconds (libpcap's struct timeval)
+        dur32 = np.float32((r[L.LAST_TS] // _US - r[L.FIRST_TS] // _US) / 1e6)
+        synack = 0
+        ackdat = 0
+        if proto == 6 and (state & need) == need and r[L.SYN_TS] != 0 and r[L.SYNACK_TS] != 0:
+            synack_t = r[L.SYNACK_TS] // _US
+            synack = abs(synack_t - r[L.SYN_TS] // _US)
+            if r[L.ACK_TS] != 0 and (ack_ok_bit == 0 or (state & ack_ok_bit) != 0):
+                ackdat = abs(r[L.ACK_TS] // _US - synack_t)
+        o[0] = dur32
+        o[1] = proto
+        o[2] = s_bytes
+        o[3] = d_bytes
+        # the last TTL of a side persists into the flow's next record (R4; 0 when never seen)
+        o[4] = r[L.TTL_LAST] & 0xFF
+        o[5] = (r[L.TTL_LAST] >> 8) & 0xFF
+        s_load = _load(s_bytes, s_pkts, dur32)
+        d_load = _load(d_bytes, d_pkts, dur32)
+        if state & ST_RA_REVERSED:   # ra leaves the loads of reversed records unswapped
+            s_load, d_load = d_load, s_load
+        o[6] = s_load
+        o[7] = d_load
+        o[8] = s_pkts
+        o[9] = d_pkts
+        o[10] = _mean_size(s_bytes, s_pkts)
+        o[11] = _mean_size(d_bytes, d_pkts)
+        o[12] = _iat_ms(r[L.S_FIRST_TS], r[L.S_LAST_TS], r[L.IAT_N] & 0xFFFFFFFF)
+        o[13] = _iat_ms(r[L.D_FIRST_TS], r[L.D_LAST_TS], (r[L.IAT_N] >> 32) & 0xFFFFFFFF)
+        o[14] = (synack + ackdat) / 1e6
+        o[15] = synack / 1e6
+        o[16] = ackdat / 1e6
 
 
 def argus_conn_features(rec: np.ndarray) -> np.ndarray:
     """The 17 ``conn`` features in Argus semantics, float64 (n, 17), column order of ``CONN_COLUMNS``."""
-    rec = np.asarray(rec, dtype=np.int64).reshape(-1, L.N_COLS)
-    n = rec.shape[0]
-    s_pkts = rec[:, L.S_PKTS]
-    d_pkts = rec[:, L.D_PKTS]
-    s_bytes = rec[:, L.S_WIRE_BYTES]
-    d_bytes = rec[:, L.D_WIRE_BYTES]
-    state = rec[:, L.STATE]
-    proto = L.proto_of(rec)
-    is_tcp = proto == 6
-
-    first = _us(rec, L.FIRST_TS)
-    last = _us(rec, L.LAST_TS)
-    dur32 = ((last - first) / 1e6).astype(_F32)
-
-    s_gaps = L.s_iat_n(rec)
-    d_gaps = L.d_iat_n(rec)
-
-    syn = _us(rec, L.SYN_TS)
-    synack_t = _us(rec, L.SYNACK_TS)
-    ack_t = _us(rec, L.ACK_TS)
-    need = L.ST_SYN | L.ST_SYNACK | L.ST_SYNACK_ACKS_SYN | _ST_ARGUS_SYNACK_OK
-    hs = is_tcp & ((state & need) == need) & (rec[:, L.SYN_TS] != 0) & (rec[:, L.SYNACK_TS] != 0)
-    synack = np.where(hs, np.abs(synack_t - syn), 0)
-    ack_ok = hs & (rec[:, L.ACK_TS] != 0)
-    if _ST_ARGUS_ACK_OK:
-        ack_ok &= (state & _ST_ARGUS_ACK_OK) != 0
-    ackdat = np.where(ack_ok, np.abs(ack_t - synack_t), 0)
-
-    out = np.empty((n, 17), dtype=np.float64)
-    out[:, 0] = dur32
-    out[:, 1] = proto
-    out[:, 2] = s_bytes
-    out[:, 3] = d_bytes
-    # the last TTL of a side persists into the flow's next record (R4; 0 when never seen)
-    out[:, 4] = L.s_last_ttl(rec)
-    out[:, 5] = L.d_last_ttl(rec)
-    s_load = _load(s_bytes, s_pkts, dur32)
-    d_load = _load(d_bytes, d_pkts, dur32)
-    rev = (state & ST_RA_REVERSED) != 0   # ra leaves the loads of reversed records unswapped
-    out[:, 6] = np.where(rev, d_load, s_load)
-    out[:, 7] = np.where(rev, s_load, d_load)
-    out[:, 8] = s_pkts
-    out[:, 9] = d_pkts
-    out[:, 10] = _mean_size(s_bytes, s_pkts)
-    out[:, 11] = _mean_size(d_bytes, d_pkts)
-    out[:, 12] = _iat_ms(_us(rec, L.S_FIRST_TS), _us(rec, L.S_LAST_TS), s_gaps)
-    out[:, 13] = _iat_ms(_us(rec, L.D_FIRST_TS), _us(rec, L.D_LAST_TS), d_gaps)
-    out[:, 14] = (synack + ackdat) / 1e6
-    out[:, 15] = synack / 1e6
-    out[:, 16] = ackdat / 1e6
+    rec = np.ascontiguousarray(rec, dtype=np.int64).reshape(-1, L.N_COLS)
+    out = np.empty((rec.shape[0], 17), dtype=np.float64)
+    _argus_rows(rec, out, _ST_ARGUS_SYNACK_OK, _ST_ARGUS_ACK_OK)
     return out
