@@ -24,6 +24,7 @@ import numpy as np
 from numba import njit
 
 from ..decode import STATUS_OK, Decoded
+from ..prefetch import prefetch
 from .config import NS, TrackerConfig
 from .layout import (
     ACK_TS, D_FIRST_TS, D_IP_BYTES, D_LAST_TS, D_PKTS, D_TTL_SUM, D_WIRE_BYTES, DST_HI, DST_LO,
@@ -66,6 +67,18 @@ def _flow_hash(a_hi, a_lo, a_port, b_hi, b_lo, b_port, proto) -> np.int64:
     ha = _mix(_mix(a_hi ^ np.int64(0x5851F42D4C957F2D)) ^ a_lo ^ (a_port << 40))
     hb = _mix(_mix(b_hi ^ np.int64(0x5851F42D4C957F2D)) ^ b_lo ^ (b_port << 40))
     return _mix(ha ^ hb ^ (proto * np.int64(0x27BB2EE687B0B0FD)))
+
+
+@njit(cache=True, inline="always")
+def _packet_hash(p, proto_a, ipver_a, src_hi, src_lo, dst_hi, dst_lo, sport_a, dport_a) -> np.int64:
+    return _flow_hash(np.int64(src_hi[p]), np.int64(src_lo[p]), np.int64(sport_a[p]), np.int64(dst_hi[p]),
+                      np.int64(dst_lo[p]), np.int64(dport_a[p]), np.int64(proto_a[p]) | (np.int64(ipver_a[p]) << 8))
+
+
+# prefetch distances (packets ahead) for index buckets and rows; the ring holds the hashes between
+PF_INDEX = 8
+PF_ROW = 4
+PF_RING = 16
 
 
 @njit(cache=True, inline="always")
@@ -474,10 +487,28 @@ def track_kernel(table, index, perm, ctr, params, snaps,
     cap = out.shape[0]
     n_out = 0
     n_snaps = snaps.shape[0]
+    # Software pipelining of the two cache misses per packet: the index bucket of packet
+    # p + PF_INDEX and the row of packet p + PF_ROW (found through its now cached bucket) are
+    # prefetched while packet p is worked on. Hashes are computed once, kept in a small ring.
+    rows = table.reshape(table.shape[0] * N_COLS)
+    hring = np.empty(PF_RING, dtype=np.int64)
+    for q in range(start, min(n, start + PF_INDEX)):
+        hring[q & (PF_RING - 1)] = _packet_hash(q, proto_a, ipver_a, src_hi, src_lo, dst_hi, dst_lo, sport_a, dport_a)
     p = start
     while p < n:
         if n_out + MAX_EMIT_PER_PACKET > cap:
             break
+        q = p + PF_INDEX
+        if q < n:
+            hq = _packet_hash(q, proto_a, ipver_a, src_hi, src_lo, dst_hi, dst_lo, sport_a, dport_a)
+            hring[q & (PF_RING - 1)] = hq
+            prefetch(index, hq & mask)
+        q = p + PF_ROW
+        if q < n:
+            s = np.int64(index[hring[q & (PF_RING - 1)] & mask])
+            if s >= 0:
+                for c in range(0, N_COLS, 8):
+                    prefetch(rows, s * N_COLS + c)
         t = ts[p]
         if t > ctr[C_NOW]:
             ctr[C_NOW] = t
@@ -513,7 +544,7 @@ def track_kernel(table, index, perm, ctr, params, snaps,
         b_port = np.int64(dport_a[p])
         flags = np.int64(flags_a[p])
         is_tcp = proto_a[p] == IPPROTO_TCP
-        h = _flow_hash(a_hi, a_lo, a_port, b_hi, b_lo, b_port, proto)
+        h = hring[p & (PF_RING - 1)]
         fwd_key = (a_port << 16) | b_port | (proto << 32)
         rev_key = (b_port << 16) | a_port | (proto << 32)
         # --- look up ---
