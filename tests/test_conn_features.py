@@ -157,6 +157,26 @@ def test_udp_idle_timeout_splits_and_first_sender_is_originator():
     assert r["s_load"] == pytest.approx(48 * 8 / 1.0)
 
 
+def test_sweeps_wait_for_the_earliest_deadline():
+    """Timeout sweeps run only once some connection can have timed out: a lingering close
+    ends on time among long-lived flows, and the sweeps before and after it are skipped."""
+    tr = Traffic()
+    udp(T0, tr, sport=1111)
+    full_tcp_conn(tr, t0=T0 + 1.0)        # closed at 1.060 s: lingers until 3.060 s
+    for i in range(19):                   # another flow drives the clock to 10.5 s
+        udp(T0 + 1.5 + 0.5 * i, tr, sport=2222)
+    pipe = ConnPipeline(TrackerConfig(close_linger=2.0, udp_idle_timeout=3600.0, sweep_interval=1.0))
+    emitted = [r["end_reason"] for cb in pipe.feed(tr.batch()) for r in conn_rows(cb.records, cb.features)]
+    assert emitted == ["fin"]             # ended by the sweep at the first packet after 3.060 s
+    stats = pipe.tracker.stats()
+    assert stats["sweeps"] == 1 and stats["flows_active"] == 2
+    now = int((EPOCH + 11.0) * 1e9)
+    assert list(pipe.expire(now)) == [] and pipe.tracker.stats()["sweeps"] == 1
+    rows = [r for cb in pipe.expire(int((EPOCH + 3611.0) * 1e9)) for r in conn_rows(cb.records, cb.features)]
+    assert sorted((r["src_port"], r["end_reason"]) for r in rows) == [(1111, "idle"), (2222, "idle")]
+    assert pipe.tracker.stats()["sweeps"] == 2
+
+
 def test_active_timeout_cuts_long_connections():
     tr = Traffic()
     for i in range(7):

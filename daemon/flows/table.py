@@ -46,9 +46,13 @@ IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP = 1, 6, 17
 N_PARAMS = 11
 
 # ctr[] slots: table bookkeeping and counters
-(C_USED, C_UNUSED1, C_NEXT_SERIAL, C_HAND, C_NEXT_SWEEP, C_SWEEP_CURSOR, C_CREATED, C_EVICTED,
- C_MIDSTREAM_IGNORED, C_PACKETS, C_SNAPSHOTS, C_NOW) = range(12)
-N_CTR = 12
+# C_NEXT_DEADLINE: no tracked connection can time out before this packet time (a lower bound,
+# lowered whenever a row starts or its state moves a deadline earlier, recomputed by each sweep),
+# so sweeps are skipped until then; C_SWEEP_MIN collects it during a (resumable) sweep.
+(C_USED, C_NEXT_DEADLINE, C_NEXT_SERIAL, C_HAND, C_NEXT_SWEEP, C_SWEEP_CURSOR, C_CREATED, C_EVICTED,
+ C_MIDSTREAM_IGNORED, C_PACKETS, C_SNAPSHOTS, C_NOW, C_SWEEP_MIN, C_SWEEPS) = range(14)
+N_CTR = 14
+NEVER = np.int64(np.iinfo(np.int64).max)
 
 # Each packet can emit at most: one expired/closed record, one evicted record, one snapshot.
 MAX_EMIT_PER_PACKET = 3
@@ -202,6 +206,21 @@ def _expiry(table, params, slot, now) -> int:
     if now - table[slot, FIRST_TS] > params[P_ACTIVE]:
         return END_ACTIVE
     return 0
+
+
+@njit(cache=True)
+def _deadline(table, params, slot) -> np.int64:
+    """The first packet time at which :func:`_expiry` reports the connection in ``slot`` over
+    (unless packets move it later first)."""
+    st = table[slot, STATE]
+    last = table[slot, LAST_TS]
+    if st & ST_CLOSING:
+        return last + params[P_LINGER] + 1
+    first = table[slot, FIRST_TS]
+    d = min(last + _idle_timeout(params, table[slot, KEY]), first + params[P_ACTIVE])
+    if ((table[slot, KEY] >> 32) & 0xFF) == IPPROTO_TCP and (st & ST_SYN) and not (st & ST_ESTABLISHED):
+        d = min(d, first + params[P_HANDSHAKE])
+    return d + 1
 
 
 # Argus's TCP state machine (docs/argus-semantics.md, R3; argus_tcp only), in STATE bits 13..21:
@@ -402,13 +421,19 @@ def _sweep(table, index, perm, ctr, params, now, out, n_out) -> int:
     """Expire timed-out connections; resumable (ctr[C_SWEEP_CURSOR] >= 0 while unfinished)."""
     cap = out.shape[0]
     i = ctr[C_SWEEP_CURSOR]
+    if i == 0:
+        ctr[C_SWEEP_MIN] = NEVER
+        ctr[C_SWEEPS] += 1
+    soonest = ctr[C_SWEEP_MIN]
     while i < ctr[C_USED]:
         if n_out >= cap:
             ctr[C_SWEEP_CURSOR] = i
+            ctr[C_SWEEP_MIN] = soonest
             return n_out
         slot = np.int64(perm[i])
         reason = _expiry(table, params, slot, now)
         if reason == 0:
+            soonest = min(soonest, _deadline(table, params, slot))
             i += 1
             continue
         if table[slot, S_PKTS] + table[slot, D_PKTS] > 0:
@@ -417,11 +442,13 @@ def _sweep(table, index, perm, ctr, params, now, out, n_out) -> int:
             _restart_active(table, ctr, params, slot)
             table[slot, FIRST_TS] = now
             table[slot, LAST_TS] = now
+            soonest = min(soonest, _deadline(table, params, slot))
             i += 1
         else:
             _release(table, index, perm, ctr, slot)  # the last used row moves to position i
     ctr[C_SWEEP_CURSOR] = -1
     ctr[C_NEXT_SWEEP] = now + params[P_SWEEP]
+    ctr[C_NEXT_DEADLINE] = soonest
     return n_out
 
 
@@ -512,7 +539,7 @@ def track_kernel(table, index, perm, ctr, params, snaps,
         t = ts[p]
         if t > ctr[C_NOW]:
             ctr[C_NOW] = t
-        if ctr[C_SWEEP_CURSOR] >= 0 or t >= ctr[C_NEXT_SWEEP]:
+        if ctr[C_SWEEP_CURSOR] >= 0 or (t >= ctr[C_NEXT_SWEEP] and t >= ctr[C_NEXT_DEADLINE]):
             if ctr[C_SWEEP_CURSOR] < 0:
                 ctr[C_SWEEP_CURSOR] = 0
             n_out = _sweep(table, index, perm, ctr, params, t, out, n_out)
@@ -549,6 +576,7 @@ def track_kernel(table, index, perm, ctr, params, snaps,
         rev_key = (b_port << 16) | a_port | (proto << 32)
         # --- look up ---
         slot, reverse = _lookup(table, index, h, a_hi, a_lo, a_port, b_hi, b_lo, b_port, proto)
+        fresh = False  # a record starts with this packet (its deadlines are new)
         # --- end of the existing record? ---
         if slot >= 0:
             reason = _expiry(table, params, slot, t)
@@ -558,6 +586,7 @@ def track_kernel(table, index, perm, ctr, params, snaps,
                     n_out = _emit(table, slot, out, n_out, reason)
                     _restart_active(table, ctr, params, slot)
                     table[slot, FIRST_TS] = t
+                    fresh = True
                     reason = 0
                 if reason == 0 and is_tcp:
                     side = 1 if reverse else 0
@@ -589,10 +618,12 @@ def track_kernel(table, index, perm, ctr, params, snaps,
                                  np.int64(payload_a[p]))
                 table[slot, SERIAL] = ctr[C_NEXT_SERIAL]
                 ctr[C_NEXT_SERIAL] += 1
+                fresh = True
             elif reason == END_ACTIVE:
                 n_out = _emit(table, slot, out, n_out, reason)
                 _restart_active(table, ctr, params, slot)
                 table[slot, FIRST_TS] = t
+                fresh = True
             elif reason != 0:
                 n_out = _emit(table, slot, out, n_out, reason)
                 _release(table, index, perm, ctr, slot)
@@ -616,6 +647,7 @@ def track_kernel(table, index, perm, ctr, params, snaps,
                 n_out = _evict_one(table, index, perm, ctr, params, out, n_out)
             slot = _allocate(table, perm, ctr)
             ctr[C_CREATED] += 1
+            fresh = True
             if reverse:
                 _set_key(table, slot, b_hi, b_lo, a_hi, a_lo, rev_key)
             else:
@@ -641,6 +673,7 @@ def track_kernel(table, index, perm, ctr, params, snaps,
             table[slot, LAST_TS] = t
         ttl = np.int64(ttl_a[p])
         st = table[slot, STATE]
+        st_before = st
         if not reverse:
             if table[slot, S_PKTS] == 0:
                 table[slot, SRC_MAC] = np.int64(smac_a[p])
@@ -705,6 +738,10 @@ def track_kernel(table, index, perm, ctr, params, snaps,
             if (st & ST_FIN_S) and (st & ST_FIN_D):
                 st |= ST_CLOSING
         table[slot, STATE] = st
+        if fresh or ((st ^ st_before) & (ST_CLOSING | ST_SYN)) != 0:  # a deadline may have come closer
+            d = _deadline(table, params, slot)
+            if d < ctr[C_NEXT_DEADLINE]:
+                ctr[C_NEXT_DEADLINE] = d
         # --- early snapshots ---
         if n_snaps > 0:
             total = table[slot, S_PKTS] + table[slot, D_PKTS]
@@ -738,10 +775,12 @@ def flush_kernel(table, index, perm, ctr, reason, out) -> int:
 @njit(cache=True, nogil=True)
 def expire_kernel(table, index, perm, ctr, params, now, out) -> int:
     """Timeout sweep at wall-clock time ``now`` (live capture with no packets)."""
-    if ctr[C_SWEEP_CURSOR] < 0:
-        ctr[C_SWEEP_CURSOR] = 0
     if now > ctr[C_NOW]:
         ctr[C_NOW] = now
+    if ctr[C_SWEEP_CURSOR] < 0:
+        if now < ctr[C_NEXT_DEADLINE]:
+            return 0  # nothing can have timed out yet
+        ctr[C_SWEEP_CURSOR] = 0
     return _sweep(table, index, perm, ctr, params, now, out, 0)
 
 
@@ -767,7 +806,8 @@ class FlowTracker:
         self.ctr = np.zeros(N_CTR, dtype=np.int64)
         self.ctr[C_NEXT_SERIAL] = 1
         self.ctr[C_SWEEP_CURSOR] = -1
-        self.ctr[C_NEXT_SWEEP] = np.iinfo(np.int64).min  # first packet triggers a (cheap) sweep
+        self.ctr[C_NEXT_SWEEP] = np.iinfo(np.int64).min  # sweeps wait only for C_NEXT_DEADLINE at first
+        self.ctr[C_NEXT_DEADLINE] = NEVER
         self.params = np.zeros(N_PARAMS, dtype=np.int64)
         self.params[P_TCP_IDLE] = round(cfg.tcp_idle_timeout * NS)
         self.params[P_UDP_IDLE] = round(cfg.udp_idle_timeout * NS)
@@ -828,6 +868,7 @@ class FlowTracker:
             "tcp_midstream_ignored": int(c[C_MIDSTREAM_IGNORED]),
             "packets_tracked": int(c[C_PACKETS]),
             "snapshots": int(c[C_SNAPSHOTS]),
+            "sweeps": int(c[C_SWEEPS]),
             "max_flows": self.cfg.max_flows,
             "bytes_per_flow": bytes_per_flow(self.cfg.max_flows),
         }
