@@ -152,19 +152,23 @@ def test_every_shared_capture_extracts_cleanly(tmp_path, semantics):
 def test_fast_jsonl_text_equals_the_dict_rows():
     import numpy as np
 
-    from malsensor.daemon.outputs.rows import conn_rows, jsonl_lines
+    from malsensor.daemon.outputs.rows import conn_rows, jsonl_text
     from malsensor.daemon.pipeline import extract_file
 
     cap = require_data(PCAPS / "ndpi_1kxun.pcap")
     cbs = list(extract_file(cap))
     rec = np.concatenate([cb.records for cb in cbs])
     fts = np.concatenate([cb.features for cb in cbs])
-    lines = jsonl_lines(rec, fts)
+    text = jsonl_text(rec, fts)
+    assert text.endswith("\n")
+    lines = text.splitlines()
     rows = list(conn_rows(rec, fts))
     assert len(lines) == len(rows) > 50
     for line, row in zip(lines, rows):
         parsed = json.loads(line)
         assert parsed == row and list(parsed) == list(row)
+    # the numbers are Python's own text for them (shortest round trip), not just equal values
+    assert all(f'"dur":{row["dur"]!r},' in line for line, row in zip(lines, rows))
 
 
 def test_unwritable_or_full_output_is_a_clear_error(tmp_path):

@@ -11,9 +11,12 @@ import ipaddress
 from typing import IO, Iterator
 
 import numpy as np
+from numba import njit
 
 from ..flows import layout as L
 from ..views.conn import CONN_COLUMNS
+from .jsontext import (FLOAT_MAX, INT_MAX, IP_MAX, MAC_MAX, TextTable, ascii_text, put_float, put_int, put_ip, put_mac,
+                       put_text, scratch)
 
 ROW_KEYS = ("ts", "src_ip", "src_port", "dest_ip", "dest_port", "proto", "src_mac", "dest_mac", "end_reason")
 _V4_MAPPED = 0xFFFF << 32
@@ -71,22 +74,68 @@ def conn_rows(records: np.ndarray, features: np.ndarray) -> Iterator[dict]:
         yield row
 
 
-_NAMED = [c for c in CONN_COLUMNS if c != "proto"]
-_PROTO_AT = CONN_COLUMNS.index("proto")
-_JSONL = ('{"ts":%r,"src_ip":"%s","src_port":%d,"dest_ip":"%s","dest_port":%d,"proto":%d,'
-          '"src_mac":"%s","dest_mac":"%s","end_reason":"%s","fts":[%s],'
-          + ",".join(f'"{c}":%s' for c in _NAMED) + "}")
+_NAMED = [i for i, c in enumerate(CONN_COLUMNS) if c != "proto"]
+# the fixed text between the values of a JSONL row, in order
+_ROW_TEXT = TextTable.of(
+    ['{"ts":', ',"src_ip":"', '","src_port":', ',"dest_ip":"', '","dest_port":', ',"proto":', ',"src_mac":"',
+     '","dest_mac":"', '","end_reason":"', '","fts":[']
+    + [("]," if k == 0 else ",") + f'"{CONN_COLUMNS[i]}":' for k, i in enumerate(_NAMED)] + ["}\n"])
+_T_NAMED = 10
+_REASONS = TextTable.of([end_reason_name(e) for e in range(256)])
+_ROW_MAX = _ROW_TEXT.off[-1] + _REASONS.longest + 2 * IP_MAX + 2 * MAC_MAX + 4 * INT_MAX + 35 * FLOAT_MAX
 
 
-def jsonl_lines(records: np.ndarray, features: np.ndarray) -> list[str]:
-    """The rows of :func:`conn_rows` as JSON text, formatted without building dicts
-    (the extractor writes one line per connection; this is its hot path)."""
-    out = []
-    for keys, f in zip(_row_keys(records), features.tolist()):
-        txt = [repr(v) for v in f]
-        named = txt[:_PROTO_AT] + txt[_PROTO_AT + 1:]
-        out.append(_JSONL % (*keys, ",".join(txt), *named))
-    return out
+@njit(cache=True, nogil=True)
+def _jsonl_kernel(rec, ftr, named, text, text_off, reasons, reasons_off, buf) -> int:
+    pos = 0
+    for i in range(rec.shape[0]):
+        r = rec[i]
+        f = ftr[i]
+        key = r[L.KEY]
+        pos = put_text(buf, pos, text, text_off, 0)
+        pos = put_float(buf, pos, r[L.FIRST_TS] / 1e9)
+        pos = put_text(buf, pos, text, text_off, 1)
+        pos = put_ip(buf, pos, r[L.SRC_HI], r[L.SRC_LO])
+        pos = put_text(buf, pos, text, text_off, 2)
+        pos = put_int(buf, pos, (key >> 16) & 0xFFFF)
+        pos = put_text(buf, pos, text, text_off, 3)
+        pos = put_ip(buf, pos, r[L.DST_HI], r[L.DST_LO])
+        pos = put_text(buf, pos, text, text_off, 4)
+        pos = put_int(buf, pos, key & 0xFFFF)
+        pos = put_text(buf, pos, text, text_off, 5)
+        pos = put_int(buf, pos, (key >> 32) & 0xFF)
+        pos = put_text(buf, pos, text, text_off, 6)
+        pos = put_mac(buf, pos, r[L.SRC_MAC])
+        pos = put_text(buf, pos, text, text_off, 7)
+        pos = put_mac(buf, pos, r[L.DST_MAC])
+        pos = put_text(buf, pos, text, text_off, 8)
+        pos = put_text(buf, pos, reasons, reasons_off, r[L.END] & 0xFF)
+        pos = put_text(buf, pos, text, text_off, 9)
+        for k in range(f.shape[0]):
+            if k:
+                buf[pos] = 44  # ','
+                pos += 1
+            pos = put_float(buf, pos, f[k])
+        for k in range(named.shape[0]):
+            pos = put_text(buf, pos, text, text_off, _T_NAMED + k)
+            pos = put_float(buf, pos, f[named[k]])
+        pos = put_text(buf, pos, text, text_off, _T_NAMED + named.shape[0])
+    return pos
+
+
+_NAMED_IDX = np.array(_NAMED, dtype=np.int64)
+
+
+def jsonl_text(records: np.ndarray, features: np.ndarray) -> str:
+    """The rows of :func:`conn_rows` as JSON lines (each ending in a newline), equal to them once
+    parsed (non-finite values are ``null``), formatted by one numba kernel for the whole batch."""
+    n = records.shape[0]
+    if n == 0:
+        return ""
+    buf = scratch(n * _ROW_MAX)
+    end = _jsonl_kernel(np.ascontiguousarray(records, dtype=np.int64), np.ascontiguousarray(features, dtype=np.float64),
+                        _NAMED_IDX, _ROW_TEXT.blob, _ROW_TEXT.off, _REASONS.blob, _REASONS.off, buf)
+    return ascii_text(buf, end)
 
 
 class RowWriter:
@@ -112,9 +161,8 @@ class RowWriter:
                 self._csv.writerow([r[k] for k in ROW_KEYS] + [repr(v) for v in r["fts"]])
                 n += 1
         else:
-            lines = jsonl_lines(records, features)
-            n = len(lines)
-            if lines:
-                self.stream.write("\n".join(lines) + "\n")
+            n = records.shape[0]
+            if n:
+                self.stream.write(jsonl_text(records, features))
         self.count += n
         return n

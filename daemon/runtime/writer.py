@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Sequence
 
-from ..outputs.eve import EventFile, PartsCache, PredictionBatch, eve_lines, label_lines
+from ..outputs.eve import EventFile, PredictionBatch, eve_lines, label_lines
 from .config import OutputSection
 from .stats import LatencyStats
 
@@ -45,7 +45,6 @@ class EventWriter(threading.Thread):
         self.events = 0          # predictions handled (written to every output that wants them)
         self.busy_since: float | None = None
         self.retired: dict[str, dict] = {}  # counters of outputs removed by a reload
-        self.parts = PartsCache()  # text shared by the events of several models for one connection
 
     # ---------------------------------------------------------------- other threads
 
@@ -154,7 +153,7 @@ class EventWriter(threading.Thread):
             if key not in cache:
                 sel = pb.alert if c.alerts_only else None
                 n = int(pb.alert.sum()) if c.alerts_only else pb.n
-                text = (eve_lines(pb, features=c.features, select=sel, cache=self.parts) if c.format == "eve"
+                text = (eve_lines(pb, features=c.features, select=sel) if c.format == "eve"
                         else label_lines(pb, select=sel))
                 cache[key] = (text, n)
             text, n = cache[key]
