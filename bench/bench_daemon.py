@@ -2,11 +2,12 @@
 
 One run, one after the other, on the merged corpus of ../shared/data (bench/corpus.py):
 
-  0. the extractor alone (decode + tracking + 17 features, in process): connections/s
+  0. the extractor alone (decode + tracking + 17 features, in process): connections/s, packets/s
+     and CPU per connection; every daemon run prints the same, plus its share of that rate
   1. the daemon as fast as it goes, two models (the default forest and an MLP), every
      prediction written as an EVE event, with each model compiled for one batch size
      B in 1, 16, 128, 1024: connections/s
-  2. the same with only alerts written (the usual high-rate set-up): connections/s
+  2. the same with only alerts written (the usual high-rate set-up), and with the forest alone
   3. paced at --rate connections/s (10,000 by default), batch sizes 1,16,128,1024:
      p50/p99/max latency from a connection leaving the tracker to its event written
   4. 3 again with a new forest version published half way: the swap time, latency,
@@ -83,23 +84,23 @@ def models() -> Path:
     return mdir
 
 
-def config(path: Path, mdir: Path, out: Path, sizes: list[int], alerts_only: bool = False) -> Path:
+def config(path: Path, mdir: Path, out: Path, sizes: list[int], alerts_only: bool = False,
+           model_names: tuple[str, ...] = ("forest", "mlp")) -> Path:
     path.write_text(
         '[service]\nuser = ""\n[metrics]\nenabled = false\n'
         f'[stats]\npath = "{out}/stats.jsonl"\ninterval = 3600.0\nlog = false\n'
         f'[inference]\nbatch_sizes = {sizes}\nwatch_interval = 0.5\n'
-        f'[[model]]\nname = "forest"\nmodels_dir = "{mdir}"\n'
-        f'[[model]]\nname = "mlp"\nmodels_dir = "{mdir}"\n'
-        f'[[output]]\npath = "{out}/eve.json"\nalerts_only = {str(alerts_only).lower()}\n')
+        + "".join(f'[[model]]\nname = "{m}"\nmodels_dir = "{mdir}"\n' for m in model_names)
+        + f'[[output]]\npath = "{out}/eve.json"\nalerts_only = {str(alerts_only).lower()}\n')
     return path
 
 
 def run(mdir: Path, corpus: Path, sizes: list[int], *, rate: float = 0, alerts_only: bool = False,
-        swap_after: float | None = None) -> dict:
+        swap_after: float | None = None, model_names: tuple[str, ...] = ("forest", "mlp")) -> dict:
     out = WORK / "out"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    cfg = config(WORK / "bench.toml", mdir, out, sizes, alerts_only)
+    cfg = config(WORK / "bench.toml", mdir, out, sizes, alerts_only, model_names)
     argv = [str(BIN / "malsensord"), "-c", str(cfg), "--replay", str(corpus)]
     if rate:
         argv += ["--rate", str(rate)]
@@ -125,10 +126,10 @@ def run(mdir: Path, corpus: Path, sizes: list[int], *, rate: float = 0, alerts_o
     t.join(5)
     if proc.returncode != 0:
         sys.exit(f"malsensord failed:\n{''.join(log[-30:])}")
-    m = re.match(r"(\d+) connections processed \((\d+) packets, .*?, ([0-9.]+) s;", stdout)
-    conns, packets, secs = int(m.group(1)), int(m.group(2)), float(m.group(3))
+    m = re.match(r"(\d+) connections processed \((\d+) packets, .*?, ([0-9.]+) s, ([0-9.]+) CPU s;", stdout)
+    conns, packets, secs, cpu = int(m.group(1)), int(m.group(2)), float(m.group(3)), float(m.group(4))
     stats = json.loads((out / "stats.jsonl").read_text().splitlines()[-1])
-    res = {"connections": conns, "packets": packets, "seconds": secs, "conn_per_s": conns / secs,
+    res = {"connections": conns, "packets": packets, "seconds": secs, "conn_per_s": conns / secs, "cpu_s": cpu,
            "latency": stats["latency_ms"], "events": stats["events"],
            "drops": sum(m["queue_dropped"] for m in stats["models"].values()),
            "predictions": {n: m["predictions"] for n, m in stats["models"].items()}}
@@ -150,13 +151,24 @@ def extractor(corpus: Path) -> float:
     from malsensor.daemon.capture.pcapfile import read_capture
     from malsensor.daemon.pipeline import OFFLINE_EMIT_ROWS, ConnPipeline
 
-    best = 0.0
-    for _ in range(2):
+    best = None
+    for _ in range(3):
         pipe = ConnPipeline(emit_rows=OFFLINE_EMIT_ROWS)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         n = sum(cb.n for cb in pipe.run(read_capture(corpus)))
-        best = max(best, n / (time.perf_counter() - t0))
+        r = {"connections": n, "packets": pipe.counters.packets, "seconds": time.perf_counter() - t0,
+             "cpu_s": time.process_time() - c0}
+        r["conn_per_s"] = n / r["seconds"]
+        if best is None or r["cpu_s"] < best["cpu_s"]:
+            best = r
     return best
+
+
+def rates(r: dict, ex: dict | None = None) -> str:
+    """connections/s, packets/s, CPU per connection (all threads), and the share of the extractor's rate."""
+    txt = (f"{r['conn_per_s']:10,.0f} conn/s {r['packets'] / r['seconds'] / 1e6:5.2f} Mpkt/s "
+           f"{r['cpu_s'] / r['connections'] * 1e6:6.2f} CPU-us/conn")
+    return txt + (f"  = {r['conn_per_s'] / ex['conn_per_s']:4.0%} of the extractor" if ex else "")
 
 
 def lat(r: dict) -> str:
@@ -173,21 +185,22 @@ def main() -> None:
     mdir = models()
     print(f"corpus {corpus} ({corpus.stat().st_size / 1e6:.0f} MB); models forest (32 trees) + mlp")
     ex = extractor(corpus)
-    print(f"extractor alone (in process)                          {ex:12,.0f} connections/s")
+    print(f"{'extractor alone (in process, one thread)':52s} {rates(ex)}")
     for b in (1, 16, 128, 1024):
         r = run(mdir, corpus, [b])
-        print(f"daemon, 2 models, every event (EVE), batch {b:>5}      {r['conn_per_s']:12,.0f} connections/s  "
+        print(f"{f'daemon, 2 models, every event (EVE), batch {b}':52s} {rates(r, ex)}  "
               f"({r['connections']:,} connections, {r['events']:,} events, drops {r['drops']})")
     r = run(mdir, corpus, [1, 16, 128, 1024], alerts_only=True)
-    print(f"daemon, 2 models, alerts only, batches 1..1024      {r['conn_per_s']:12,.0f} connections/s  "
-          f"({r['events']:,} predictions)")
+    print(f"{'daemon, 2 models, alerts only, batches 1..1024':52s} {rates(r, ex)}  ({r['events']:,} predictions)")
+    r = run(mdir, corpus, [1, 16, 128, 1024], alerts_only=True, model_names=("forest",))
+    print(f"{'daemon, forest only (as shipped), alerts only':52s} {rates(r, ex)}  ({r['events']:,} predictions)")
     for sizes in ([1, 16, 128, 1024], [1024]):
         r = run(mdir, corpus, sizes, rate=a.rate)
         print(f"paced {a.rate:,.0f} conn/s, batches {','.join(map(str, sizes)):>13}: {r['conn_per_s']:9,.0f} conn/s  "
               f"{lat(r)}  drops {r['drops']}")
     r = run(mdir, corpus, [1, 16, 128, 1024], rate=a.rate, swap_after=1.0)
     print(f"paced {a.rate:,.0f} conn/s + hot swap of forest after 1 s: {r['conn_per_s']:9,.0f} conn/s  {lat(r)}  "
-          f"drops {r['drops']}; swap loaded+warmed in {r['swap_s']} s; forest events per version "
+          f"drops {r['drops']}; swap loaded+warmed in {r['swap_s'] if r['swap_s'] is not None else '?'} s; forest events per version "
           f"{r['forest_versions']} (sum {sum(r['forest_versions'].values()):,} = connections {r['connections']:,})")
 
 

@@ -193,7 +193,7 @@ def _eve_kernel(rows, rec, ftr, fid, probs, cls, topk, alert, features, text, te
         pos = put_text(buf, pos, text, text_off, _T_CLASS)
         pos = put_int(buf, pos, c)
         pos = put_text(buf, pos, text, text_off, _T_PROB)
-        pos = put_float(buf, pos, np.float64(probs[j, c]))
+        pos = put_float(buf, pos, probs[j, c])
         pos = put_text(buf, pos, text, text_off, _T_TOPK)
         for k in range(topk.shape[1]):
             if k:
@@ -202,7 +202,7 @@ def _eve_kernel(rows, rec, ftr, fid, probs, cls, topk, alert, features, text, te
             pos = put_text(buf, pos, text, text_off, _T_ITEM)
             pos = put_text(buf, pos, labels, labels_off, t)
             pos = put_text(buf, pos, text, text_off, _T_COMMA)
-            pos = put_float(buf, pos, np.float64(probs[j, t]))
+            pos = put_float(buf, pos, probs[j, t])
             pos = put_text(buf, pos, text, text_off, _T_ITEM_END)
         pos = put_text(buf, pos, text, text_off, _T_ALERT)
         pos = put_text(buf, pos, text, text_off, _T_TRUE if alert[j] else _T_FALSE)
@@ -236,7 +236,7 @@ def eve_lines(pb: PredictionBatch, *, features: bool = True, select: np.ndarray 
 
     Equal, once parsed, to :func:`eve_event` for each row (non-finite features are ``null``);
     every value of the batch is formatted by one numba kernel (about 1-2 µs per event)."""
-    rows = np.arange(pb.n) if select is None else np.flatnonzero(select)
+    rows = np.arange(pb.n, dtype=np.int64) if select is None else np.flatnonzero(select).astype(np.int64)
     if rows.size == 0:
         return ""
     text = _eve_text(pb.model, pb.version, pb.trigger)
@@ -248,7 +248,7 @@ def eve_lines(pb: PredictionBatch, *, features: bool = True, select: np.ndarray 
     buf = scratch(rows.size * per_event)
     end = _eve_kernel(rows, np.ascontiguousarray(pb.records, dtype=np.int64),
                       np.ascontiguousarray(pb.features, dtype=np.float64), flow_ids(pb.records),
-                      np.ascontiguousarray(pb.probs), np.asarray(pb.class_id, dtype=np.int64),
+                      np.ascontiguousarray(pb.probs, dtype=np.float64), np.asarray(pb.class_id, dtype=np.int64),
                       np.ascontiguousarray(pb.topk, dtype=np.int64).reshape(pb.n, k), np.asarray(pb.alert, dtype=np.bool_),
                       features, text.blob, text.off, labels.blob, labels.off, _PROTOS.blob, _PROTOS.off,
                       _REASONS.blob, _REASONS.off, buf)

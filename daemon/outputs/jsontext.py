@@ -82,23 +82,36 @@ def put_text(buf, pos, blob, off, i) -> int:
     """Entry ``i`` of a :class:`TextTable` (passed as its two arrays)."""
     a = off[i]
     n = off[i + 1] - a
-    for k in range(n):
-        buf[pos + k] = blob[a + k]
+    buf[pos:pos + n] = blob[a:a + n]
     return pos + n
+
+
+_POW10 = np.array([10 ** k for k in range(1, 20)], dtype=np.uint64)
+_PAIRS = np.frombuffer("".join(f"{k:02d}" for k in range(100)).encode(), dtype=np.uint8).copy()
 
 
 @njit(cache=True, nogil=True)
 def put_uint(buf, pos, v) -> int:
-    """A non-negative integer (as uint64) in decimal."""
+    """A non-negative integer (as uint64) in decimal (two digits per division)."""
     v = np.uint64(v)
     n = 1
-    t = v
-    while t >= np.uint64(10):
-        t //= np.uint64(10)
+    while n < 20 and v >= _POW10[n - 1]:
         n += 1
-    for k in range(n - 1, -1, -1):
-        buf[pos + k] = 48 + np.uint8(v % np.uint64(10))
-        v //= np.uint64(10)
+    k = pos + n
+    hundred = np.uint64(100)
+    while v >= hundred:
+        q = v // hundred
+        r = np.int64(v - q * hundred) * 2
+        k -= 2
+        buf[k] = _PAIRS[r]
+        buf[k + 1] = _PAIRS[r + 1]
+        v = q
+    if v >= np.uint64(10):
+        r = np.int64(v) * 2
+        buf[k - 2] = _PAIRS[r]
+        buf[k - 1] = _PAIRS[r + 1]
+    else:
+        buf[k - 1] = 48 + np.uint8(v)
     return pos + n
 
 

@@ -77,6 +77,7 @@ class Service:
         self.started_at = time.monotonic()
         self.metrics_port: int | None = None
         self.source_started = time.monotonic()
+        self.source_cpu0 = time.process_time()
         self._sig = {"term": False, "hup": False}
         self._wake_r: socket.socket | None = None
         self._healthy = True
@@ -201,6 +202,7 @@ class Service:
         src_cls = ReplaySource if self.replay else LiveSource
         settle_gc()  # before capture starts: the collection itself pauses every thread
         self.source_started = time.monotonic()
+        self.source_cpu0 = time.process_time()
         try:
             self.source = src_cls(cfg, self.tracking, self.dispatcher, self._emit_at_stop)
             if self.replay:
@@ -620,9 +622,10 @@ def run_service(cfg: Config, config_path: str | None = None, argv_overrides: arg
             status = 1
         s = svc.snapshot()
         el = time.monotonic() - t0
+        cpu = time.process_time() - svc.source_cpu0
         preds = ", ".join(f"{n} {m['predictions']}" for n, m in s["models"].items()) or "none"
         drops = sum(m["queue_dropped"] for m in s["models"].values())
         print(f"{s['connections']} connections processed ({s['packets']} packets, {src.passes} pass"
-              f"{'es' if src.passes != 1 else ''}, {el:.2f} s; predictions: {preds}; queue drops {drops})",
+              f"{'es' if src.passes != 1 else ''}, {el:.2f} s, {cpu:.2f} CPU s; predictions: {preds}; queue drops {drops})",
               file=sys.stdout, flush=True)
     return status
