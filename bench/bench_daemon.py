@@ -122,7 +122,8 @@ def run(mdir: Path, corpus: Path, sizes: list[int], *, rate: float = 0, alerts_o
         time.sleep(swap_after)
         point_current(mdir / "forest", "v2")
         swapped_at = time.monotonic()
-    stdout, _ = proc.communicate()
+    stdout = proc.stdout.read()  # (not communicate(): it would take stderr lines from the reader thread)
+    proc.wait()
     t.join(5)
     if proc.returncode != 0:
         sys.exit(f"malsensord failed:\n{''.join(log[-30:])}")
