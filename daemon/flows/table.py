@@ -425,17 +425,23 @@ def _sweep(table, index, perm, ctr, params, now, out, n_out) -> int:
         ctr[C_SWEEP_MIN] = NEVER
         ctr[C_SWEEPS] += 1
     soonest = ctr[C_SWEEP_MIN]
+    rows = table.reshape(table.shape[0] * N_COLS)
     while i < ctr[C_USED]:
         if n_out >= cap:
             ctr[C_SWEEP_CURSOR] = i
             ctr[C_SWEEP_MIN] = soonest
             return n_out
+        if i + PF_ROW < ctr[C_USED]:  # the rows a few positions ahead (their key/time and state lines)
+            ahead = np.int64(perm[i + PF_ROW]) * N_COLS
+            prefetch(rows, ahead + KEY)
+            prefetch(rows, ahead + STATE)
         slot = np.int64(perm[i])
-        reason = _expiry(table, params, slot, now)
-        if reason == 0:
-            soonest = min(soonest, _deadline(table, params, slot))
+        d = _deadline(table, params, slot)
+        if now < d:  # (the same test as _expiry(...) == 0)
+            soonest = min(soonest, d)
             i += 1
             continue
+        reason = _expiry(table, params, slot, now)
         if table[slot, S_PKTS] + table[slot, D_PKTS] > 0:
             n_out = _emit(table, slot, out, n_out, reason)
         if reason == END_ACTIVE:
