@@ -4,7 +4,8 @@ Runs, one after the other on the merged corpus (bench/corpus.py, file in page ca
   1. malsensor in-process (decode + tracking + 17 features), steady state after warm-up
   2. `malsensor extract CORPUS --semantics argus -o /dev/null` end to end (start-up included)
   3. `argus -X -J -S 3600 -r CORPUS -w OUT`
-and prints packets/s, CPU seconds and the ratios (each the best of --runs runs, by CPU time).
+and prints packets/s, CPU seconds and the ratios (each the best of --runs runs by CPU time; the
+in-process runs at least 5 times).
 
     .venv/bin/python bench/bench_extract.py [--repeat 10]
 """
@@ -65,7 +66,7 @@ def main() -> None:
     print(f"corpus {corpus} ({size / 1e6:,.0f} MB)")
     rows = []
     for sem in a.semantics.split(","):
-        runs = [in_process(corpus, sem) for _ in range(a.runs)]
+        runs = [in_process(corpus, sem) for _ in range(max(a.runs, 5))]  # ~0.3 s each: more runs, less noise
         pk, conns, wall, cpu = min(runs, key=lambda r: r[3])
         rows.append((f"malsensor in-process ({sem})", pk, wall, cpu, None))
     npk = rows[0][1]
