@@ -189,8 +189,8 @@ def test_eve_event_exact():
     assert ev2["proto"] == "UDP" and ev2["prediction"]["alert"] is False
     assert json.loads(eve_lines(pb, features=False).splitlines()[1]) == eve_event(pb, 1, features=False)
     # numbers are Python's own text for them; a selection of rows
-    assert '"probability":0.5,"topk":[["c2",0.5],["benign",0.25]]' in lines[0]
-    assert eve_lines(pb, select=np.array([False, True])) == lines[1] + "\n"
+    assert b'"probability":0.5,"topk":[["c2",0.5],["benign",0.25]]' in lines[0]
+    assert eve_lines(pb, select=np.array([False, True])) == lines[1] + b"\n"
     other = PredictionBatch("m\"2", "w", "early", ["x"], pb.records, pb.features, pb.probs[:, :1], np.array([0, 0]),
                             np.array([[0], [0]]), np.array([False, False]), pb.t_ns)
     assert [json.loads(x) for x in eve_lines(other).splitlines()] == [eve_event(other, j) for j in range(2)]
@@ -199,8 +199,11 @@ def test_eve_event_exact():
     pb.class_id[1] = 2
     ev2 = json.loads(eve_lines(pb).splitlines()[1])
     assert ev2["conn"]["dur"] is None and ev2["prediction"]["label"] == "unknown_2"
-    assert label_lines(pb) == '"c2"\n"unknown_2"\n'
-    assert label_lines(pb, select=np.array([False, True])) == '"unknown_2"\n'
+    assert label_lines(pb) == b'"c2"\n"unknown_2"\n'
+    assert label_lines(pb, select=np.array([False, True])) == b'"unknown_2"\n'
+    pb.class_id[1] = 7  # not even a column of the probabilities
+    pred = json.loads(eve_lines(pb).splitlines()[1])["prediction"]
+    assert (pred["label"], pred["class_id"], pred["probability"]) == ("unknown_7", 7, None)
 
 
 def test_flow_id_joins_snapshot_and_end_rows():

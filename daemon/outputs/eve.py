@@ -38,7 +38,7 @@ from numba import njit
 
 from ..flows import layout as L
 from ..views.conn import CONN_COLUMNS
-from .jsontext import (FLOAT_MAX, INT_MAX, IP_MAX, MAC_MAX, TIME_MAX, TextTable, ascii_text, put_float, put_int, put_ip,
+from .jsontext import (FLOAT_MAX, INT_MAX, IP_MAX, MAC_MAX, TIME_MAX, TextTable, put_float, put_int, put_ip,
                        put_mac, put_text, put_time, scratch)
 from .rows import end_reason_name, format_ip, format_mac
 
@@ -71,20 +71,35 @@ class PredictionBatch:
         return self.labels[cid] if 0 <= cid < len(self.labels) else f"unknown_{cid}"
 
 
+_FLOW_ID_COLS = (L.SRC_HI, L.SRC_LO, L.DST_HI, L.DST_LO, L.KEY, L.FIRST_TS)
+
+
+@njit(cache=True, nogil=True)
+def flow_id(r: np.ndarray) -> int:
+    """A record's stable 52-bit id (splitmix64 over the key columns and the first packet time)."""
+    h = np.uint64(0x9E3779B97F4A7C15)
+    for c in _FLOW_ID_COLS:
+        h ^= np.uint64(r[c])
+        h += np.uint64(0x9E3779B97F4A7C15)
+        h ^= h >> np.uint64(30)
+        h *= np.uint64(0xBF58476D1CE4E5B9)
+        h ^= h >> np.uint64(27)
+        h *= np.uint64(0x94D049BB133111EB)
+        h ^= h >> np.uint64(31)
+    return np.int64(h & np.uint64(MASK52))
+
+
+@njit(cache=True, nogil=True)
+def _flow_ids(records: np.ndarray, out: np.ndarray) -> None:
+    for i in range(records.shape[0]):
+        out[i] = flow_id(records[i])
+
+
 def flow_ids(records: np.ndarray) -> np.ndarray:
-    """Stable 52-bit ids (splitmix64 over the key columns and the first packet time)."""
-    cols = (L.SRC_HI, L.SRC_LO, L.DST_HI, L.DST_LO, L.KEY, L.FIRST_TS)
-    h = np.full(records.shape[0], 0x9E3779B97F4A7C15, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        for c in cols:
-            h ^= records[:, c].astype(np.uint64)
-            h += np.uint64(0x9E3779B97F4A7C15)
-            h ^= h >> np.uint64(30)
-            h *= np.uint64(0xBF58476D1CE4E5B9)
-            h ^= h >> np.uint64(27)
-            h *= np.uint64(0x94D049BB133111EB)
-            h ^= h >> np.uint64(31)
-    return (h & np.uint64(MASK52)).astype(np.int64)
+    """:func:`flow_id` of every record."""
+    out = np.empty(records.shape[0], dtype=np.int64)
+    _flow_ids(np.ascontiguousarray(records, dtype=np.int64), out)
+    return out
 
 
 class _Timestamps:
@@ -162,8 +177,27 @@ def _eve_text(model: str, version: str, trigger: str) -> TextTable:
     return TextTable.of(_EVE_HEAD + [pred, *_EVE_TAIL, flow, *_EVE_FLOW, *_EVE_CONN])
 
 
+_UNKNOWN = np.frombuffer(b'"unknown_', dtype=np.uint8).copy()
+
+
 @njit(cache=True, nogil=True)
-def _eve_kernel(rows, rec, ftr, fid, probs, cls, topk, alert, features, text, text_off, labels, labels_off,
+def _put_label(buf, pos, labels, labels_off, c) -> int:
+    """The JSON text of class ``c``'s label; ``"unknown_<c>"`` for a class the table lacks."""
+    if 0 <= c < labels_off.shape[0] - 1:
+        return put_text(buf, pos, labels, labels_off, c)
+    buf[pos:pos + _UNKNOWN.shape[0]] = _UNKNOWN
+    pos = put_int(buf, pos + _UNKNOWN.shape[0], c)
+    buf[pos] = 34  # '"'
+    return pos + 1
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _prob(probs, j, c) -> float:
+    return probs[j, c] if 0 <= c < probs.shape[1] else np.nan  # (null: no such column)
+
+
+@njit(cache=True, nogil=True)
+def _eve_kernel(rows, rec, ftr, probs, cls, topk, alert, features, text, text_off, labels, labels_off,
                 protos, protos_off, reasons, reasons_off, buf) -> int:
     pos = 0
     for j in rows:
@@ -172,7 +206,7 @@ def _eve_kernel(rows, rec, ftr, fid, probs, cls, topk, alert, features, text, te
         pos = put_text(buf, pos, text, text_off, 0)
         pos = put_time(buf, pos, r[L.LAST_TS])
         pos = put_text(buf, pos, text, text_off, 1)
-        pos = put_int(buf, pos, fid[j])
+        pos = put_int(buf, pos, flow_id(r))
         pos = put_text(buf, pos, text, text_off, 2)
         pos = put_ip(buf, pos, r[L.SRC_HI], r[L.SRC_LO])
         pos = put_text(buf, pos, text, text_off, 3)
@@ -189,20 +223,20 @@ def _eve_kernel(rows, rec, ftr, fid, probs, cls, topk, alert, features, text, te
         pos = put_mac(buf, pos, r[L.DST_MAC])
         c = cls[j]
         pos = put_text(buf, pos, text, text_off, _T_PRED)
-        pos = put_text(buf, pos, labels, labels_off, c)
+        pos = _put_label(buf, pos, labels, labels_off, c)
         pos = put_text(buf, pos, text, text_off, _T_CLASS)
         pos = put_int(buf, pos, c)
         pos = put_text(buf, pos, text, text_off, _T_PROB)
-        pos = put_float(buf, pos, probs[j, c])
+        pos = put_float(buf, pos, _prob(probs, j, c))
         pos = put_text(buf, pos, text, text_off, _T_TOPK)
         for k in range(topk.shape[1]):
             if k:
                 pos = put_text(buf, pos, text, text_off, _T_COMMA)
             t = topk[j, k]
             pos = put_text(buf, pos, text, text_off, _T_ITEM)
-            pos = put_text(buf, pos, labels, labels_off, t)
+            pos = _put_label(buf, pos, labels, labels_off, t)
             pos = put_text(buf, pos, text, text_off, _T_COMMA)
-            pos = put_float(buf, pos, probs[j, t])
+            pos = put_float(buf, pos, _prob(probs, j, t))
             pos = put_text(buf, pos, text, text_off, _T_ITEM_END)
         pos = put_text(buf, pos, text, text_off, _T_ALERT)
         pos = put_text(buf, pos, text, text_off, _T_TRUE if alert[j] else _T_FALSE)
@@ -231,35 +265,35 @@ def _eve_kernel(rows, rec, ftr, fid, probs, cls, topk, alert, features, text, te
     return pos
 
 
-def eve_lines(pb: PredictionBatch, *, features: bool = True, select: np.ndarray | None = None) -> str:
-    """EVE lines (with the final newline) for the rows of ``pb`` (or the rows in ``select``).
+def eve_lines(pb: PredictionBatch, *, features: bool = True, select: np.ndarray | None = None) -> bytes:
+    """EVE lines (UTF-8, with the final newline) for the rows of ``pb`` (or the rows in ``select``).
 
     Equal, once parsed, to :func:`eve_event` for each row (non-finite features are ``null``);
     every value of the batch is formatted by one numba kernel (about 1-2 µs per event)."""
     rows = np.arange(pb.n, dtype=np.int64) if select is None else np.flatnonzero(select).astype(np.int64)
     if rows.size == 0:
-        return ""
+        return b""
     text = _eve_text(pb.model, pb.version, pb.trigger)
-    n_labels = max(pb.probs.shape[1], int(pb.class_id.max()) + 1, int(pb.topk.max()) + 1 if pb.topk.size else 0)
+    n_labels = pb.probs.shape[1]  # class ids come from the probabilities' columns (checked by the kernel)
     labels = TextTable.of([json.dumps(pb.label_of(c)) for c in range(n_labels)])
     k = pb.topk.shape[1] if pb.topk.ndim == 2 else 0
     per_event = (int(text.off[-1]) + (k + 1) * (labels.longest + FLOAT_MAX + 8) + 20 * FLOAT_MAX + 3 * TIME_MAX
                  + 2 * IP_MAX + 2 * MAC_MAX + 8 * INT_MAX + _PROTOS.longest + _REASONS.longest)
     buf = scratch(rows.size * per_event)
     end = _eve_kernel(rows, np.ascontiguousarray(pb.records, dtype=np.int64),
-                      np.ascontiguousarray(pb.features, dtype=np.float64), flow_ids(pb.records),
+                      np.ascontiguousarray(pb.features, dtype=np.float64),
                       np.ascontiguousarray(pb.probs, dtype=np.float64), np.asarray(pb.class_id, dtype=np.int64),
                       np.ascontiguousarray(pb.topk, dtype=np.int64).reshape(pb.n, k), np.asarray(pb.alert, dtype=np.bool_),
                       features, text.blob, text.off, labels.blob, labels.off, _PROTOS.blob, _PROTOS.off,
                       _REASONS.blob, _REASONS.off, buf)
-    return ascii_text(buf, end)
+    return bytes(memoryview(buf)[:end])
 
 
-def label_lines(pb: PredictionBatch, select: np.ndarray | None = None) -> str:
-    """One JSON string per row: the predicted label."""
+def label_lines(pb: PredictionBatch, select: np.ndarray | None = None) -> bytes:
+    """One JSON string per row: the predicted label (UTF-8 lines)."""
     cls = pb.class_id if select is None else pb.class_id[select]
     if cls.size == 0:
-        return ""
+        return b""
     cache: dict[int, str] = {}
     out = []
     for c in cls.tolist():
@@ -267,7 +301,7 @@ def label_lines(pb: PredictionBatch, select: np.ndarray | None = None) -> str:
         if s is None:
             s = cache[c] = json.dumps(pb.label_of(c))
         out.append(s)
-    return "\n".join(out) + "\n"
+    return ("\n".join(out) + "\n").encode()
 
 
 class EventFile:
@@ -313,15 +347,15 @@ class EventFile:
                 pass
             self.fd = None
 
-    def write(self, text: str, n_lines: int) -> bool:
-        """Append whole lines. On failure nothing of this call stays in the file."""
+    def write(self, text: str | bytes, n_lines: int) -> bool:
+        """Append whole lines (str, or UTF-8 bytes). On failure nothing of this call stays in the file."""
         if not text:
             return True
         if self.fd is None:
             if time.monotonic() < self._next_open or not self.open():
                 self.lost_lines += n_lines
                 return False
-        data = text.encode("utf-8")
+        data = text if isinstance(text, bytes) else text.encode("utf-8")
         fd = self.fd
         assert fd is not None
         try:
