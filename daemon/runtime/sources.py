@@ -136,10 +136,11 @@ class ReplaySource:
                     if self.stop_event.is_set():
                         break
                 try:
-                    chunk = PACED_CHUNK if self.rate else 8 << 20
+                    chunk = PACED_CHUNK if self.rate else 2 << 20
                     t0 = time.monotonic()
                     n0 = c.dispatcher.connections
-                    for batch in read_capture(self.path, chunk_bytes=chunk):
+                    # (reuse: the pipeline is done with a batch before it asks for the next)
+                    for batch in read_capture(self.path, chunk_bytes=chunk, reuse_buffers=True):
                         c.consume(batch)
                         if self.stop_event.is_set():
                             break
