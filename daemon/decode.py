@@ -44,6 +44,7 @@ import numpy as np
 from numba import njit
 
 from malsensor.daemon.capture.batch import NO_VLAN, PacketBatch
+from malsensor.daemon.intrinsics import load_be16, load_be32, load_be64
 
 __all__ = [
     "Decoded", "decode_batch", "status_counts", "malformed_count", "MALFORMED_REASONS", "STATUS_NAMES",
@@ -162,22 +163,22 @@ assert tuple(_FIELD_DTYPES) == tuple(f.name for f in fields(Decoded) if not f.na
 # ---------------------------------------------------------------- the kernel
 @njit(cache=True, nogil=True, inline="always")
 def _u16(buf, q):
-    return (np.int64(buf[q]) << 8) | np.int64(buf[q + 1])
+    return load_be16(buf, q)
 
 
 @njit(cache=True, nogil=True, inline="always")
 def _u32(buf, q):
-    return (_u16(buf, q) << 16) | _u16(buf, q + 2)
+    return load_be32(buf, q)
 
 
 @njit(cache=True, nogil=True, inline="always")
 def _u48(buf, q):
-    return (_u16(buf, q) << 32) | _u32(buf, q + 2)
+    return (load_be16(buf, q) << 32) | load_be32(buf, q + 2)
 
 
 @njit(cache=True, nogil=True, inline="always")
 def _u64(buf, q):
-    return (np.uint64(_u32(buf, q)) << np.uint64(32)) | np.uint64(_u32(buf, q + 4))
+    return load_be64(buf, q)
 
 
 @njit(cache=True, nogil=True, inline="always")

@@ -43,6 +43,7 @@ from typing import BinaryIO, Iterator
 import numba as nb
 import numpy as np
 
+from ..intrinsics import load_be16, load_be32, load_le16, load_le32
 from .batch import NO_VLAN, SUPPORTED_LINKTYPES, PacketBatch
 
 log = logging.getLogger("malsensor.capture")
@@ -127,20 +128,14 @@ class ReaderStats:
 # ---------------------------------------------------------------------------- kernels
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, inline="always")
 def _u32(buf: np.ndarray, p: int, be: bool) -> int:
-    if be:
-        return ((np.int64(buf[p]) << 24) | (np.int64(buf[p + 1]) << 16)
-                | (np.int64(buf[p + 2]) << 8) | np.int64(buf[p + 3]))
-    return ((np.int64(buf[p + 3]) << 24) | (np.int64(buf[p + 2]) << 16)
-            | (np.int64(buf[p + 1]) << 8) | np.int64(buf[p]))
+    return load_be32(buf, p) if be else load_le32(buf, p)
 
 
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, inline="always")
 def _u16(buf: np.ndarray, p: int, be: bool) -> int:
-    if be:
-        return (np.int64(buf[p]) << 8) | np.int64(buf[p + 1])
-    return (np.int64(buf[p + 1]) << 8) | np.int64(buf[p])
+    return load_be16(buf, p) if be else load_le16(buf, p)
 
 
 @nb.njit(cache=True, nogil=True)

@@ -24,7 +24,7 @@ import numpy as np
 from numba import njit
 
 from ..decode import STATUS_OK, Decoded
-from ..prefetch import prefetch
+from ..intrinsics import prefetch
 from .config import NS, TrackerConfig
 from .layout import (
     ACK_TS, D_FIRST_TS, D_IP_BYTES, D_LAST_TS, D_PKTS, D_TTL_SUM, D_WIRE_BYTES, DST_HI, DST_LO,

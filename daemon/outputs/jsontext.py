@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-from llvmlite import ir
-from numba import njit, types
-from numba.extending import intrinsic
+from numba import njit
+
+from ..intrinsics import f64_bits
 
 FLOAT_MAX = 24      # "-2.2250738585072014e-308" is the longest repr
 INT_MAX = 20        # "-9223372036854775808"
@@ -125,18 +125,6 @@ def put_int(buf, pos, v) -> int:
 
 
 # ---------------------------------------------------------------- shortest float digits (Ryu)
-@intrinsic
-def _bits(typingctx, x):
-    """The IEEE-754 bits of a float64 as uint64 (a register move, no memory)."""
-    if not isinstance(x, types.Float) or x.bitwidth != 64:
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.IntType(64))
-
-    return types.uint64(x), codegen
-
-
 _POW5_BITS = 125
 
 
@@ -207,7 +195,7 @@ def _pow5_factor(v) -> int:
 def shortest_digits(x: float):
     """(digits, exponent) with ``digits * 10**exponent`` the shortest decimal that reads back as
     ``|x|`` (ties to even); ``x`` finite and non-zero."""
-    bits = _bits(np.float64(x))
+    bits = f64_bits(np.float64(x))
     ieee_m = bits & ((_U1 << np.uint64(52)) - _U1)
     ieee_e = np.int64((bits >> np.uint64(52)) & np.uint64(0x7FF))
     if ieee_e == 0:
@@ -305,7 +293,7 @@ def put_float(buf, pos, x) -> int:
         buf[pos + 2] = 108
         buf[pos + 3] = 108
         return pos + 4
-    bits = _bits(x)
+    bits = f64_bits(x)
     if bits >> np.uint64(63):
         buf[pos] = 45
         pos += 1
