@@ -522,27 +522,51 @@ def _truncated(stream: _Stream, st: ReaderStats, what: str) -> None:
 
 
 class _Scratch:
-    """Per-packet output arrays sized for the current buffer, reused across chunks."""
+    """Per-packet output arrays sized for the current buffer, reused across chunks.
 
-    def __init__(self) -> None:
+    ``reuse``: batches hand out views of two alternating sets of arrays (the same lifetime as
+    the stream's alternating buffers) instead of copies."""
+
+    def __init__(self, reuse: bool = False) -> None:
+        self.reuse = reuse
         self.size = -1
+        self._sets: list[tuple] = []
+        self._turn = 0
+        self._fill: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
 
     def fit(self, buf_len: int) -> None:
         size = buf_len // 16 + 1  # every packet record takes at least 16 bytes
         if size > self.size:
             self.size = size
-            self.off = np.empty(size, dtype=np.int64)
-            self.cap = np.empty(size, dtype=np.int32)
-            self.wire = np.empty(size, dtype=np.int32)
-            self.ts = np.empty(size, dtype=np.int64)
-            self.lt = np.empty(size, dtype=np.int32)
+            self._sets = [tuple(np.empty(size, dtype=dt) for dt in (np.int64, np.int32, np.int32, np.int64, np.int32))
+                          for _ in range(2 if self.reuse else 1)]
+            self._fill = {}
+        if self.reuse:
+            self._turn ^= 1
+        self.off, self.cap, self.wire, self.ts, self.lt = self._sets[self._turn % len(self._sets)]
 
     def batch(self, buf: np.ndarray, n: int, linktype: int | None) -> PacketBatch:
-        lt = (np.full(n, linktype, dtype=np.int32) if linktype is not None
-              else self.lt[:n].copy())
-        return PacketBatch(buf=buf, offset=self.off[:n].copy(), caplen=self.cap[:n].copy(),
-                           wirelen=self.wire[:n].copy(), ts_ns=self.ts[:n].copy(), linktype=lt,
-                           vlan=np.full(n, NO_VLAN, dtype=np.int32))
+        if not self.reuse:
+            lt = (np.full(n, linktype, dtype=np.int32) if linktype is not None
+                  else self.lt[:n].copy())
+            return PacketBatch(buf=buf, offset=self.off[:n].copy(), caplen=self.cap[:n].copy(),
+                               wirelen=self.wire[:n].copy(), ts_ns=self.ts[:n].copy(), linktype=lt,
+                               vlan=np.full(n, NO_VLAN, dtype=np.int32))
+        lt_fill, vlan = self._constant(linktype if linktype is not None else -1)
+        return PacketBatch(buf=buf, offset=self.off[:n], caplen=self.cap[:n], wirelen=self.wire[:n],
+                           ts_ns=self.ts[:n], linktype=lt_fill[:n] if linktype is not None else self.lt[:n],
+                           vlan=vlan[:n])
+
+    def _constant(self, linktype: int) -> tuple[np.ndarray, np.ndarray]:
+        """Read-only arrays of the link type and of NO_VLAN, as long as the scratch arrays."""
+        key = (linktype, self.size)
+        got = self._fill.get(key)
+        if got is None:
+            lt = np.full(self.size, linktype, dtype=np.int32)
+            vlan = np.full(self.size, NO_VLAN, dtype=np.int32)
+            lt.flags.writeable = vlan.flags.writeable = False
+            got = self._fill[key] = (lt, vlan)
+        return got
 
 
 def _read_pcap(stream: _Stream, st: ReaderStats, be: bool, nsec: bool) -> Iterator[PacketBatch]:
@@ -568,9 +592,9 @@ def _read_pcap(stream: _Stream, st: ReaderStats, be: bool, nsec: bool) -> Iterat
     stream.start += 24
     st.bytes = stream.offset
     frac_mult = 1 if nsec else 1000
-    scratch = _Scratch()
+    scratch = _Scratch(stream.reuse)
     while True:
-        scratch.fit(stream.end)
+        scratch.fit(stream.end - stream.start)
         n, pos, status, aux, aux2, raised = _walk_pcap(
             stream.buf, stream.start, stream.end, be, frac_mult,
             scratch.off, scratch.cap, scratch.wire, scratch.ts)
@@ -660,7 +684,7 @@ def _read_pcapng(stream: _Stream, st: ReaderStats) -> Iterator[PacketBatch]:
     e = "<"
     ifs = _Interfaces()
     state = np.zeros(3, dtype=np.int64)
-    scratch = _Scratch()
+    scratch = _Scratch(stream.reuse)
     in_section = False
     seen_unknown: set[int] = set()
 
@@ -705,7 +729,7 @@ def _read_pcapng(stream: _Stream, st: ReaderStats) -> Iterator[PacketBatch]:
             stream.start += blen
             st.bytes = stream.offset
             continue
-        scratch.fit(stream.end)
+        scratch.fit(stream.end - stream.start)
         n, pos, status, aux, aux2, _ = _walk_pcapng(
             stream.buf, stream.start, stream.end, be, ifs.n, ifs.lt, ifs.ok, ifs.snap, ifs.mode,
             ifs.k, ifs.factor, ifs.off_ns, ifs.used, state,
