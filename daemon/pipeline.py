@@ -99,20 +99,27 @@ class ConnPipeline:
         self.counters = PipelineCounters()
         self._decoded = None
         self.emit_rows = emit_rows
-        self._held: list[np.ndarray] = []
+        self._held: np.ndarray | None = None  # rows waiting for emit_rows (copied in once)
         self._held_rows = 0
 
     def _hold(self, records: np.ndarray, force: bool = False) -> ConnBatch | None:
-        """Features for held + new records once ``emit_rows`` are ready (or when forced)."""
+        """Features for held + new records once ``emit_rows`` are ready (or when forced).
+        With ``emit_rows``, ``records`` may be a view of the tracker's buffer: it is copied in."""
         if self.emit_rows <= 0:
             return self._finish(records)
-        if records.shape[0]:
-            self._held.append(records)
-            self._held_rows += records.shape[0]
+        n = records.shape[0]
+        if n:
+            if self._held is None or self._held_rows + n > self._held.shape[0]:
+                grown = np.empty((max(self.emit_rows, self._held_rows + n), L.N_COLS), dtype=np.int64)
+                if self._held_rows:
+                    grown[:self._held_rows] = self._held[:self._held_rows]
+                self._held = grown
+            self._held[self._held_rows:self._held_rows + n] = records
+            self._held_rows += n
         if self._held_rows == 0 or (self._held_rows < self.emit_rows and not force):
             return None
-        held = self._held[0] if len(self._held) == 1 else np.concatenate(self._held)
-        self._held, self._held_rows = [], 0
+        held = self._held[:self._held_rows]
+        self._held, self._held_rows = None, 0  # the batch keeps the array; the next rows get a new one
         return self._finish(held)
 
     def _finish(self, records: np.ndarray) -> ConnBatch | None:
@@ -139,7 +146,7 @@ class ConnPipeline:
         c.batches += 1
         c.wire_bytes += int(batch.wirelen.sum(dtype=np.int64))
         c.status += np.bincount(d.status[: batch.n], minlength=256)
-        for records in self.tracker.update(batch.ts_ns, batch.wirelen, d):
+        for records in self.tracker.update(batch.ts_ns, batch.wirelen, d, copy=self.emit_rows <= 0):
             cb = self._hold(records)
             if cb is not None:
                 yield cb

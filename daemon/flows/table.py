@@ -829,9 +829,10 @@ class FlowTracker:
         self.snaps = np.asarray(cfg.snapshot_packets, dtype=np.int64)
         self.out = np.empty((max(out_rows, 4 * MAX_EMIT_PER_PACKET), N_COLS), dtype=np.int64)
 
-    def update(self, ts_ns: np.ndarray, wirelen: np.ndarray, d: Decoded) -> Iterator[np.ndarray]:
+    def update(self, ts_ns: np.ndarray, wirelen: np.ndarray, d: Decoded, copy: bool = True) -> Iterator[np.ndarray]:
         """Account a decoded batch (its capture times and wire lengths alongside);
-        yield emitted records (copies) as they fill up."""
+        yield emitted records as they fill up: copies, or with ``copy=False`` views of the
+        output buffer that stay valid until the next record set is requested."""
         n = int(ts_ns.shape[0])
         p = 0
         while p < n:
@@ -841,7 +842,7 @@ class FlowTracker:
                 d.sport, d.dport, d.ip_len, wirelen, d.seq, d.ack, d.src_mac, d.dst_mac,
                 d.ip_version, d.q_src_lo, d.q_dst_lo, d.q_sport, d.q_dport, d.q_proto, d.payload_len, self.out)
             if k:
-                yield self.out[:k].copy()
+                yield self.out[:k].copy() if copy else self.out[:k]
 
     def expire(self, now_ns: int) -> Iterator[np.ndarray]:
         """Run a timeout sweep at ``now_ns`` (for live capture when traffic pauses)."""
