@@ -60,15 +60,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _open_output(path: str) -> IO[str]:
+def _open_output(path: str) -> IO[bytes]:
+    """Rows are written as bytes (the formatter makes UTF-8 directly)."""
     if path == "-":
-        return sys.stdout
-    return open(path, "w", encoding="utf-8", newline="")
+        sys.stdout.flush()
+        return sys.stdout.buffer
+    return open(path, "wb")
 
 
-def _close_output(out: IO[str]) -> None:
+def _close_output(out: IO[bytes]) -> None:
     """Flush (standard output) or close (a file); a full disk shows here at the latest."""
-    if out is sys.stdout:
+    if out is sys.stdout.buffer:
         out.flush()
     elif not out.closed:
         try:

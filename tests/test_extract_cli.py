@@ -152,14 +152,14 @@ def test_every_shared_capture_extracts_cleanly(tmp_path, semantics):
 def test_fast_jsonl_text_equals_the_dict_rows():
     import numpy as np
 
-    from malsensor.daemon.outputs.rows import conn_rows, jsonl_text
+    from malsensor.daemon.outputs.rows import conn_rows, jsonl_bytes
     from malsensor.daemon.pipeline import extract_file
 
     cap = require_data(PCAPS / "ndpi_1kxun.pcap")
     cbs = list(extract_file(cap))
     rec = np.concatenate([cb.records for cb in cbs])
     fts = np.concatenate([cb.features for cb in cbs])
-    text = jsonl_text(rec, fts)
+    text = jsonl_bytes(rec, fts).decode()
     assert text.endswith("\n")
     lines = text.splitlines()
     rows = list(conn_rows(rec, fts))

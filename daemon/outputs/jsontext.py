@@ -72,11 +72,6 @@ def scratch(nbytes: int) -> np.ndarray:
     return buf
 
 
-def ascii_text(buf: np.ndarray, end: int) -> str:
-    """``buf[:end]`` as a str (one copy)."""
-    return str(memoryview(buf)[:end], "ascii")
-
-
 @njit(cache=True, nogil=True, inline="always")
 def put_text(buf, pos, blob, off, i) -> int:
     """Entry ``i`` of a :class:`TextTable` (passed as its two arrays)."""

@@ -7,6 +7,7 @@ the 17 values again by name.
 from __future__ import annotations
 
 import csv
+import io
 import ipaddress
 from typing import IO, Iterator
 
@@ -15,7 +16,7 @@ from numba import njit
 
 from ..flows import layout as L
 from ..views.conn import CONN_COLUMNS
-from .jsontext import (FLOAT_MAX, INT_MAX, IP_MAX, MAC_MAX, TextTable, ascii_text, put_float, put_int, put_ip, put_mac,
+from .jsontext import (FLOAT_MAX, INT_MAX, IP_MAX, MAC_MAX, TextTable, put_float, put_int, put_ip, put_mac,
                        put_text, scratch)
 
 ROW_KEYS = ("ts", "src_ip", "src_port", "dest_ip", "dest_port", "proto", "src_mac", "dest_mac", "end_reason")
@@ -126,43 +127,45 @@ def _jsonl_kernel(rec, ftr, named, text, text_off, reasons, reasons_off, buf) ->
 _NAMED_IDX = np.array(_NAMED, dtype=np.int64)
 
 
-def jsonl_text(records: np.ndarray, features: np.ndarray) -> str:
-    """The rows of :func:`conn_rows` as JSON lines (each ending in a newline), equal to them once
-    parsed (non-finite values are ``null``), formatted by one numba kernel for the whole batch."""
+def jsonl_bytes(records: np.ndarray, features: np.ndarray) -> bytes:
+    """The rows of :func:`conn_rows` as JSON lines (UTF-8, each ending in a newline), equal to
+    them once parsed (non-finite values are ``null``), formatted by one numba kernel for the batch."""
     n = records.shape[0]
     if n == 0:
-        return ""
+        return b""
     buf = scratch(n * _ROW_MAX)
     end = _jsonl_kernel(np.ascontiguousarray(records, dtype=np.int64), np.ascontiguousarray(features, dtype=np.float64),
                         _NAMED_IDX, _ROW_TEXT.blob, _ROW_TEXT.off, _REASONS.blob, _REASONS.off, buf)
-    return ascii_text(buf, end)
+    return bytes(memoryview(buf)[:end])
 
 
 class RowWriter:
-    """Writes rows as JSONL (one object per line) or CSV (header + named columns)."""
+    """Writes rows to a binary stream as JSONL (one object per line) or CSV (header + named columns)."""
 
     FORMATS = ("jsonl", "csv")
 
-    def __init__(self, stream: IO[str], fmt: str = "jsonl") -> None:
+    def __init__(self, stream: IO[bytes], fmt: str = "jsonl") -> None:
         if fmt not in self.FORMATS:
             raise ValueError(f"unknown format {fmt!r} (allowed: {', '.join(self.FORMATS)})")
         self.stream = stream
         self.fmt = fmt
         self.count = 0
-        self._csv = None
         if fmt == "csv":
-            self._csv = csv.writer(stream, lineterminator="\n")
-            self._csv.writerow((*ROW_KEYS, *CONN_COLUMNS))
+            self._write_csv([(*ROW_KEYS, *CONN_COLUMNS)])
+
+    def _write_csv(self, rows) -> None:
+        text = io.StringIO()
+        csv.writer(text, lineterminator="\n").writerows(rows)
+        self.stream.write(text.getvalue().encode("utf-8"))
 
     def write_batch(self, records: np.ndarray, features: np.ndarray) -> int:
-        n = 0
-        if self._csv is not None:
-            for r in conn_rows(records, features):
-                self._csv.writerow([r[k] for k in ROW_KEYS] + [repr(v) for v in r["fts"]])
-                n += 1
+        n = records.shape[0]
+        if n == 0:
+            return 0
+        if self.fmt == "csv":
+            self._write_csv([r[k] for k in ROW_KEYS] + [repr(v) for v in r["fts"]]
+                            for r in conn_rows(records, features))
         else:
-            n = records.shape[0]
-            if n:
-                self.stream.write(jsonl_text(records, features))
+            self.stream.write(jsonl_bytes(records, features))
         self.count += n
         return n
