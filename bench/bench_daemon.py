@@ -116,12 +116,10 @@ def run(mdir: Path, corpus: Path, sizes: list[int], *, rate: float = 0, alerts_o
 
     t = threading.Thread(target=read_err, daemon=True)
     t.start()
-    swapped_at = None
     if swap_after is not None:
         ready.wait(300)
         time.sleep(swap_after)
         point_current(mdir / "forest", "v2")
-        swapped_at = time.monotonic()
     stdout = proc.stdout.read()  # (not communicate(): it would take stderr lines from the reader thread)
     proc.wait()
     t.join(5)

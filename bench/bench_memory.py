@@ -56,7 +56,6 @@ def main() -> None:
     pipe = ConnPipeline(TrackerConfig(max_flows=a.max_flows, udp_idle_timeout=3600))
     table_mb = (pipe.tracker.table.nbytes + pipe.tracker.index.nbytes + pipe.tracker.perm.nbytes) / 2**20
     peak = emitted = 0
-    evicted_rows = 0
     t0 = time.perf_counter()
     chunk = 65_536
     for first in range(0, a.flows, chunk):

@@ -38,9 +38,9 @@ from numba import njit
 
 from ..flows import layout as L
 from ..views.conn import CONN_COLUMNS
-from .jsontext import (FLOAT_MAX, INT_MAX, IP_MAX, MAC_MAX, TIME_MAX, TextTable, put_float, put_int, put_ip,
+from .jsontext import (FLOAT_MAX, INT_MAX, IP_MAX, MAC_MAX, TIME_MAX, TextTable, put_float, put_int,
                        put_mac, put_text, put_time, scratch)
-from .rows import end_reason_name, format_ip, format_mac
+from .rows import end_reason_name, format_ip, format_mac, put_endpoints
 
 PROTO_NAMES = {1: "ICMP", 2: "IGMP", 6: "TCP", 17: "UDP", 47: "GRE", 50: "ESP", 51: "AH", 58: "IPv6-ICMP",
                132: "SCTP"}
@@ -207,14 +207,7 @@ def _eve_kernel(rows, rec, ftr, probs, cls, topk, alert, features, text, text_of
         pos = put_time(buf, pos, r[L.LAST_TS])
         pos = put_text(buf, pos, text, text_off, 1)
         pos = put_int(buf, pos, flow_id(r))
-        pos = put_text(buf, pos, text, text_off, 2)
-        pos = put_ip(buf, pos, r[L.SRC_HI], r[L.SRC_LO])
-        pos = put_text(buf, pos, text, text_off, 3)
-        pos = put_int(buf, pos, (key >> 16) & 0xFFFF)
-        pos = put_text(buf, pos, text, text_off, 4)
-        pos = put_ip(buf, pos, r[L.DST_HI], r[L.DST_LO])
-        pos = put_text(buf, pos, text, text_off, 5)
-        pos = put_int(buf, pos, key & 0xFFFF)
+        pos = put_endpoints(buf, pos, r, text, text_off, 2)
         pos = put_text(buf, pos, text, text_off, 6)
         pos = put_text(buf, pos, protos, protos_off, (key >> 32) & 0xFF)
         pos = put_text(buf, pos, text, text_off, 7)

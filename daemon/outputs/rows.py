@@ -86,6 +86,21 @@ _REASONS = TextTable.of([end_reason_name(e) for e in range(256)])
 _ROW_MAX = _ROW_TEXT.off[-1] + _REASONS.longest + 2 * IP_MAX + 2 * MAC_MAX + 4 * INT_MAX + 35 * FLOAT_MAX
 
 
+@njit(cache=True, nogil=True, inline="always")
+def put_endpoints(buf, pos, r, text, text_off, k) -> int:
+    """Source address and port, then destination address and port of record ``r``, each after
+    the fixed text ``k``, ``k + 1``, ``k + 2``, ``k + 3`` of a :class:`TextTable`."""
+    key = r[L.KEY]
+    pos = put_text(buf, pos, text, text_off, k)
+    pos = put_ip(buf, pos, r[L.SRC_HI], r[L.SRC_LO])
+    pos = put_text(buf, pos, text, text_off, k + 1)
+    pos = put_int(buf, pos, (key >> 16) & 0xFFFF)
+    pos = put_text(buf, pos, text, text_off, k + 2)
+    pos = put_ip(buf, pos, r[L.DST_HI], r[L.DST_LO])
+    pos = put_text(buf, pos, text, text_off, k + 3)
+    return put_int(buf, pos, key & 0xFFFF)
+
+
 @njit(cache=True, nogil=True)
 def _jsonl_kernel(rec, ftr, named, text, text_off, reasons, reasons_off, buf) -> int:
     pos = 0
@@ -95,14 +110,7 @@ def _jsonl_kernel(rec, ftr, named, text, text_off, reasons, reasons_off, buf) ->
         key = r[L.KEY]
         pos = put_text(buf, pos, text, text_off, 0)
         pos = put_float(buf, pos, r[L.FIRST_TS] / 1e9)
-        pos = put_text(buf, pos, text, text_off, 1)
-        pos = put_ip(buf, pos, r[L.SRC_HI], r[L.SRC_LO])
-        pos = put_text(buf, pos, text, text_off, 2)
-        pos = put_int(buf, pos, (key >> 16) & 0xFFFF)
-        pos = put_text(buf, pos, text, text_off, 3)
-        pos = put_ip(buf, pos, r[L.DST_HI], r[L.DST_LO])
-        pos = put_text(buf, pos, text, text_off, 4)
-        pos = put_int(buf, pos, key & 0xFFFF)
+        pos = put_endpoints(buf, pos, r, text, text_off, 1)
         pos = put_text(buf, pos, text, text_off, 5)
         pos = put_int(buf, pos, (key >> 32) & 0xFF)
         pos = put_text(buf, pos, text, text_off, 6)
