@@ -186,6 +186,13 @@ def _pow5_factor(v) -> int:
     return n
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _drop_digit(vr, vp, vm):
+    """The three bounds without their last decimal digit, and the digit dropped from ``vr``."""
+    ten = np.uint64(10)
+    return vr // ten, vp // ten, vm // ten, vr % ten
+
+
 @njit(cache=True, nogil=True)
 def shortest_digits(x: float):
     """(digits, exponent) with ``digits * 10**exponent`` the shortest decimal that reads back as
@@ -243,18 +250,12 @@ def shortest_digits(x: float):
         while vp // ten > vm // ten:
             vm_tz = vm_tz and vm % ten == _U0
             vr_tz = vr_tz and last == _U0
-            last = vr % ten
-            vr //= ten
-            vp //= ten
-            vm //= ten
+            vr, vp, vm, last = _drop_digit(vr, vp, vm)
             removed += 1
         if vm_tz:
             while vm % ten == _U0:
                 vr_tz = vr_tz and last == _U0
-                last = vr % ten
-                vr //= ten
-                vp //= ten
-                vm //= ten
+                vr, vp, vm, last = _drop_digit(vr, vp, vm)
                 removed += 1
         if vr_tz and last == np.uint64(5) and vr % np.uint64(2) == _U0:
             last = np.uint64(4)  # round half to even
@@ -269,10 +270,8 @@ def shortest_digits(x: float):
             vm //= hundred
             removed += 2
         while vp // ten > vm // ten:
-            up = vr % ten >= np.uint64(5)
-            vr //= ten
-            vp //= ten
-            vm //= ten
+            vr, vp, vm, last = _drop_digit(vr, vp, vm)
+            up = last >= np.uint64(5)
             removed += 1
         up = vr == vm or up
     return vr + (_U1 if up else _U0), e10 + removed
