@@ -149,7 +149,7 @@ def test_every_shared_capture_extracts_cleanly(tmp_path, semantics):
             assert len(r["fts"]) == 17 and all(v == v and v >= 0 for v in r["fts"]), (cap.name, r)
 
 
-def test_fast_jsonl_text_equals_the_dict_rows():
+def test_fast_jsonl_text_equals_the_dict_rows(monkeypatch):
     import numpy as np
 
     from malsensor.daemon.outputs.rows import conn_rows, jsonl_bytes
@@ -169,6 +169,10 @@ def test_fast_jsonl_text_equals_the_dict_rows():
         assert parsed == row and list(parsed) == list(row)
     # the numbers are Python's own text for them (shortest round trip), not just equal values
     assert all(f'"dur":{row["dur"]!r},' in line for line, row in zip(lines, rows))
+    import malsensor.daemon.outputs.rows as rows_module
+
+    monkeypatch.setattr(rows_module, "TEXT_CHUNK_ROWS", 7)  # formatted 7 rows per kernel call
+    assert jsonl_bytes(rec, fts).decode() == text
 
 
 def test_unwritable_or_full_output_is_a_clear_error(tmp_path):

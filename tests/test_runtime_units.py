@@ -206,6 +206,15 @@ def test_eve_event_exact():
     assert (pred["label"], pred["class_id"], pred["probability"]) == ("unknown_7", 7, None)
 
 
+def test_event_text_is_the_same_in_chunks(monkeypatch):
+    import malsensor.daemon.outputs.eve as eve_module
+
+    pb = _pb()
+    whole = eve_lines(pb)
+    monkeypatch.setattr(eve_module, "TEXT_CHUNK_ROWS", 1)  # one kernel call per event
+    assert eve_lines(pb) == whole and whole.count(b"\n") == 2
+
+
 def test_flow_id_joins_snapshot_and_end_rows():
     t = Traffic()
     TcpConn(t).c(0.0, "S").s(0.01, "SA").c(0.02, "A").c(0.1, "PA", 10).c(0.2, "R")

@@ -38,8 +38,8 @@ from numba import njit
 
 from ..flows import layout as L
 from ..views.conn import CONN_COLUMNS
-from .jsontext import (FLOAT_MAX, INT_MAX, IP_MAX, MAC_MAX, TIME_MAX, TextTable, put_float, put_int,
-                       put_mac, put_text, put_time, scratch)
+from .jsontext import (FLOAT_MAX, INT_MAX, IP_MAX, MAC_MAX, TEXT_CHUNK_ROWS, TIME_MAX, TextTable, put_float,
+                       put_int, put_mac, put_text, put_time, scratch)
 from .rows import end_reason_name, format_ip, format_mac, put_endpoints
 
 PROTO_NAMES = {1: "ICMP", 2: "IGMP", 6: "TCP", 17: "UDP", 47: "GRE", 50: "ESP", 51: "AH", 58: "IPv6-ICMP",
@@ -272,14 +272,18 @@ def eve_lines(pb: PredictionBatch, *, features: bool = True, select: np.ndarray 
     k = pb.topk.shape[1] if pb.topk.ndim == 2 else 0
     per_event = (int(text.off[-1]) + (k + 1) * (labels.longest + FLOAT_MAX + 8) + 20 * FLOAT_MAX + 3 * TIME_MAX
                  + 2 * IP_MAX + 2 * MAC_MAX + 8 * INT_MAX + _PROTOS.longest + _REASONS.longest)
-    buf = scratch(rows.size * per_event)
-    end = _eve_kernel(rows, np.ascontiguousarray(pb.records, dtype=np.int64),
-                      np.ascontiguousarray(pb.features, dtype=np.float64),
-                      np.ascontiguousarray(pb.probs, dtype=np.float64), np.asarray(pb.class_id, dtype=np.int64),
-                      np.ascontiguousarray(pb.topk, dtype=np.int64).reshape(pb.n, k), np.asarray(pb.alert, dtype=np.bool_),
-                      features, text.blob, text.off, labels.blob, labels.off, _PROTOS.blob, _PROTOS.off,
-                      _REASONS.blob, _REASONS.off, buf)
-    return bytes(memoryview(buf)[:end])
+    args = (np.ascontiguousarray(pb.records, dtype=np.int64), np.ascontiguousarray(pb.features, dtype=np.float64),
+            np.ascontiguousarray(pb.probs, dtype=np.float64), np.asarray(pb.class_id, dtype=np.int64),
+            np.ascontiguousarray(pb.topk, dtype=np.int64).reshape(pb.n, k), np.asarray(pb.alert, dtype=np.bool_),
+            features, text.blob, text.off, labels.blob, labels.off, _PROTOS.blob, _PROTOS.off,
+            _REASONS.blob, _REASONS.off)
+    parts = []
+    for i in range(0, rows.size, TEXT_CHUNK_ROWS):  # (bounds the buffer, not the batch)
+        chunk = rows[i:i + TEXT_CHUNK_ROWS]
+        buf = scratch(chunk.size * per_event)
+        end = _eve_kernel(chunk, *args, buf)
+        parts.append(bytes(memoryview(buf)[:end]))
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def label_lines(pb: PredictionBatch, select: np.ndarray | None = None) -> bytes:

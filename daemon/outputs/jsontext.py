@@ -33,6 +33,7 @@ INT_MAX = 20        # "-9223372036854775808"
 IP_MAX = 39         # a full IPv6 address
 MAC_MAX = 17
 TIME_MAX = 32       # year 9999; wider years are clamped
+TEXT_CHUNK_ROWS = 4096  # rows formatted per kernel call: the scratch buffer stays a few MB
 
 _U0 = np.uint64(0)
 _U1 = np.uint64(1)

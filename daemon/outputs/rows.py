@@ -16,8 +16,8 @@ from numba import njit
 
 from ..flows import layout as L
 from ..views.conn import CONN_COLUMNS
-from .jsontext import (FLOAT_MAX, INT_MAX, IP_MAX, MAC_MAX, TextTable, put_float, put_int, put_ip, put_mac,
-                       put_text, scratch)
+from .jsontext import (FLOAT_MAX, INT_MAX, IP_MAX, MAC_MAX, TEXT_CHUNK_ROWS, TextTable, put_float, put_int, put_ip,
+                       put_mac, put_text, scratch)
 
 ROW_KEYS = ("ts", "src_ip", "src_port", "dest_ip", "dest_port", "proto", "src_mac", "dest_mac", "end_reason")
 _V4_MAPPED = 0xFFFF << 32
@@ -138,13 +138,15 @@ _NAMED_IDX = np.array(_NAMED, dtype=np.int64)
 def jsonl_bytes(records: np.ndarray, features: np.ndarray) -> bytes:
     """The rows of :func:`conn_rows` as JSON lines (UTF-8, each ending in a newline), equal to
     them once parsed (non-finite values are ``null``), formatted by one numba kernel for the batch."""
-    n = records.shape[0]
-    if n == 0:
-        return b""
-    buf = scratch(n * _ROW_MAX)
-    end = _jsonl_kernel(np.ascontiguousarray(records, dtype=np.int64), np.ascontiguousarray(features, dtype=np.float64),
-                        _NAMED_IDX, _ROW_TEXT.blob, _ROW_TEXT.off, _REASONS.blob, _REASONS.off, buf)
-    return bytes(memoryview(buf)[:end])
+    records = np.ascontiguousarray(records, dtype=np.int64)
+    features = np.ascontiguousarray(features, dtype=np.float64)
+    parts = []
+    for i in range(0, records.shape[0], TEXT_CHUNK_ROWS):  # (bounds the buffer, not the batch)
+        rec, ftr = records[i:i + TEXT_CHUNK_ROWS], features[i:i + TEXT_CHUNK_ROWS]
+        buf = scratch(rec.shape[0] * _ROW_MAX)
+        end = _jsonl_kernel(rec, ftr, _NAMED_IDX, _ROW_TEXT.blob, _ROW_TEXT.off, _REASONS.blob, _REASONS.off, buf)
+        parts.append(bytes(memoryview(buf)[:end]))
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 class RowWriter:
