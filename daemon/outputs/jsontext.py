@@ -3,8 +3,8 @@
 The writers of connection rows and prediction events format every value of a batch in one
 kernel call instead of a Python ``repr``/``format`` per value (a float ``repr`` alone costs about
 0.5 µs; here a float takes 35-70 ns and a whole event with its 17 features about 2 µs). Each
-``put_*`` function writes at ``pos`` and
-returns the position after what it wrote; callers size the buffer with the ``*_MAX`` bounds.
+``put_*`` function writes at ``pos`` and returns the position after what it wrote; callers size
+the buffer with the ``*_MAX`` bounds.
 
 The text equals what Python writes, so JSON readers get the same values as from ``json.dumps``:
 
