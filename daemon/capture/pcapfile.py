@@ -472,8 +472,9 @@ def read_capture(path: str | os.PathLike[str], *, chunk_bytes: int = 2 << 20,
     ``stats.truncated_at``; a corrupt record raises :class:`CaptureFormatError` after the
     batches before it were yielded.
 
-    ``reuse_buffers``: a batch's bytes stay valid only until the next batch after it is
-    requested (for consumers that finish with each batch first, like the pipeline).
+    ``reuse_buffers``: a batch's bytes and arrays stay valid only until the next batch after it
+    is requested, and must not be written (for consumers that finish with each batch first,
+    like the pipeline).
     """
     path = os.fspath(path)
     if chunk_bytes < 1:
@@ -558,14 +559,13 @@ class _Scratch:
                            vlan=vlan[:n])
 
     def _constant(self, linktype: int) -> tuple[np.ndarray, np.ndarray]:
-        """Read-only arrays of the link type and of NO_VLAN, as long as the scratch arrays."""
+        """Arrays of the link type and of NO_VLAN, as long as the scratch arrays, shared by the
+        batches (not flagged read-only: numba would compile every kernel again for that type)."""
         key = (linktype, self.size)
         got = self._fill.get(key)
         if got is None:
-            lt = np.full(self.size, linktype, dtype=np.int32)
-            vlan = np.full(self.size, NO_VLAN, dtype=np.int32)
-            lt.flags.writeable = vlan.flags.writeable = False
-            got = self._fill[key] = (lt, vlan)
+            got = self._fill[key] = (np.full(self.size, linktype, dtype=np.int32),
+                                     np.full(self.size, NO_VLAN, dtype=np.int32))
         return got
 
 
