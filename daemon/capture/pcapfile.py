@@ -4,7 +4,9 @@ The file is read ``chunk_bytes`` at a time into a fresh buffer. A numba kernel w
 records of the chunk and fills the per-packet arrays, stopping at the last complete record;
 the unconsumed tail is copied to the front of the next buffer (grown when one record is
 larger than a chunk). Each yielded batch refers to its own buffer, which is never written
-again, so a consumer may keep batches as long as it likes.
+again, so a consumer may keep batches as long as it likes - except with ``reuse_buffers``,
+where two buffers and two sets of per-packet arrays alternate (no copies, no page faults for
+fresh memory) and a batch is valid only until the next one is requested.
 
 pcapng: the kernel walks Enhanced, Simple and (obsolete) Packet Blocks and skips Name
 Resolution, Interface Statistics, Decryption Secrets, systemd Journal Export and custom
