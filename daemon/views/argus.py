@@ -30,11 +30,6 @@ log = logging.getLogger("malsensor.views.argus")
 
 _US = 1000            # ns per µs
 
-# Optional columns/bits a tracker may provide for exact Argus conformance (docs/argus-semantics.md,
-# "Tracker requirements"). Without them the closest approximation from the base layout is used.
-_ST_ARGUS_SYNACK_OK = getattr(L, "ST_ARGUS_SYNACK_OK", 0)   # SYN-ACK flags exactly SYN|ACK, in SYN_SENT
-_ST_ARGUS_ACK_OK = getattr(L, "ST_ARGUS_ACK_OK", 0)         # first non-SYN packet after it: pure ACK from s
-
 
 # Set by :func:`argus_orient` on the rows that ``ra`` reverses; ra computes the loads *before*
 # reversing and does not swap them, so the view swaps them back on these rows. View-private bit
@@ -169,8 +164,9 @@ def _iat_ms(first_ns: int, last_ns: int, gaps: int) -> float:
 
 
 @njit(cache=True, nogil=True)
-def _argus_rows(rec: np.ndarray, out: np.ndarray, synack_ok_bit: int, ack_ok_bit: int) -> None:
-    need = L.ST_SYN | L.ST_SYNACK | L.ST_SYNACK_ACKS_SYN | synack_ok_bit
+def _argus_rows(rec: np.ndarray, out: np.ndarray) -> None:
+    # Argus's handshake checks (docs/argus-semantics.md, R6): the tracker's ST_ARGUS_* bits
+    need = L.ST_SYN | L.ST_SYNACK | L.ST_SYNACK_ACKS_SYN | L.ST_ARGUS_SYNACK_OK
     for i in range(rec.shape[0]):
         r = rec[i]
         o = out[i]
@@ -187,7 +183,7 @@ def _argus_rows(rec: np.ndarray, out: np.ndarray, synack_ok_bit: int, ack_ok_bit
         if proto == 6 and (state & need) == need and r[L.SYN_TS] != 0 and r[L.SYNACK_TS] != 0:
             synack_t = r[L.SYNACK_TS] // _US
             synack = abs(synack_t - r[L.SYN_TS] // _US)
-            if r[L.ACK_TS] != 0 and (ack_ok_bit == 0 or (state & ack_ok_bit) != 0):
+            if r[L.ACK_TS] != 0 and (state & L.ST_ARGUS_ACK_OK) != 0:
                 ackdat = abs(r[L.ACK_TS] // _US - synack_t)
         o[0] = dur32
         o[1] = proto
@@ -217,5 +213,5 @@ def argus_conn_features(rec: np.ndarray) -> np.ndarray:
     """The 17 ``conn`` features in Argus semantics, float64 (n, 17), column order of ``CONN_COLUMNS``."""
     rec = np.ascontiguousarray(rec, dtype=np.int64).reshape(-1, L.N_COLS)
     out = np.empty((rec.shape[0], 17), dtype=np.float64)
-    _argus_rows(rec, out, _ST_ARGUS_SYNACK_OK, _ST_ARGUS_ACK_OK)
+    _argus_rows(rec, out)
     return out
