@@ -169,9 +169,9 @@ def test_fast_jsonl_text_equals_the_dict_rows(monkeypatch):
         assert parsed == row and list(parsed) == list(row)
     # the numbers are Python's own text for them (shortest round trip), not just equal values
     assert all(f'"dur":{row["dur"]!r},' in line for line, row in zip(lines, rows))
-    import malsensor.daemon.outputs.rows as rows_module
+    import malsensor.daemon.outputs.jsontext as jsontext
 
-    monkeypatch.setattr(rows_module, "TEXT_CHUNK_ROWS", 7)  # formatted 7 rows per kernel call
+    monkeypatch.setattr(jsontext, "TEXT_CHUNK_ROWS", 7)  # formatted 7 rows per kernel call
     assert jsonl_bytes(rec, fts).decode() == text
 
 

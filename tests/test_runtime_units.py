@@ -207,11 +207,11 @@ def test_eve_event_exact():
 
 
 def test_event_text_is_the_same_in_chunks(monkeypatch):
-    import malsensor.daemon.outputs.eve as eve_module
+    import malsensor.daemon.outputs.jsontext as jsontext
 
     pb = _pb()
     whole = eve_lines(pb)
-    monkeypatch.setattr(eve_module, "TEXT_CHUNK_ROWS", 1)  # one kernel call per event
+    monkeypatch.setattr(jsontext, "TEXT_CHUNK_ROWS", 1)  # one kernel call per event
     assert eve_lines(pb) == whole and whole.count(b"\n") == 2
 
 

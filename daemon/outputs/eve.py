@@ -38,9 +38,9 @@ from numba import njit
 
 from ..flows import layout as L
 from ..views.conn import CONN_COLUMNS
-from .jsontext import (FLOAT_MAX, INT_MAX, IP_MAX, MAC_MAX, TEXT_CHUNK_ROWS, TIME_MAX, TextTable, put_float,
-                       put_int, put_mac, put_text, put_time, scratch)
-from .rows import end_reason_name, format_ip, format_mac, put_endpoints
+from .jsontext import (FLOAT_MAX, INT_MAX, IP_MAX, MAC_MAX, TIME_MAX, TextTable, format_rows, put_float, put_int,
+                       put_mac, put_text, put_time)
+from .rows import END_REASON_TEXT, end_reason_name, format_ip, format_mac, put_endpoints
 
 PROTO_NAMES = {1: "ICMP", 2: "IGMP", 6: "TCP", 17: "UDP", 47: "GRE", 50: "ESP", 51: "AH", 58: "IPv6-ICMP",
                132: "SCTP"}
@@ -167,7 +167,6 @@ _EVE_FLOW = ('","end":"', '","end_reason":"', '","pkts_toserver":', ',"pkts_tocl
              ',"bytes_toclient":', "}")
 _EVE_CONN = [(',"conn":{' if k == 0 else ",") + f'"{c}":' for k, c in enumerate(CONN_COLUMNS)] + ["}", "}\n"]
 _PROTOS = TextTable.of([proto_name(p) for p in range(256)])
-_REASONS = TextTable.of([end_reason_name(e) for e in range(256)])
 
 
 @lru_cache(maxsize=64)
@@ -271,19 +270,13 @@ def eve_lines(pb: PredictionBatch, *, features: bool = True, select: np.ndarray 
     labels = TextTable.of([json.dumps(pb.label_of(c)) for c in range(n_labels)])
     k = pb.topk.shape[1] if pb.topk.ndim == 2 else 0
     per_event = (int(text.off[-1]) + (k + 1) * (labels.longest + FLOAT_MAX + 8) + 20 * FLOAT_MAX + 3 * TIME_MAX
-                 + 2 * IP_MAX + 2 * MAC_MAX + 8 * INT_MAX + _PROTOS.longest + _REASONS.longest)
+                 + 2 * IP_MAX + 2 * MAC_MAX + 8 * INT_MAX + _PROTOS.longest + END_REASON_TEXT.longest)
     args = (np.ascontiguousarray(pb.records, dtype=np.int64), np.ascontiguousarray(pb.features, dtype=np.float64),
             np.ascontiguousarray(pb.probs, dtype=np.float64), np.asarray(pb.class_id, dtype=np.int64),
             np.ascontiguousarray(pb.topk, dtype=np.int64).reshape(pb.n, k), np.asarray(pb.alert, dtype=np.bool_),
             features, text.blob, text.off, labels.blob, labels.off, _PROTOS.blob, _PROTOS.off,
-            _REASONS.blob, _REASONS.off)
-    parts = []
-    for i in range(0, rows.size, TEXT_CHUNK_ROWS):  # (bounds the buffer, not the batch)
-        chunk = rows[i:i + TEXT_CHUNK_ROWS]
-        buf = scratch(chunk.size * per_event)
-        end = _eve_kernel(chunk, *args, buf)
-        parts.append(bytes(memoryview(buf)[:end]))
-    return parts[0] if len(parts) == 1 else b"".join(parts)
+            END_REASON_TEXT.blob, END_REASON_TEXT.off)
+    return format_rows(rows.size, per_event, lambda a, b, buf: _eve_kernel(rows[a:b], *args, buf))
 
 
 def label_lines(pb: PredictionBatch, select: np.ndarray | None = None) -> bytes:

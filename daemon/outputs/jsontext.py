@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 from numba import njit
@@ -72,6 +72,18 @@ def scratch(nbytes: int) -> np.ndarray:
     if buf is None or buf.shape[0] < nbytes:
         buf = _scratch.buf = np.empty(max(nbytes, 1 << 20), dtype=np.uint8)
     return buf
+
+
+def format_rows(n_rows: int, row_max: int, kernel: Callable[[int, int, np.ndarray], int]) -> bytes:
+    """The text of ``n_rows`` rows, ``kernel(start, stop, buf)`` writing rows start..stop into
+    ``buf`` (at most ``row_max`` bytes each) and returning the end; at most TEXT_CHUNK_ROWS rows
+    per call, so the buffer stays small whatever the batch."""
+    parts = []
+    for start in range(0, n_rows, TEXT_CHUNK_ROWS):
+        stop = min(start + TEXT_CHUNK_ROWS, n_rows)
+        buf = scratch((stop - start) * row_max)
+        parts.append(bytes(memoryview(buf)[:kernel(start, stop, buf)]))
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 @njit(cache=True, nogil=True, inline="always")

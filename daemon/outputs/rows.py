@@ -16,8 +16,8 @@ from numba import njit
 
 from ..flows import layout as L
 from ..views.conn import CONN_COLUMNS
-from .jsontext import (FLOAT_MAX, INT_MAX, IP_MAX, MAC_MAX, TEXT_CHUNK_ROWS, TextTable, put_float, put_int, put_ip,
-                       put_mac, put_text, scratch)
+from .jsontext import (FLOAT_MAX, INT_MAX, IP_MAX, MAC_MAX, TextTable, format_rows, put_float, put_int, put_ip,
+                       put_mac, put_text)
 
 ROW_KEYS = ("ts", "src_ip", "src_port", "dest_ip", "dest_port", "proto", "src_mac", "dest_mac", "end_reason")
 _V4_MAPPED = 0xFFFF << 32
@@ -82,8 +82,8 @@ _ROW_TEXT = TextTable.of(
      '","dest_mac":"', '","end_reason":"', '","fts":[']
     + [("]," if k == 0 else ",") + f'"{CONN_COLUMNS[i]}":' for k, i in enumerate(_NAMED)] + ["}\n"])
 _T_NAMED = 10
-_REASONS = TextTable.of([end_reason_name(e) for e in range(256)])
-_ROW_MAX = _ROW_TEXT.off[-1] + _REASONS.longest + 2 * IP_MAX + 2 * MAC_MAX + 4 * INT_MAX + 35 * FLOAT_MAX
+END_REASON_TEXT = TextTable.of([end_reason_name(e) for e in range(256)])  # by END & 0xFF
+_ROW_MAX = _ROW_TEXT.off[-1] + END_REASON_TEXT.longest + 2 * IP_MAX + 2 * MAC_MAX + 4 * INT_MAX + 35 * FLOAT_MAX
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -140,13 +140,9 @@ def jsonl_bytes(records: np.ndarray, features: np.ndarray) -> bytes:
     them once parsed (non-finite values are ``null``), formatted by one numba kernel for the batch."""
     records = np.ascontiguousarray(records, dtype=np.int64)
     features = np.ascontiguousarray(features, dtype=np.float64)
-    parts = []
-    for i in range(0, records.shape[0], TEXT_CHUNK_ROWS):  # (bounds the buffer, not the batch)
-        rec, ftr = records[i:i + TEXT_CHUNK_ROWS], features[i:i + TEXT_CHUNK_ROWS]
-        buf = scratch(rec.shape[0] * _ROW_MAX)
-        end = _jsonl_kernel(rec, ftr, _NAMED_IDX, _ROW_TEXT.blob, _ROW_TEXT.off, _REASONS.blob, _REASONS.off, buf)
-        parts.append(bytes(memoryview(buf)[:end]))
-    return parts[0] if len(parts) == 1 else b"".join(parts)
+    return format_rows(records.shape[0], _ROW_MAX, lambda a, b, buf: _jsonl_kernel(
+        records[a:b], features[a:b], _NAMED_IDX, _ROW_TEXT.blob, _ROW_TEXT.off, END_REASON_TEXT.blob,
+        END_REASON_TEXT.off, buf))
 
 
 class RowWriter:
