@@ -21,6 +21,12 @@ from numba.extending import intrinsic
 __all__ = ["prefetch", "load_be16", "load_be32", "load_be64", "load_le16", "load_le32", "f64_bits"]
 
 
+def _element_pointer(context, builder, arrty, arr, idx):
+    """LLVM pointer to ``arr[idx]`` (no wraparound, no bounds check)."""
+    ary = context.make_array(arrty)(context, builder, arr)
+    return cgutils.get_item_pointer(context, builder, arrty, ary, [idx], wraparound=False)
+
+
 @intrinsic
 def prefetch(typingctx, arr, idx):
     """Hint that ``arr[idx]`` (1-D array, integer index) will be read soon (into all cache levels)."""
@@ -29,9 +35,7 @@ def prefetch(typingctx, arr, idx):
     sig = types.void(arr, idx)
 
     def codegen(context, builder, signature, args):
-        arrty = signature.args[0]
-        ary = context.make_array(arrty)(context, builder, args[0])
-        ptr = cgutils.get_item_pointer(context, builder, arrty, ary, [args[1]], wraparound=False)
+        ptr = _element_pointer(context, builder, signature.args[0], args[0], args[1])
         i32 = ir.IntType(32)
         byte_ptr = builder.bitcast(ptr, ir.IntType(8).as_pointer())
         fn = cgutils.get_or_insert_function(
@@ -51,9 +55,7 @@ def _loader(bits: int, swap: bool):
         sig = types.int64(buf, pos) if bits < 64 else types.uint64(buf, pos)
 
         def codegen(context, builder, signature, args):
-            arrty = signature.args[0]
-            ary = context.make_array(arrty)(context, builder, args[0])
-            ptr = cgutils.get_item_pointer(context, builder, arrty, ary, [args[1]], wraparound=False)
+            ptr = _element_pointer(context, builder, signature.args[0], args[0], args[1])
             ity = ir.IntType(bits)
             v = builder.load(builder.bitcast(ptr, ity.as_pointer()), align=1)
             if swap:
