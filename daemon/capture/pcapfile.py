@@ -535,7 +535,7 @@ class _Scratch:
         self.size = -1
         self._sets: list[tuple] = []
         self._turn = 0
-        self._fill: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+        self._fill: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # by link type, for the current size
 
     def fit(self, buf_len: int) -> None:
         size = buf_len // 16 + 1  # every packet record takes at least 16 bytes
@@ -563,11 +563,10 @@ class _Scratch:
     def _constant(self, linktype: int) -> tuple[np.ndarray, np.ndarray]:
         """Arrays of the link type and of NO_VLAN, as long as the scratch arrays, shared by the
         batches (not flagged read-only: numba would compile every kernel again for that type)."""
-        key = (linktype, self.size)
-        got = self._fill.get(key)
+        got = self._fill.get(linktype)
         if got is None:
-            got = self._fill[key] = (np.full(self.size, linktype, dtype=np.int32),
-                                     np.full(self.size, NO_VLAN, dtype=np.int32))
+            got = self._fill[linktype] = (np.full(self.size, linktype, dtype=np.int32),
+                                          np.full(self.size, NO_VLAN, dtype=np.int32))
         return got
 
 
