@@ -49,6 +49,16 @@ class LoopContext:
     writer: Any = None                # tensorboardX SummaryWriter or None
     stop_after_epochs: int | None = None   # tests: simulate a crash after this many epochs
 
+    def resume_state(self) -> dict[str, Any] | None:
+        """The checkpoint to go on from: None without ``--resume``, or (with a warning) when
+        there is none yet."""
+        if not self.resume:
+            return None
+        st = ckpt.load(self.work, self.run_key)
+        if st is None:
+            log.warning("no checkpoint in %s: starting from the beginning", self.work)
+        return st
+
 
 def _seed_int(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(1)[0] & 0x7FFFFFFF)
@@ -120,21 +130,18 @@ def fit_gradient(kind, ctx: LoopContext, x_tr: np.ndarray, y_tr: np.ndarray, x_v
     best = {"score": -1.0, "loss": float("inf"), "epoch": None, "params": net}
     stale = 0
     elapsed = 0.0
-    if ctx.resume:
-        st = ckpt.load(ctx.work, ctx.run_key)
-        if st is None:
-            log.warning("no checkpoint in %s: starting from the beginning", ctx.work)
-        else:
-            net = serialization.from_state_dict(net, st["params"])
-            opt_state = serialization.from_state_dict(opt_state, st["opt_state"])
-            best = {"score": float(st["best_score"]), "loss": float(st["best_loss"]),
-                    "epoch": None if int(st["best_epoch"]) < 0 else int(st["best_epoch"]),
-                    "params": serialization.from_state_dict(net, st["best_params"])}
-            epoch, step_in_epoch = int(st["epoch"]), int(st["step_in_epoch"])
-            history = [dict(h) for h in _as_list(st["history"])]
-            stale = int(st["stale"])
-            elapsed = float(st["elapsed"])
-            log.info("resuming from checkpoint: epoch %d, step %d of %d", epoch + 1, step_in_epoch, steps_per_epoch)
+    st = ctx.resume_state()
+    if st is not None:
+        net = serialization.from_state_dict(net, st["params"])
+        opt_state = serialization.from_state_dict(opt_state, st["opt_state"])
+        best = {"score": float(st["best_score"]), "loss": float(st["best_loss"]),
+                "epoch": None if int(st["best_epoch"]) < 0 else int(st["best_epoch"]),
+                "params": serialization.from_state_dict(net, st["best_params"])}
+        epoch, step_in_epoch = int(st["epoch"]), int(st["step_in_epoch"])
+        history = [dict(h) for h in _as_list(st["history"])]
+        stale = int(st["stale"])
+        elapsed = float(st["elapsed"])
+        log.info("resuming from checkpoint: epoch %d, step %d of %d", epoch + 1, step_in_epoch, steps_per_epoch)
 
     def save(done_epoch: int, done_step: int) -> None:
         ckpt.save(ctx.work, ctx.run_key, {
@@ -247,17 +254,14 @@ def fit_forest(kind, ctx: LoopContext, x_tr: np.ndarray, y_tr: np.ndarray, x_va:
     history: list[dict] = []
     val_sum = None if x_va is None else np.zeros((x_va.shape[0], n_classes))
     done = 0
-    if ctx.resume:
-        st = ckpt.load(ctx.work, ctx.run_key)
-        if st is None:
-            log.warning("no checkpoint in %s: starting from the beginning", ctx.work)
-        else:
-            done = int(st["chunks_done"])
-            trees = [TreeArrays.from_npz_dict(st["trees"], f"{i}/") for i in range(int(st["n_trees"]))]
-            history = _as_list(st["history"])
-            if val_sum is not None and "val_sum" in st:
-                val_sum = np.array(st["val_sum"], dtype=np.float64)
-            log.info("resuming from checkpoint: %d of %d chunks (%d trees) done", done, len(chunks), len(trees))
+    st = ctx.resume_state()
+    if st is not None:
+        done = int(st["chunks_done"])
+        trees = [TreeArrays.from_npz_dict(st["trees"], f"{i}/") for i in range(int(st["n_trees"]))]
+        history = _as_list(st["history"])
+        if val_sum is not None and "val_sum" in st:
+            val_sum = np.array(st["val_sum"], dtype=np.float64)
+        log.info("resuming from checkpoint: %d of %d chunks (%d trees) done", done, len(chunks), len(trees))
     sk_models = []
     with Progress(cfg.n_estimators, "trees", enabled=ctx.progress, unit="tree") as bar:
         bar.update(len(trees))
