@@ -13,50 +13,24 @@ RNG = np.random.default_rng(7)
 
 
 @njit
-def _floats(v, buf, ends):
+def _each(put, v, buf, ends):
+    """``put`` each value of ``v`` (a row of it, for two-column values) one after the other."""
     pos = 0
     for i in range(v.shape[0]):
-        pos = put_float(buf, pos, v[i])
+        pos = put(buf, pos, v[i])
         ends[i] = pos
 
 
 @njit
-def _ints(v, buf, ends):
-    pos = 0
-    for i in range(v.shape[0]):
-        pos = put_int(buf, pos, v[i])
-        ends[i] = pos
+def _put_ip_pair(buf, pos, hi_lo):
+    return put_ip(buf, pos, hi_lo[0], hi_lo[1])
 
 
-@njit
-def _ips(hi, lo, buf, ends):
-    pos = 0
-    for i in range(hi.shape[0]):
-        pos = put_ip(buf, pos, hi[i], lo[i])
-        ends[i] = pos
-
-
-@njit
-def _macs(v, buf, ends):
-    pos = 0
-    for i in range(v.shape[0]):
-        pos = put_mac(buf, pos, v[i])
-        ends[i] = pos
-
-
-@njit
-def _times(v, buf, ends):
-    pos = 0
-    for i in range(v.shape[0]):
-        pos = put_time(buf, pos, v[i])
-        ends[i] = pos
-
-
-def texts(kernel, *cols, width: int = 40) -> list[str]:
-    n = cols[0].shape[0]
+def texts(put, values: np.ndarray, width: int = 40) -> list[str]:
+    n = values.shape[0]
     buf = np.empty(n * width, dtype=np.uint8)
     ends = np.empty(n, dtype=np.int64)
-    kernel(*cols, buf, ends)
+    _each(put, values, buf, ends)
     raw = buf[:ends[-1]].tobytes().decode("ascii")
     starts = np.concatenate([[0], ends[:-1]])
     return [raw[a:b] for a, b in zip(starts.tolist(), ends.tolist())]
@@ -70,16 +44,16 @@ def test_floats_are_python_repr():
     decimals = RNG.integers(0, 10 ** 9, 100_000).astype(np.float64) / 10.0 ** RNG.integers(0, 12, 100_000)
     probs = RNG.random(100_000).astype(np.float32).astype(np.float64)
     v = np.concatenate([special, bits[np.isfinite(bits)], decimals, probs])
-    assert texts(_floats, v, width=25) == [repr(x) for x in v.tolist()]
+    assert texts(put_float, v, width=25) == [repr(x) for x in v.tolist()]
 
 
 def test_non_finite_floats_are_null():
-    assert texts(_floats, np.array([np.nan, np.inf, -np.inf, 2.5])) == ["null", "null", "null", "2.5"]
+    assert texts(put_float, np.array([np.nan, np.inf, -np.inf, 2.5])) == ["null", "null", "null", "2.5"]
 
 
 def test_ints():
     v = np.concatenate([RNG.integers(-2 ** 63, 2 ** 63 - 1, 50_000), [0, -1, 9, 10, 99, 100, -2 ** 63, 2 ** 63 - 1]])
-    assert texts(_ints, v) == [str(x) for x in v.tolist()]
+    assert texts(put_int, v) == [str(x) for x in v.tolist()]
 
 
 def test_addresses_match_ipaddress():
@@ -100,13 +74,13 @@ def test_addresses_match_ipaddress():
             expect.append(str(ipaddress.IPv4Address(lo_ & 0xFFFFFFFF)))
         else:
             expect.append(ipaddress.IPv6Address((h << 64) | lo_).compressed)
-    assert texts(_ips, hi, lo) == expect
+    assert texts(_put_ip_pair, np.stack([hi, lo], axis=1)) == expect
 
 
 def test_macs_and_times():
     m = RNG.integers(0, 2 ** 48, 20_000)
-    assert texts(_macs, m) == [":".join(f"{(x >> s) & 0xFF:02x}" for s in range(40, -8, -8)) for x in m.tolist()]
+    assert texts(put_mac, m) == [":".join(f"{(x >> s) & 0xFF:02x}" for s in range(40, -8, -8)) for x in m.tolist()]
     t = np.concatenate([RNG.integers(0, 2 ** 63 - 1, 20_000), [0, 951_782_400 * 10 ** 9, 1_700_000_000_123_456_789]])
     expect = [time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(x // 10 ** 9)) + f".{x % 10 ** 9 // 1000:06d}+0000"
               for x in t.tolist()]
-    assert texts(_times, t) == expect
+    assert texts(put_time, t) == expect
