@@ -1,6 +1,6 @@
 """Model artifacts: the sensor-side loader (and the format the trainer writes).
 
-An artifact is a directory (see ``ARCHITECTURE.md``)::
+An artifact is a directory (docs/architecture.md, "Artifacts")::
 
     model.jax        jax.export serialization of ``predict(params, x) -> probs``;
                      batch dimension symbolic ("b"), params a flat list of arrays
@@ -63,6 +63,7 @@ class ViewInfo:
     shape: tuple[int, ...]
     dtype: str = "float32"
     columns: tuple[str, ...] = ()
+    feature_axis: int = -1   # the per-sample axis that holds the features (normalisation runs along it)
 
     @property
     def ref(self) -> str:
@@ -160,7 +161,10 @@ def _view_from_meta(meta: dict, where: Path) -> ViewInfo:
     if dtype not in _DTYPES:
         raise ArtifactError(where, f"view dtype {dtype!r} is not supported")
     cols = v.get("columns", [])
-    return ViewInfo(name, version, tuple(shape), dtype, tuple(cols))
+    axis = v.get("feature_axis", -1)  # artifacts from before the view registry: the last axis
+    if not isinstance(axis, int) or isinstance(axis, bool) or not -len(shape) <= axis < len(shape):
+        raise ArtifactError(where, f"view feature_axis {axis!r} is not an axis of shape {shape}")
+    return ViewInfo(name, version, tuple(shape), dtype, tuple(cols), axis)
 
 
 @dataclass

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
+from typing import ClassVar, Iterable, Iterator
 
 import numpy as np
 
@@ -20,38 +20,27 @@ from .decode import MALFORMED_REASONS, STATUS_FRAGMENT, STATUS_NOT_IP, STATUS_OK
 from .flows import layout as L
 from .flows.config import TrackerConfig
 from .flows.table import FlowTracker
+from .protocols import parse_protocols  # noqa: F401 (the extract CLI's filter)
 from .views.argus import argus_orient
 from .views.conn import SEMANTICS, conn_features
 
 log = logging.getLogger("malsensor.pipeline")
 
-PROTOCOL_NAMES = {"tcp": 6, "udp": 17, "icmp": 1, "icmp6": 58, "icmpv6": 58, "gre": 47, "sctp": 132,
-                  "esp": 50, "ah": 51}
-
-
-def parse_protocols(spec: str | None) -> frozenset[int] | None:
-    """``"tcp,udp"`` -> {6, 17}; names or numbers; None/empty means everything."""
-    if not spec:
-        return None
-    out = set()
-    for part in spec.split(","):
-        part = part.strip().lower()
-        if part.isdigit() and 0 <= int(part) <= 255:
-            out.add(int(part))
-        elif part in PROTOCOL_NAMES:
-            out.add(PROTOCOL_NAMES[part])
-        else:
-            raise ValueError(f"unknown protocol {part!r} in filter (allowed: {', '.join(PROTOCOL_NAMES)} "
-                             "or a protocol number 0-255)")
-    return frozenset(out)
 
 
 @dataclass(slots=True)
 class ConnBatch:
-    """Connections that ended (or were snapshotted) together."""
+    """Connections that ended (or were snapshotted) together: what the packet sources produce
+    (``product``) and the connection views route to their models."""
 
     records: np.ndarray   # int64 (n, layout.N_COLS)
     features: np.ndarray  # float64 (n, 17), the conn view
+    product: ClassVar[str] = "connections"
+
+    def counts(self) -> dict[str, int]:
+        """What the daemon counts of this batch (stats: connections ended, snapshots taken)."""
+        snaps = int(self.is_snapshot.sum())
+        return {"connections": self.n - snaps, "snapshots": snaps}
 
     @property
     def n(self) -> int:

@@ -22,7 +22,7 @@ from scapy.layers.l2 import Dot1Q, Ether
 
 from malsensor.daemon.capture import bpf
 from malsensor.daemon.capture.afpacket import CaptureConfig, LiveCapture
-from malsensor.daemon.capture.batch import NO_VLAN
+from malsensor.daemon.capture.batch import NO_VLAN, BatchConsumer
 from malsensor.daemon.capture.live import capture_connections
 from malsensor.daemon.capture.ring import (BLOCK_DESC_LEN, COUNTER_NAMES, N_COUNTERS, TP_STATUS_USER,
                                            TP_STATUS_VLAN_VALID, FanoutSpec, RingConfig,
@@ -122,7 +122,7 @@ def rows_of(conn_batches) -> list[dict]:
     return [r for cb in conn_batches for r in conn_rows(cb.records, cb.features)]
 
 
-class Recorder:
+class Recorder(BatchConsumer):
     """Consumer that copies every packet (bytes, lengths, time, vlan)."""
 
     def __init__(self, interface: str = "", member: int = 0) -> None:

@@ -14,6 +14,8 @@ import pytest
 from malsensor.daemon.flows.config import TrackerConfig
 from malsensor.daemon.runtime import config as C
 from malsensor.daemon.runtime.tomlpos import key_lines
+from malsensor.daemon.sources.afpacket import AfpacketConfig
+from malsensor.daemon.sources.pcap import PcapConfig
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "etc" / "malsensor.toml"
@@ -67,12 +69,12 @@ def test_shipped_config_is_valid_and_documents_every_key_with_its_default():
     # non-array sections equal the dataclass defaults exactly
     assert cfg.service == C.ServiceSection()
     assert cfg.logging == C.LoggingSection()
-    assert cfg.replay == C.ReplaySection()
     assert cfg.tracking == C.TrackingSection()
     assert cfg.inference == C.InferenceSection()
     assert cfg.stats == C.StatsSection()
     assert cfg.metrics == C.MetricsSection()
-    assert cfg.interfaces == (C.InterfaceSection(name="default"),)
+    assert cfg.sources == (AfpacketConfig(name="default"),)
+    assert cfg.notices == ()
     assert cfg.models == (C.ModelSection(name="default"),)
     assert cfg.outputs == (C.OutputSection(path="/var/log/malsensor/eve.json"),)
 
@@ -127,17 +129,17 @@ def test_every_problem_reported_with_line_key_and_allowed_values():
     got = problems(BAD)
     assert got == [
         "t.toml:2: service.usr: unknown key; did you mean 'user'? (allowed: user, group, on_stop, "
-        "watchdog_stall, status_interval)",
+        "watchdog_stall, status_interval, host, plugins)",
         "t.toml:3: service.on_stop: 'explode' is not allowed (allowed: emit, drop)",
         "t.toml:6: tracking.max_flows: 0 is out of range (allowed: >= 1)",
         "t.toml:7: tracking.tcp_idle_timeout: -1 is out of range (allowed: > 0)",
+        "t.toml:12: model[0].early_packets: trigger = \"early\" needs early_packets >= 1",
         "t.toml:18: model[1].alert_threshold: 2 is out of range (allowed: 0..1)",
         "t.toml:19: model[1].topk: expected an integer, got string '3'",
         "t.toml:22: output[0].format: 'xml' is not allowed (allowed: eve, label)",
         "t.toml:21: output[0]: missing required key 'path'",
-        "t.toml:33: bogus: unknown section (allowed: [service], [logging], [[interface]], [replay], [tracking], "
+        "t.toml:33: bogus: unknown section (allowed: [service], [logging], [[source]], [tracking], "
         "[inference], [[model]], [[output]], [stats], [metrics])",
-        "t.toml:12: model[0].early_packets: trigger = \"early\" needs early_packets >= 1",
         "t.toml:26: output[1].models: no model named 'zzz' (models: a, b)",
         "t.toml:31: interface[0].block_size: block_size must be a positive multiple of the page size (4096)",
         "t.toml:30: interface[0].bpf: BPF filter 'tcp port': can't parse filter expression: syntax error",
@@ -177,8 +179,8 @@ def test_duplicates_and_cross_rules():
             '[[output]]\npath = "e.json"\n[[output]]\npath = "e.json"\n'
             '[[interface]]\nname = "lo"\n[[interface]]\nname = "lo"\n')
     assert problems(text) == [
-        "t.toml:4: model[1].name: duplicate model name 'a' (also model[0])",
         "t.toml:5: model[1].early_packets: early_packets is only used with trigger = \"early\"",
+        "t.toml:4: model[1].name: duplicate model name 'a' (also model[0])",
         "t.toml:7: model[2].name: 'bad name' is not a valid name (letters, digits, _ . -; at most 64 "
         "characters, starting with a letter or digit)",
         "t.toml:11: output[1].path: /base/e.json is also output[0]'s file",
@@ -200,7 +202,8 @@ def test_valid_config_values_paths_and_snapshot_points():
         '[[model]]\nname = "e4"\ntrigger = "early"\nearly_packets = 4\n'
         '[[output]]\npath = "logs/eve.json"\nmodels = ["late"]\n',
         "cfg.toml", "/etc/ms")
-    assert cfg.replay.file == "/etc/ms/caps/x.pcap"
+    assert cfg.sources == (PcapConfig(file="/etc/ms/caps/x.pcap"),)
+    assert cfg.notices == ("cfg.toml:1: [replay] is deprecated: write [[source]] kind = \"pcap\" with the same keys",)
     assert cfg.tracking.tracker.max_flows == 1000
     assert cfg.protocol_numbers() == frozenset({6, 17})
     assert cfg.tracker_config().snapshot_packets == (4, 8)
@@ -211,7 +214,7 @@ def test_valid_config_values_paths_and_snapshot_points():
     assert cfg.outputs[0].path == "/etc/ms/logs/eve.json"
     assert C.check_sources(cfg) == []
     assert C.check_sources(C.parse_config("", "x.toml")) == [
-        "x.toml: no capture source: add an [[interface]] table or set [replay] file"]
+        "x.toml: no source: add a [[source]] table (kind = \"afpacket\" to capture, \"pcap\" to replay a file)"]
 
 
 def test_key_lines_handles_multiline_values_and_quoted_keys():
@@ -233,7 +236,7 @@ def test_check_config_command(tmp_path):
     ok = subprocess.run([*MALSENSORD, "-c", str(SHIPPED), "--check-config"], capture_output=True, text=True,
                         timeout=120)
     assert ok.returncode == 0, ok.stderr
-    assert ok.stdout == f"{SHIPPED}: configuration OK (1 interface(s), 1 model(s), 1 output(s))\n"
+    assert ok.stdout == f"{SHIPPED}: configuration OK (1 afpacket source, 1 model(s), 1 output(s))\n"
     bad = tmp_path / "bad.toml"
     bad.write_text("[service]\nuser = \"x\"\nwatchdog_stal = 3\n")
     r = subprocess.run([*MALSENSORD, "-c", str(bad), "--check-config"], capture_output=True, text=True,
@@ -242,7 +245,7 @@ def test_check_config_command(tmp_path):
     assert r.stdout == ""
     assert r.stderr.splitlines() == [
         f"{bad}:3: service.watchdog_stal: unknown key; did you mean 'watchdog_stall'? (allowed: user, group, "
-        "on_stop, watchdog_stall, status_interval)",
+        "on_stop, watchdog_stall, status_interval, host, plugins)",
         f"malsensord: {bad}: invalid configuration (1 problem)"]
     missing = subprocess.run([*MALSENSORD, "-c", str(tmp_path / "nope.toml"), "--check-config"],
                              capture_output=True, text=True, timeout=120)
@@ -253,7 +256,7 @@ def test_check_config_command(tmp_path):
     r = subprocess.run([*MALSENSORD, "-c", str(nosrc), "--check-config"], capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 2
-    assert f"{nosrc}: no capture source" in r.stderr
+    assert f"{nosrc}: no source: add a [[source]] table" in r.stderr
 
 
 def test_argus_semantics_takes_argus_lifecycle_unless_set():
@@ -262,3 +265,35 @@ def test_argus_semantics_takes_argus_lifecycle_unless_set():
     cfg = C.parse_config('[tracking]\nsemantics = "argus"\nudp_idle_timeout = 5.0\n', "t.toml")
     assert cfg.tracking.tracker == TrackerConfig.for_semantics("argus", udp_idle_timeout=5.0)
     assert C.parse_config("", "t.toml").tracking.tracker == TrackerConfig()
+
+
+def test_source_tables_take_the_keys_of_their_kind():
+    cfg = C.parse_config('[[source]]\nkind = "afpacket"\nname = "eth0"\nthreads = 2\n'
+                         '[[source]]\nkind = "afpacket"\nname = "eth1"\n', "s.toml", "/etc/ms")
+    assert cfg.sources == (AfpacketConfig(name="eth0", threads=2), AfpacketConfig(name="eth1"))
+    assert cfg.notices == ()
+    assert C.check_sources(cfg) == []
+    assert problems('[[source]]\nkind = "pcap"\nfile = "a.pcap"\nthreads = 2\n'
+                    '[[source]]\nkind = "tape"\n[[source]]\nname = "x"\n') == [
+        "t.toml:4: source[0].threads: unknown key (allowed: kind, file, repeat, pause, rate)",
+        "t.toml:6: source[1].kind: unknown source kind 'tape' (known: afpacket, pcap)",
+        "t.toml:7: source[2]: missing required key 'kind'",
+    ]
+    both = C.parse_config('[[source]]\nkind = "pcap"\nfile = "a.pcap"\n[[source]]\nkind = "afpacket"\n'
+                          'name = "lo"\n', "b.toml", "/x")
+    assert C.check_sources(both) == [
+        "b.toml: sources of kind pcap end by themselves and cannot run beside afpacket: use one or the other"]
+
+
+def test_model_tables_take_the_keys_of_their_view():
+    assert problems('[[model]]\nname = "s"\nview = "conn_series@1"\nlookback = 4\ntrigger = "early"\n'
+                    '[[model]]\nname = "c"\nview = "conn_series@2"\n'
+                    '[[model]]\nname = "d"\nlookbak = 3\n') == [
+        "t.toml:5: model[0].trigger: 'early' is not allowed (allowed: end)",
+        "t.toml:8: model[1].view: unknown view 'conn_series@2' (known: conn@1, conn_series@1)",
+        "t.toml:11: model[2].lookbak: unknown key; did you mean 'lookback'? (allowed: name, models_dir, artifact, "
+        "path, view, labels, topk, alert_threshold, benign_labels, trigger, early_packets, lookback)",
+    ]
+    cfg = C.parse_config('[[model]]\nname = "s"\nview = "conn_series@1"\nlookback = 3\n', "m.toml", "/x")
+    assert cfg.models[0].input_shape() == (3, 17)
+    assert cfg.tracker_config().snapshot_packets == (2, 4, 8)

@@ -23,9 +23,9 @@ reported separately); they exist for consumers that do not track flows.
 
 The consumer contract (:class:`BatchConsumer`): ``consume(batch)`` is called in the
 worker thread; the batch (its arrays and the ring memory its ``buf`` points into) is
-only valid during the call. Optional ``idle(now_ns)`` is called when no packet arrived
-for ``poll_timeout_ms`` (lets a tracker expire idle flows on a quiet link) and optional
-``finish()`` once when the worker ends.
+only valid during the call. ``idle(now_ns)`` is called when no packet arrived for
+``poll_timeout_ms`` (lets a tracker expire idle flows on a quiet link) and ``finish()``
+once when the worker ends (both do nothing unless a consumer overrides them).
 """
 from __future__ import annotations
 
@@ -35,21 +35,17 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Callable
 
 import numpy as np
 
-from .batch import LINKTYPE_ETHERNET, PacketBatch
+from .batch import LINKTYPE_ETHERNET, BatchConsumer, PacketBatch
 from .bpf import DLT_EN10MB, DLT_RAW, compile_filter
 from .interfaces import LinkState, LinkWatcher
 from .ring import (COUNTER_NAMES, N_COUNTERS, FanoutSpec, InterfaceGone, KernelStats, Ring,
                    RingConfig, RingError, realtime_ns, warm_up)
 
 log = logging.getLogger("malsensor.capture")
-
-
-class BatchConsumer(Protocol):
-    def consume(self, batch: PacketBatch) -> None: ...
 
 
 ConsumerFactory = Callable[[str, int], BatchConsumer]
@@ -167,7 +163,6 @@ class _Worker(threading.Thread):
         self._next: object = _KEEP
         self._ack: threading.Event | None = None
         self._wake = threading.Event()
-        self._idle = getattr(consumer, "idle", None)
         self.error: BaseException | None = None
 
     # -- called from the interface manager -----------------------------------------------------
@@ -282,8 +277,7 @@ class _Worker(threading.Thread):
                 if ring is None:
                     self._wake.wait(cfg.poll_timeout_ms / 1000)
                     self._wake.clear()
-                    if self._idle is not None:
-                        self._idle(realtime_ns())
+                    self.consumer.idle(realtime_ns())
                     continue
                 if self._process(ring):
                     now = time.monotonic()
@@ -292,8 +286,8 @@ class _Worker(threading.Thread):
                     if err and err != errno.ENETDOWN:
                         log.warning("%s: socket error %s", self.name, errno.errorcode.get(err, err))
                     now = time.monotonic()
-                    if not ring.ready() and self._idle is not None:
-                        self._idle(realtime_ns())
+                    if not ring.ready():
+                        self.consumer.idle(realtime_ns())
                 if now >= next_stats:
                     self._read_stats()
                     next_stats = now + cfg.stats_interval_s
@@ -310,10 +304,9 @@ class _Worker(threading.Thread):
                 if self._ack is not None:
                     self._ack.set()
                 self._next, self._ack = _KEEP, None
-            finish = getattr(self.consumer, "finish", None)
-            if finish is not None and self.error is None:
+            if self.error is None:
                 try:
-                    finish()
+                    self.consumer.finish()
                 except BaseException as exc:
                     self.error = exc
                     log.exception("%s: finishing the consumer failed", self.name)
@@ -498,6 +491,14 @@ class LiveCapture:
         with self._bound_cond:
             self.bind_events.append((name, state.index))
             self._bound_cond.notify_all()
+
+    def finished(self) -> bool:
+        """The capture stopped or will stop (a count reached, stop() called, a failure)."""
+        return self._done.is_set()
+
+    def halted(self) -> bool:
+        """Stopped without draining (a count reached, or a failure)."""
+        return self._halt.is_set()
 
     def wait_bound(self, n_events: int = 1, timeout: float = 10.0) -> bool:
         """Wait until ``n_events`` binds happened in total (tests, start-up)."""

@@ -72,3 +72,16 @@ class PacketBatch:
             linktype=np.full(n, linktype, dtype=np.int32),
             vlan=np.full(n, NO_VLAN, dtype=np.int32),
         )
+
+
+class BatchConsumer:
+    """What a capture worker calls (in its own thread)."""
+
+    def consume(self, batch: PacketBatch) -> None:
+        raise NotImplementedError
+
+    def idle(self, now_ns: int) -> None:
+        """No packet for a while: a chance to expire idle state."""
+
+    def finish(self) -> None:
+        """The worker ends: nothing more will come."""

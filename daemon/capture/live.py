@@ -19,85 +19,19 @@ from typing import Callable
 from ..flows.config import TrackerConfig
 from .afpacket import CaptureConfig, LiveCapture
 from .batch import PacketBatch
+from .consumer import PipelineConsumer
 from .ring import RingConfig
 
 log = logging.getLogger("malsensor.capture")
-
-
-class _PipelineConsumer:
-    """One capture thread's decode/track/feature chain; finished connections go to a queue."""
-
-    def __init__(self, pipeline, out: "queue.Queue", include_snapshots: bool, lag_ns: int,
-                 tap: Callable[[PacketBatch], None] | None = None) -> None:
-        self.pipe = pipeline
-        self.out = out
-        self.include_snapshots = include_snapshots
-        self.lag_ns = lag_ns
-        self.tap = tap
-
-    def _emit(self, cbs) -> None:
-        for cb in cbs:
-            if not self.include_snapshots:
-                snap = cb.is_snapshot
-                if snap.any():
-                    cb = cb.select(~snap)
-                    if cb.n == 0:
-                        continue
-            self.out.put(cb)
-
-    def consume(self, batch: PacketBatch) -> None:
-        if self.tap is not None:
-            self.tap(batch)
-        self._emit(self.pipe.feed(batch))
-
-    def idle(self, now_ns: int) -> None:
-        # Packets still in a partly filled block carry times up to a retire timeout older
-        # than now: sweep that far behind, so they are never older than the sweep.
-        self._emit(self.pipe.expire(now_ns - self.lag_ns))
-
-    def finish(self) -> None:
-        # connections still open when a live capture stops end with "shutdown" (a file's
-        # end gives "eof"); their values are what was seen until then
-        from ..flows.layout import END_SHUTDOWN
-
-        self._emit(self.pipe.finish(END_SHUTDOWN))
-
-
-def _warm_frames() -> list[bytes]:
-    """A TCP handshake and a UDP packet: enough to load every kernel of the chain."""
-    import struct
-
-    def ipv4(proto: int, l4: bytes, src: bytes, dst: bytes) -> bytes:
-        return struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(l4), 1, 0, 64, proto, 0, src, dst) + l4
-
-    a, b = bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2])
-    eth = b"\x02" * 6 + b"\x04" * 6 + b"\x08\x00"
-    syn = struct.pack("!HHIIBBHHH", 1234, 80, 1, 0, 0x50, 0x02, 1024, 0, 0)
-    synack = struct.pack("!HHIIBBHHH", 80, 1234, 7, 2, 0x50, 0x12, 1024, 0, 0)
-    ack = struct.pack("!HHIIBBHHH", 1234, 80, 2, 8, 0x50, 0x10, 1024, 0, 0)
-    udp = struct.pack("!HHHH", 5353, 53, 12, 0) + b"warm"
-    return [eth + ipv4(6, syn, a, b), eth + ipv4(6, synack, b, a), eth + ipv4(6, ack, a, b),
-            eth + ipv4(17, udp, a, b)]
 
 
 def warm_up_pipeline(tracking: TrackerConfig, semantics: str) -> None:
     """Run every numba kernel of the decode/track/feature chain once (compiling it or loading
     it from the cache) before any socket is bound: a first batch must not wait seconds
     for the compiler while the ring fills up."""
-    from dataclasses import replace
+    from .warm import warm_connections
 
-    from ..pipeline import ConnPipeline
-
-    pipe = ConnPipeline(replace(tracking, max_flows=64), semantics)
-    frames = _warm_frames()
-    t0 = 1_000_000_000_000_000_000
-    batch = PacketBatch.from_packets(frames, [t0 + i * 1000 for i in range(len(frames))])
-    for _ in pipe.feed(batch):
-        pass
-    for _ in pipe.expire(t0 + 10**15):
-        pass
-    for _ in pipe.finish():
-        pass
+    warm_connections(tracking, semantics, files=False)
 
 
 def capture_connections(config: CaptureConfig, on_rows: Callable, *,
@@ -122,10 +56,19 @@ def capture_connections(config: CaptureConfig, on_rows: Callable, *,
     pipes: list[ConnPipeline] = []
     lag_ns = int(config.drain_s * 1e9)
 
-    def factory(interface: str, member: int) -> _PipelineConsumer:
+    def emit(cb) -> None:
+        if not include_snapshots:
+            snap = cb.is_snapshot
+            if snap.any():
+                cb = cb.select(~snap)
+                if cb.n == 0:
+                    return
+        rows.put(cb)
+
+    def factory(interface: str, member: int) -> PipelineConsumer:
         p = ConnPipeline(tracking, semantics, protocols)
         pipes.append(p)
-        return _PipelineConsumer(p, rows, include_snapshots, lag_ns, tap)
+        return PipelineConsumer(f"{interface}/{member}", p, emit, lag_ns=lag_ns, tap=tap)
 
     warm_up_pipeline(tracking, semantics)
     cap = LiveCapture(config, factory, count=count)
@@ -135,7 +78,7 @@ def capture_connections(config: CaptureConfig, on_rows: Callable, *,
     try:
         if started is not None:
             started(cap)
-        while not cap._done.is_set():
+        while not cap.finished():
             if stop is not None and stop.is_set():
                 break
             if deadline is not None and time.monotonic() >= deadline:

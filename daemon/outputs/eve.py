@@ -1,10 +1,14 @@
 """Prediction events: EVE-style JSON objects and plain label lines, and the files they go to.
 
-``eve`` (one object per line, shaped like Suricata's EVE so that log shippers take it
-unchanged)::
+Every event has one envelope (``timestamp``, ``event_type``, ``host``, and ``prediction``
+with the model's name and version, ``label``, ``probability``, ``alert`` and ``topk``)
+plus the fields of its entity, written by the formatter registered for that entity
+(:mod:`malsensor.daemon.outputs.events`). This module formats *connection* events, in a
+numba kernel (``eve``: one object per line, shaped like Suricata's EVE so that log
+shippers take it unchanged)::
 
     {"timestamp": "2024-05-01T10:00:00.123456+0000", "flow_id": 1234, "event_type": "prediction",
-     "src_ip": ..., "src_port": ..., "dest_ip": ..., "dest_port": ..., "proto": "TCP",
+     "host": "sensor1", "src_ip": ..., "src_port": ..., "dest_ip": ..., "dest_port": ..., "proto": "TCP",
      "src_mac": ..., "dest_mac": ...,
      "prediction": {"model", "version", "label", "class_id", "probability", "topk": [[label, p], ...],
                     "alert", "trigger"},
@@ -37,35 +41,36 @@ import numpy as np
 from numba import njit
 
 from ..flows import layout as L
+from ..protocols import proto_name
 from ..views.conn import CONN_COLUMNS
 from .jsontext import (FLOAT_MAX, INT_MAX, IP_MAX, MAC_MAX, TIME_MAX, TextTable, format_rows, put_float, put_int,
                        put_mac, put_text, put_time)
 from .rows import END_REASON_TEXT, end_reason_name, format_ip, format_mac, put_endpoints
 
-PROTO_NAMES = {1: "ICMP", 2: "IGMP", 6: "TCP", 17: "UDP", 47: "GRE", 50: "ESP", 51: "AH", 58: "IPv6-ICMP",
-               132: "SCTP"}
 MASK52 = (1 << 52) - 1
 
 
 @dataclass
 class PredictionBatch:
-    """Predictions of one model for a batch of connections (what a model worker hands the writer)."""
+    """Predictions of one model for a batch of entities (what a model worker hands the writer)."""
 
     model: str
     version: str
     trigger: str
     labels: Sequence[str]
-    records: np.ndarray      # int64 (n, layout.N_COLS)
-    features: np.ndarray     # float64 (n, 17)
+    keys: np.ndarray         # what identifies each entity (connections: int64 flow records (n, layout.N_COLS))
+    detail: np.ndarray       # what the event shows of the inputs (connections: float64 (n, 17) features)
     probs: np.ndarray        # float32 (n, n_classes)
     class_id: np.ndarray     # int64 (n,)
     topk: np.ndarray         # int64 (n, k), best first
     alert: np.ndarray        # bool (n,)
-    t_ns: np.ndarray         # int64 (n,), monotonic ns when the connection left the tracker
+    t_ns: np.ndarray         # int64 (n,), monotonic ns when the entity left its source
+    entity: str = "connection"  # picks the event formatter
+    host: str = ""           # the sensor's name (the envelope's "host")
 
     @property
     def n(self) -> int:
-        return int(self.records.shape[0])
+        return int(self.keys.shape[0])
 
     def label_of(self, cid: int) -> str:
         return self.labels[cid] if 0 <= cid < len(self.labels) else f"unknown_{cid}"
@@ -117,21 +122,18 @@ class _Timestamps:
         return f"{self._prefix}.{ns // 1000:06d}+0000"
 
 
-def proto_name(p: int) -> str:
-    return PROTO_NAMES.get(p, str(p))
-
-
 def eve_event(pb: PredictionBatch, j: int, *, features: bool = True) -> dict:
     """Row ``j`` as an event dict: the reference that :func:`eve_lines` formats quickly."""
-    r = pb.records[j].tolist()
+    r = pb.keys[j].tolist()
     key = r[L.KEY]
     p = pb.probs[j].astype(np.float64).tolist()
     c = int(pb.class_id[j])
     ts = _Timestamps()
     ev = {
         "timestamp": ts(r[L.LAST_TS]),
-        "flow_id": int(flow_ids(pb.records[j:j + 1])[0]),
+        "flow_id": int(flow_ids(pb.keys[j:j + 1])[0]),
         "event_type": "prediction",
+        "host": pb.host,
         "src_ip": format_ip(r[L.SRC_HI], r[L.SRC_LO]),
         "src_port": (key >> 16) & 0xFFFF,
         "dest_ip": format_ip(r[L.DST_HI], r[L.DST_LO]),
@@ -151,7 +153,7 @@ def eve_event(pb: PredictionBatch, j: int, *, features: bool = True) -> dict:
         },
     }
     if features:
-        ev["conn"] = {k: (v if np.isfinite(v) else None) for k, v in zip(CONN_COLUMNS, pb.features[j].tolist())}
+        ev["conn"] = {k: (v if np.isfinite(v) else None) for k, v in zip(CONN_COLUMNS, pb.detail[j].tolist())}
     return ev
 
 
@@ -170,10 +172,12 @@ _PROTOS = TextTable.of([proto_name(p) for p in range(256)])
 
 
 @lru_cache(maxsize=64)
-def _eve_text(model: str, version: str, trigger: str) -> TextTable:
+def _eve_text(model: str, version: str, trigger: str, host: str) -> TextTable:
+    head = list(_EVE_HEAD)
+    head[2] = head[2].replace('"prediction",', f'"prediction","host":{json.dumps(host)},')
     pred = f'","prediction":{{"model":{json.dumps(model)},"version":{json.dumps(version)},"label":'
     flow = f',"trigger":{json.dumps(trigger)}}},"flow":{{"start":"'
-    return TextTable.of(_EVE_HEAD + [pred, *_EVE_TAIL, flow, *_EVE_FLOW, *_EVE_CONN])
+    return TextTable.of(head + [pred, *_EVE_TAIL, flow, *_EVE_FLOW, *_EVE_CONN])
 
 
 _UNKNOWN = np.frombuffer(b'"unknown_', dtype=np.uint8).copy()
@@ -265,13 +269,13 @@ def eve_lines(pb: PredictionBatch, *, features: bool = True, select: np.ndarray 
     rows = np.arange(pb.n, dtype=np.int64) if select is None else np.flatnonzero(select).astype(np.int64)
     if rows.size == 0:
         return b""
-    text = _eve_text(pb.model, pb.version, pb.trigger)
+    text = _eve_text(pb.model, pb.version, pb.trigger, pb.host)
     n_labels = pb.probs.shape[1]  # class ids come from the probabilities' columns (checked by the kernel)
     labels = TextTable.of([json.dumps(pb.label_of(c)) for c in range(n_labels)])
     k = pb.topk.shape[1] if pb.topk.ndim == 2 else 0
     per_event = (int(text.off[-1]) + (k + 1) * (labels.longest + FLOAT_MAX + 8) + 20 * FLOAT_MAX + 3 * TIME_MAX
                  + 2 * IP_MAX + 2 * MAC_MAX + 8 * INT_MAX + _PROTOS.longest + END_REASON_TEXT.longest)
-    args = (np.ascontiguousarray(pb.records, dtype=np.int64), np.ascontiguousarray(pb.features, dtype=np.float64),
+    args = (np.ascontiguousarray(pb.keys, dtype=np.int64), np.ascontiguousarray(pb.detail, dtype=np.float64),
             np.ascontiguousarray(pb.probs, dtype=np.float64), np.asarray(pb.class_id, dtype=np.int64),
             np.ascontiguousarray(pb.topk, dtype=np.int64).reshape(pb.n, k), np.asarray(pb.alert, dtype=np.bool_),
             features, text.blob, text.off, labels.blob, labels.off, _PROTOS.blob, _PROTOS.off,

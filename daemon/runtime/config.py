@@ -1,51 +1,49 @@
 """malsensor.toml: the daemon's configuration schema, as dataclasses, and its validation.
 
-Every section is a frozen dataclass whose fields carry their default, their
-allowed values or range and a one-line description (``etc/malsensor.toml``
-documents each key; a test keeps the two in step). :func:`load_config` parses
-the file with :mod:`tomllib` and checks every key: a problem is reported as
-``FILE:LINE: key.path: what is wrong (allowed: ...)``, all problems of a file
-at once, and an unknown key is an error, so a typo never goes unnoticed.
+Every section is a frozen dataclass whose fields carry their default, their allowed
+values or range and a one-line description (``etc/malsensor.toml`` documents each key;
+a test keeps the two in step). :func:`load_config` parses the file with :mod:`tomllib`
+and checks every key with the one schema checker (:mod:`malsensor.daemon.schema`): a
+problem is reported as ``FILE:LINE: key.path: what is wrong (allowed: ...)``, all
+problems of a file at once, and an unknown key is an error, so a typo never goes unnoticed.
+
+Two kinds of table get their keys from a registry rather than from this file:
+``[[source]]`` (the keys of its ``kind``, see :mod:`malsensor.daemon.sources`) and
+``[[model]]`` (the generic keys below plus those of its ``view``, see
+:mod:`malsensor.daemon.views.base`). ``[[interface]]`` and ``[replay]`` are the old
+spellings of ``[[source]] kind = "afpacket"`` and ``kind = "pcap"``; they still load,
+with a notice.
 
 Relative paths in the file are taken relative to the directory of the file.
 """
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
 import re
 import tomllib
-import typing
 from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
-from ..capture.ring import RingConfig
 from ..flows.config import TrackerConfig
 from ..logs import LEVELS
-from ..pipeline import PROTOCOL_NAMES
-from ..views.conn import CONN_VERSION, CONN_VIEW, N_FEATURES, SEMANTICS
-from ..views.conn_series import CONN_SERIES_VERSION, CONN_SERIES_VIEW, SERIES_POINTS
-from .tomlpos import KeyPath, format_path, key_lines, line_of
+from ..protocols import PROTOCOL_NAMES, protocol_number
+from ..plugins import RegistryError, load_plugins
+from ..schema import Checker, ConfigError, KeySpec, Problem, describe, opt, specs_of
+from ..sources import SOURCES
+from ..views.base import VIEWS, View
+from ..views.conn import CONN_VERSION, CONN_VIEW, SEMANTICS
+from .tomlpos import KeyPath, key_lines
+
+__all__ = ["Config", "ConfigError", "Problem", "load_config", "parse_config", "check_sources"]
 
 DEFAULT_CONFIG = "/etc/malsensor/malsensor.toml"
-KNOWN_VIEWS = (f"{CONN_VIEW}@{CONN_VERSION}", f"{CONN_SERIES_VIEW}@{CONN_SERIES_VERSION}")
-SERIES_VIEW = f"{CONN_SERIES_VIEW}@{CONN_SERIES_VERSION}"
-"""Views the daemon computes live (``name@version``); a model must read one of them."""
-_RING = RingConfig()
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-
-
-def opt(default: Any = MISSING, doc: str = "", *, choices: Iterable[Any] | None = None,
-        min: float | None = None, max: float | None = None, min_exclusive: bool = False,
-        item_min: float | None = None, path: bool = False) -> Any:
-    """A configuration key: default, description and constraints (in field metadata)."""
-    meta = {"doc": doc, "choices": tuple(choices) if choices is not None else None, "min": min,
-            "max": max, "min_exclusive": min_exclusive, "item_min": item_min, "path": path}
-    if isinstance(default, (list, tuple)):
-        d = tuple(default)
-        return field(default_factory=lambda: d, metadata=meta)
-    return field(default=default, metadata=meta)
+BUILTIN_SOURCES = ("afpacket", "pcap")   # documented in etc/malsensor.toml (plugins add more)
+BUILTIN_VIEWS = ("conn@1", "conn_series@1")
+ALIASES = {"interface": "afpacket", "replay": "pcap"}  # old section -> [[source]] kind
 
 
 # --------------------------------------------------------------------------- sections
@@ -65,6 +63,9 @@ class ServiceSection:
                                 min=0.0, min_exclusive=True)
     status_interval: float = opt(5.0, "seconds between STATUS= updates to systemd", min=0.0,
                                  min_exclusive=True)
+    host: str = opt("", "the name events carry in \"host\" (\"\" = this machine's hostname)")
+    plugins: tuple[str, ...] = opt((), "Python modules imported at start that register more sources, "
+                                       "views or event formatters (as $MALSENSOR_PLUGINS does)")
 
 
 @dataclass(frozen=True)
@@ -75,38 +76,6 @@ class LoggingSection:
     journal: str = opt("auto", "log to the journal with structured fields (auto = when started by "
                                "systemd)", choices=("auto", "yes", "no"))
 
-
-@dataclass(frozen=True)
-class InterfaceSection:
-    """[[interface]]: one network interface to capture on (AF_PACKET, TPACKET_V3)."""
-
-    name: str = opt(MISSING, "interface name; \"default\" = the interface of the default route")
-    threads: int = opt(1, "capture threads (sockets in one PACKET_FANOUT group)", min=1, max=64)
-    fanout: str = opt("hash", "how the kernel spreads packets over the threads (hash keeps each "
-                              "connection on one thread)", choices=("hash", "cpu", "lb"))
-    promiscuous: bool = opt(True, "put the interface in promiscuous mode")
-    ignore_outgoing: bool = opt(False, "skip packets this host sends")
-    bpf: str = opt("", "BPF filter expression (tcpdump syntax, compiled by libpcap); \"\" = all")
-    block_size: int = opt(_RING.block_size, "ring block size in bytes (a multiple of the page size; "
-                                            "the kernel hands over whole blocks)", min=4096)
-    block_count: int = opt(_RING.block_count, "ring blocks per thread (ring memory = block_size * "
-                                              "block_count per thread)", min=2)
-    frame_size: int = opt(_RING.frame_size, "ring frame size (multiple of 16 dividing block_size; "
-                                            "TPACKET_V3 packs packets regardless)", min=64)
-    retire_timeout_ms: int = opt(_RING.retire_timeout_ms, "a partly filled block is handed over this "
-                                                          "long after its first packet", min=1, max=60000)
-    snaplen: int = opt(_RING.snaplen, "bytes of each packet copied into the ring", min=64, max=262144)
-
-
-@dataclass(frozen=True)
-class ReplaySection:
-    """[replay]: replay a capture file instead of capturing live."""
-
-    file: str = opt("", "pcap or pcapng file (optionally gzip-compressed); \"\" = no replay", path=True)
-    repeat: int = opt(1, "passes over the file (0 = forever); the daemon exits after the last", min=0)
-    pause: float = opt(0.0, "seconds to wait between passes", min=0.0)
-    rate: float = opt(0.0, "pace the replay to this many finished connections per second (0 = as fast as "
-                           "possible)", min=0.0)
 
 
 def _tracker_doc() -> dict[str, str]:
@@ -133,7 +102,7 @@ TRACKER_KEYS = tuple(f.name for f in fields(TrackerConfig) if f.name != "snapsho
 class TrackingSection:
     """[tracking]: connection tracking (TrackerConfig) plus feature semantics and a protocol filter."""
 
-    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)  # its keys are the [tracking] keys
     semantics: str = opt("malsensor", "feature definitions (docs/features.md)", choices=SEMANTICS)
     protocols: tuple[str, ...] = opt((), "only connections of these IP protocols (names or numbers; "
                                          "[] = all)")
@@ -154,9 +123,10 @@ class InferenceSection:
                                 min=0.0, min_exclusive=True)
 
 
+
 @dataclass(frozen=True)
 class ModelSection:
-    """[[model]]: a model run on every connection (or early, after N packets)."""
+    """[[model]]: a model run on what its view selects (every connection, or early, ...)."""
 
     name: str = opt(MISSING, "name used in events, outputs and metrics (letters, digits, _ . -)")
     models_dir: str = opt("/var/lib/malsensor/models", "folder of published models "
@@ -164,28 +134,25 @@ class ModelSection:
     artifact: str = opt("", "model folder inside models_dir whose current link is followed and watched "
                             "(\"\" = the model's name)")
     path: str = opt("", "a fixed artifact directory instead of models_dir/artifact (not watched)", path=True)
-    view: str = opt(f"{CONN_VIEW}@{CONN_VERSION}", "feature view the model reads", choices=KNOWN_VIEWS)
-    trigger: str = opt("end", "classify at connection end, or early once a connection has early_packets "
-                              "packets (connections ending before that are classified at their end)",
-                       choices=("end", "early"))
-    early_packets: int = opt(0, "packets (both directions) for trigger = \"early\"", min=0)
-    lookback: int = opt(0, "view = \"conn_series@1\" only: series length L (2..10); the model reads the conn "
-                           "features after 2, 4, 8, ... packets and classifies a connection at "
-                           "2**L packets or at its end, whichever comes first (trigger = \"end\")", min=0)
+    view: str = opt(f"{CONN_VIEW}@{CONN_VERSION}", "feature view the model reads (name@version; the view adds "
+                                                   "its own keys below)")
     labels: str = opt("", "JSON array of label strings overriding the artifact's labels.json", path=True)
     topk: int = opt(3, "classes listed in an event's prediction.topk", min=1, max=100)
     alert_threshold: float = opt(0.5, "a prediction is an alert when its label is not benign and its "
                                       "probability is at least this", min=0.0, max=1.0)
     benign_labels: tuple[str, ...] = opt(("benign", "normal", "0"), "labels that never alert")
+    options: Any = field(default=None, compare=True)  # the view's keys (an instance of view.options)
 
-    @property
-    def is_series(self) -> bool:
-        return self.view == SERIES_VIEW
+    def __post_init__(self) -> None:
+        if self.options is None:  # built in code rather than read from a file: the view's defaults
+            object.__setattr__(self, "options", VIEWS.get(self.view).options())
 
-    @property
-    def view_shape(self) -> tuple[int, ...]:
-        """The input shape the model's artifact must declare."""
-        return (self.lookback, N_FEATURES) if self.is_series else (N_FEATURES,)
+    def view_spec(self) -> View:
+        return VIEWS.get(self.view)
+
+    def input_shape(self) -> tuple[int, ...]:
+        """The per-sample shape the model's artifact must declare."""
+        return tuple(self.view_spec().shape(self.options))
 
 
 @dataclass(frozen=True)
@@ -218,6 +185,7 @@ class MetricsSection:
     port: int = opt(9477, "TCP port (0 = any free port, logged at start)", min=0, max=65535)
 
 
+
 @dataclass(frozen=True)
 class Config:
     """The whole file."""
@@ -225,39 +193,39 @@ class Config:
     path: str = ""
     service: ServiceSection = field(default_factory=ServiceSection)
     logging: LoggingSection = field(default_factory=LoggingSection)
-    interfaces: tuple[InterfaceSection, ...] = ()
-    replay: ReplaySection = field(default_factory=ReplaySection)
+    sources: tuple[Any, ...] = ()   # the kinds' config dataclasses, in file order
     tracking: TrackingSection = field(default_factory=TrackingSection)
     inference: InferenceSection = field(default_factory=InferenceSection)
     models: tuple[ModelSection, ...] = ()
     outputs: tuple[OutputSection, ...] = ()
     stats: StatsSection = field(default_factory=StatsSection)
     metrics: MetricsSection = field(default_factory=MetricsSection)
+    notices: tuple[str, ...] = ()   # deprecations: worth a log line, not an error
 
     def tracker_config(self) -> TrackerConfig:
-        """TrackerConfig with the snapshot points the early-triggered models need."""
-        snaps = {m.early_packets for m in self.models if m.trigger == "early"}
+        """TrackerConfig with the snapshot points the models' connection views need."""
+        snaps: set[int] = set()
         for m in self.models:
-            if m.is_series:
-                snaps.update(SERIES_POINTS[:m.lookback])
-        snaps = sorted(snaps)
-        return replace(self.tracking.tracker, snapshot_packets=tuple(snaps))
+            view = m.view_spec()
+            if view.consumes == "connections":
+                snaps |= view.snapshot_points(m.options)
+        return replace(self.tracking.tracker, snapshot_packets=tuple(sorted(snaps)))
 
     def protocol_numbers(self) -> frozenset[int] | None:
         if not self.tracking.protocols:
             return None
-        return frozenset(_protocol_number(p) for p in self.tracking.protocols)
+        return frozenset(protocol_number(p) for p in self.tracking.protocols)
 
-    def model(self, name: str) -> ModelSection:
-        return next(m for m in self.models if m.name == name)
+    def sources_of(self, kind: str) -> tuple[Any, ...]:
+        return tuple(s for s in self.sources if s.kind == kind)
 
 
-# TOML name -> (Config attribute, section class, is an array of tables)
-SECTIONS: dict[str, tuple[str, type, bool]] = {
+# TOML name -> (Config attribute, section class, is an array of tables); [[source]] and
+# [[model]] take some of their keys from the source kind and the view (see module doc)
+SECTIONS: dict[str, tuple[str, type | None, bool]] = {
     "service": ("service", ServiceSection, False),
     "logging": ("logging", LoggingSection, False),
-    "interface": ("interfaces", InterfaceSection, True),
-    "replay": ("replay", ReplaySection, False),
+    "source": ("sources", None, True),
     "tracking": ("tracking", TrackingSection, False),
     "inference": ("inference", InferenceSection, False),
     "model": ("models", ModelSection, True),
@@ -267,232 +235,127 @@ SECTIONS: dict[str, tuple[str, type, bool]] = {
 }
 
 
-def _protocol_number(p: str) -> int:
-    s = str(p).strip().lower()
-    if s.isdigit() and 0 <= int(s) <= 255:
-        return int(s)
-    return PROTOCOL_NAMES[s]
-
-
-# --------------------------------------------------------------------------- errors
-
-
-@dataclass(frozen=True)
-class Problem:
-    file: str
-    line: int | None
-    key: str
-    message: str
-
-    def __str__(self) -> str:
-        where = f"{self.file}:{self.line}" if self.line else self.file
-        return f"{where}: {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
-
-
-class ConfigError(Exception):
-    """The configuration cannot be used; ``problems`` lists every reason."""
-
-    def __init__(self, problems: list[Problem]) -> None:
-        self.problems = problems
-        super().__init__("\n".join(map(str, problems)))
-
-
-# --------------------------------------------------------------------------- field specs
-
-
-@dataclass(frozen=True)
-class KeySpec:
-    name: str
-    type: Any
-    default: Any
-    doc: str = ""
-    choices: tuple | None = None
-    min: float | None = None
-    max: float | None = None
-    min_exclusive: bool = False
-    item_min: float | None = None
-    path: bool = False
-
-    @property
-    def required(self) -> bool:
-        return self.default is MISSING
-
-
-def _specs(cls: type) -> list[KeySpec]:
-    hints = typing.get_type_hints(cls)
-    out = []
-    for f in fields(cls):
-        if f.name == "tracker":
-            continue
-        default = f.default if f.default is not MISSING else (
-            f.default_factory() if f.default_factory is not MISSING else MISSING)  # type: ignore[misc]
-        m = f.metadata
-        out.append(KeySpec(f.name, hints[f.name], default, m.get("doc", ""), m.get("choices"), m.get("min"),
-                           m.get("max"), m.get("min_exclusive", False), m.get("item_min"), m.get("path", False)))
-    return out
+# --------------------------------------------------------------------------- key specs
 
 
 def _tracker_specs() -> list[KeySpec]:
-    hints = typing.get_type_hints(TrackerConfig)
     docs = _tracker_doc()
     d = TrackerConfig()
     out = []
-    for name in TRACKER_KEYS:
-        typ = hints[name]
-        lo = 1 if typ is int else (0.0 if name == "close_linger" else None)
-        excl = typ is float and name != "close_linger"
-        out.append(KeySpec(name, typ, getattr(d, name), docs.get(name, ""), None,
+    for s in specs_of(TrackerConfig, skip=("snapshot_packets",)):
+        lo = 1 if s.type is int else (0.0 if s.name == "close_linger" else None)
+        excl = s.type is float and s.name != "close_linger"
+        out.append(KeySpec(s.name, s.type, getattr(d, s.name), docs.get(s.name, ""), None,
                            lo if lo is not None else (0.0 if excl else None), None, excl))
     return out
 
 
+def _merged(spec_lists) -> list[KeySpec]:
+    """Keys of several tables, each name once (the first spelling wins), in order."""
+    seen: dict[str, KeySpec] = {}
+    for specs in spec_lists:
+        for s in specs:
+            seen.setdefault(s.name, s)
+    return list(seen.values())
+
+
+KIND_SPEC = KeySpec("kind", str, MISSING, "what the source is (afpacket, pcap, or a plugin's kind)")
+
+
 def section_specs(toml_name: str) -> list[KeySpec]:
-    """The keys of one section, in file order (the tracker's first for [tracking])."""
+    """The keys of one section, in file order (the tracker's first for [tracking]; for
+    [[source]] and [[model]] those of the built-in kinds and views as well)."""
+    if toml_name == "source":
+        return [KIND_SPEC, *_merged(specs_of(SOURCES.get(k).config) for k in BUILTIN_SOURCES)]
+    if toml_name == "model":
+        return _merged([specs_of(ModelSection, skip=("options",)),
+                        *(VIEWS.get(v).option_specs() for v in BUILTIN_VIEWS)])
     cls = SECTIONS[toml_name][1]
     if cls is TrackingSection:
-        return _tracker_specs() + _specs(TrackingSection)
-    return _specs(cls)
+        return _tracker_specs() + specs_of(TrackingSection, skip=("tracker",))
+    return specs_of(cls)
 
 
 # --------------------------------------------------------------------------- validation
 
 
-class _Checker:
-    def __init__(self, file: str, lines: dict[KeyPath, int]) -> None:
-        self.file = file
-        self.lines = lines
-        self.problems: list[Problem] = []
-
-    def problem(self, path: KeyPath, message: str) -> None:
-        self.problems.append(Problem(self.file, line_of(self.lines, path), format_path(path), message))
-
-    def value(self, spec: KeySpec, v: Any, path: KeyPath) -> tuple[bool, Any]:
-        """Type-check and range-check one value; returns (ok, converted value)."""
-        t = spec.type
-        origin = typing.get_origin(t)
-        if origin is tuple:
-            item_t = typing.get_args(t)[0]
-            if not isinstance(v, list):
-                self.problem(path, f"expected an array of {_tname(item_t)}s, got {_describe(v)}")
-                return False, None
-            items = []
-            ok = True
-            for i, item in enumerate(v):
-                good, conv = self._scalar(item_t, item, (*path, i), spec, is_item=True)
-                ok &= good
-                items.append(conv)
-            return ok, tuple(items)
-        return self._scalar(t, v, path, spec)
-
-    def _scalar(self, t: Any, v: Any, path: KeyPath, spec: KeySpec, is_item: bool = False) -> tuple[bool, Any]:
-        shown = format_path(path[:-1]) + f"[{path[-1]}]" if is_item else None
-        where = path[:-1] if is_item else path
-
-        def bad(msg: str) -> tuple[bool, Any]:
-            self.problem(where, f"item {path[-1]}: {msg}" if shown else msg)
-            return False, None
-
-        if t is bool:
-            if not isinstance(v, bool):
-                return bad(f"expected true or false, got {_describe(v)}")
-        elif t is int:
-            if isinstance(v, bool) or not isinstance(v, int):
-                return bad(f"expected an integer, got {_describe(v)}")
-        elif t is float:
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
-                return bad(f"expected a number, got {_describe(v)}")
-            v = float(v)
-            if v != v or v in (float("inf"), float("-inf")):
-                return bad("expected a finite number")
-        elif t is str:
-            if not isinstance(v, str):
-                return bad(f"expected a string, got {_describe(v)}")
-        if not is_item and spec.choices is not None and v not in spec.choices:
-            return bad(f"{v!r} is not allowed (allowed: {', '.join(map(str, spec.choices))})")
-        if t in (int, float):
-            lo = spec.item_min if is_item else spec.min
-            hi = None if is_item else spec.max
-            if lo is not None and (v < lo or (spec.min_exclusive and not is_item and v == lo)):
-                rel = ">" if spec.min_exclusive and not is_item else ">="
-                rng = f"{rel} {_num(lo)}" + (f" and <= {_num(hi)}" if hi is not None else "")
-                return bad(f"{_num(v)} is out of range (allowed: {rng})")
-            if hi is not None and v > hi:
-                return bad(f"{_num(v)} is out of range (allowed: {_num(lo) if lo is not None else '-inf'}.."
-                           f"{_num(hi)})")
-        return True, v
-
+class _ConfigChecker(Checker):
     def section(self, toml_name: str, data: Any, path: KeyPath, base_dir: Path) -> Any:
+        if toml_name == "source":
+            return self.source(data, path, base_dir)
+        if toml_name == "model":
+            return self.model(data, path, base_dir)
         cls = SECTIONS[toml_name][1]
-        if not isinstance(data, dict):
-            self.problem(path, f"expected a table, got {_describe(data)}")
-            return None
-        specs = {s.name: s for s in section_specs(toml_name)}
-        values: dict[str, Any] = {}
-        ok = True
-        for key, v in data.items():
-            spec = specs.get(key)
-            if spec is None:
-                close = difflib.get_close_matches(key, specs, n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
-                self.problem((*path, key), f"unknown key{hint} (allowed: {', '.join(specs)})")
-                ok = False
-                continue
-            good, conv = self.value(spec, v, (*path, key))
-            if not good:
-                ok = False
-                continue
-            if spec.path and conv:
-                conv = _abspath(conv, base_dir)
-            values[key] = conv
-        for s in specs.values():
-            if s.required and s.name not in values and s.name not in data:
-                self.problem(path, f"missing required key {s.name!r}")
-                ok = False
-        if not ok:
+        values = self.table(section_specs(toml_name), data, path, base_dir)
+        if values is None:
             return None
         if cls is TrackingSection:
             tk = {k: values.pop(k) for k in list(values) if k in TRACKER_KEYS}
             try:  # keys left out take the lifecycle of the chosen semantics (Argus's for "argus")
-                tracker = TrackerConfig.for_semantics(values.get("semantics", "malsensor"), **tk)
+                values["tracker"] = TrackerConfig.for_semantics(values.get("semantics", "malsensor"), **tk)
             except ValueError as e:
                 key = str(e).split()[0]
                 self.problem((*path, key) if key in TRACKER_KEYS else path, str(e))
                 return None
-            values["tracker"] = tracker
         try:
             return cls(**values)
         except (TypeError, ValueError) as e:  # pragma: no cover - the specs above should catch it
             self.problem(path, str(e))
             return None
 
+    def source(self, data: Any, path: KeyPath, base_dir: Path, kind: str | None = None) -> Any:
+        if not isinstance(data, dict):
+            self.problem(path, f"expected a table, got {describe(data)}")
+            return None
+        if kind is None:
+            kind = data.get("kind")
+            if not isinstance(kind, str):
+                self.problem(path if "kind" not in data else (*path, "kind"),
+                             "missing required key 'kind'" if "kind" not in data
+                             else f"expected a string, got {describe(kind)}")
+                return None
+        try:
+            cls = SOURCES.get(kind)
+        except RegistryError as e:
+            self.problem((*path, "kind"), str(e))
+            return None
+        specs = specs_of(cls.config)
+        if path[0] == "replay":  # the old [replay] section: file = "" meant "no replay"
+            specs = [dataclasses.replace(s, default="") if s.name == "file" else s for s in specs]
+        values = self.table(specs, data, path, base_dir, ignore=("kind",) if path[0] == "source" else ())
+        if values is None:
+            return None
+        try:
+            return cls.config(**values)
+        except (TypeError, ValueError) as e:
+            self.problem(path, str(e))
+            return None
 
-def _abspath(p: str, base: Path) -> str:
-    pp = Path(os.path.expanduser(p))
-    return str(pp if pp.is_absolute() else (base / pp))
-
-
-def _tname(t: Any) -> str:
-    return {int: "integer", float: "number", str: "string", bool: "boolean"}.get(t, str(t))
-
-
-def _describe(v: Any) -> str:
-    if isinstance(v, bool):
-        return f"boolean {str(v).lower()}"
-    if isinstance(v, (int, float)):
-        return f"number {v!r}"
-    if isinstance(v, str):
-        return f"string {v!r}"
-    if isinstance(v, list):
-        return "an array"
-    if isinstance(v, dict):
-        return "a table"
-    return type(v).__name__
-
-
-def _num(v: float | None) -> str:
-    if v is None:
-        return "?"
-    return str(int(v)) if float(v).is_integer() else repr(v)
+    def model(self, data: Any, path: KeyPath, base_dir: Path) -> ModelSection | None:
+        if not isinstance(data, dict):
+            self.problem(path, f"expected a table, got {describe(data)}")
+            return None
+        ref = data.get("view", ModelSection.view)
+        view = None
+        if isinstance(ref, str):
+            try:
+                view = VIEWS.get(ref)
+            except RegistryError as e:
+                self.problem((*path, "view"), str(e))
+            except ValueError as e:
+                self.problem((*path, "view"), str(e))
+        generic = specs_of(ModelSection, skip=("options",))
+        vspecs = view.option_specs() if view is not None else []
+        if view is None and isinstance(ref, str):
+            data = {k: v for k, v in data.items() if k in {s.name for s in generic}}
+        values = self.table([*generic, *vspecs], data, path, base_dir)
+        if values is None or view is None:
+            return None
+        vkeys = {s.name for s in vspecs}
+        options = view.options(**{k: values.pop(k) for k in list(values) if k in vkeys and
+                                  k not in {s.name for s in generic}})
+        view.check(options, self, path)  # (its problems fail the file; the model still takes part in cross-checks)
+        return ModelSection(**values, options=options)
 
 
 def parse_config(text: str, file: str = "<config>", base_dir: str | os.PathLike | None = None) -> Config:
@@ -508,9 +371,38 @@ def parse_config(text: str, file: str = "<config>", base_dir: str | os.PathLike 
             raise ConfigError([Problem(file, int(m.group(1)), "", f"TOML syntax error at column "
                                                                   f"{m.group(2)}: {msg}")]) from None
         raise ConfigError([Problem(file, None, "", f"TOML syntax error: {msg}")]) from None
-    ck = _Checker(file, key_lines(text))
+    lines = key_lines(text)
+    ck = _ConfigChecker(file, lines)
+    # plugins first: they may add the source kinds and views the rest of the file names
+    wanted = doc.get("service", {}).get("plugins", []) if isinstance(doc.get("service"), dict) else []
+    try:
+        load_plugins(p for p in (wanted if isinstance(wanted, list) else []) if isinstance(p, str))
+    except ImportError as e:
+        ck.problem(("service", "plugins"), str(e))
     values: dict[str, Any] = {"path": file}
+    sources: list[tuple[Any, KeyPath]] = []   # (config or None, key path) in file order
+    notices: list[str] = []
     for key, data in doc.items():
+        if key in ALIASES:
+            kind = ALIASES[key]
+            items = data if isinstance(data, list) else [data]
+            if key == "interface" and not isinstance(data, list):
+                ck.problem((key,), f"expected an array of tables [[{key}]], got {describe(data)}")
+                continue
+            if key == "replay" and isinstance(data, list):
+                ck.problem((key,), f"expected a table [{key}], got {describe(data)}")
+                continue
+            line = lines.get((key, 0) if key == "interface" else (key,))
+            shown = f"[[{key}]]" if key == "interface" else f"[{key}]"
+            notices.append(f"{file}:{line or '?'}: {shown} is deprecated: write [[source]] kind = \"{kind}\" "
+                           f"with the same keys")
+            for i, item in enumerate(items):
+                path = (key, i) if key == "interface" else (key,)
+                got = ck.source(item, path, base, kind)
+                if key == "replay" and got is not None and not got.file:
+                    continue  # [replay] file = "": no replay
+                sources.append((got, path))
+            continue
         if key not in SECTIONS:
             close = difflib.get_close_matches(key, SECTIONS, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
@@ -523,25 +415,29 @@ def parse_config(text: str, file: str = "<config>", base_dir: str | os.PathLike 
         attr, _cls, is_array = SECTIONS[key]
         if is_array:
             if not isinstance(data, list):
-                ck.problem((key,), f"expected an array of tables [[{key}]], got {_describe(data)}")
+                ck.problem((key,), f"expected an array of tables [[{key}]], got {describe(data)}")
                 continue
             items = [ck.section(key, item, (key, i), base) for i, item in enumerate(data)]
-            values[attr] = tuple(items)
+            if key == "source":
+                sources.extend(zip(items, [(key, i) for i in range(len(items))]))
+            else:
+                values[attr] = tuple(items)
         else:
             values[attr] = ck.section(key, data, (key,), base)
+    values["sources"] = tuple(s for s, _ in sources)
+    values["notices"] = tuple(notices)
     # cross-checks also run over what validated so far, so that one pass reports everything
     # (failed array items stay as None so that indices in messages keep matching the file)
     partial = {k: v for k, v in values.items() if v is not None}
     cfg = Config(**partial)
     raw_models = doc.get("model") if isinstance(doc.get("model"), list) else []
     model_names = {m.get("name") for m in raw_models if isinstance(m, dict)}
-    _cross_check(cfg, ck, model_names)
-    if ck.problems:
-        raise ConfigError(ck.problems)
-    return cfg
+    _cross_check(cfg, ck, model_names, sources)
+    ck.raise_if_any()
+    return dataclasses.replace(cfg, sources=tuple(s for s in cfg.sources if s is not None))
 
 
-def _cross_check(cfg: Config, ck: _Checker, model_names: set) -> None:
+def _cross_check(cfg: Config, ck: Checker, model_names: set, sources: list[tuple[Any, KeyPath]]) -> None:
     """Rules that involve several keys or sections."""
     seen: dict[str, int] = {}
     for i, m in enumerate(cfg.models):
@@ -553,19 +449,6 @@ def _cross_check(cfg: Config, ck: _Checker, model_names: set) -> None:
         if m.name in seen:
             ck.problem(("model", i, "name"), f"duplicate model name {m.name!r} (also model[{seen[m.name]}])")
         seen.setdefault(m.name, i)
-        if m.trigger == "early" and m.early_packets < 1:
-            ck.problem(("model", i, "early_packets"), "trigger = \"early\" needs early_packets >= 1")
-        if m.trigger == "end" and m.early_packets:
-            ck.problem(("model", i, "early_packets"), "early_packets is only used with trigger = \"early\"")
-        if m.is_series:
-            if not 2 <= m.lookback <= len(SERIES_POINTS):
-                ck.problem(("model", i, "lookback"), f"view = \"{SERIES_VIEW}\" needs lookback = 2..{len(SERIES_POINTS)} "
-                                                     f"(the series points are {list(SERIES_POINTS)})")
-            if m.trigger != "end":
-                ck.problem(("model", i, "trigger"), f"a {SERIES_VIEW} model classifies at its last series point or at "
-                                                    "the connection's end: trigger must be \"end\"")
-        elif m.lookback:
-            ck.problem(("model", i, "lookback"), f"lookback is only used with view = \"{SERIES_VIEW}\"")
         if not m.path and not m.models_dir:
             ck.problem(("model", i), "set either path (a fixed artifact) or models_dir")
         if m.artifact and ("/" in m.artifact or m.artifact in (".", "..")):
@@ -583,30 +466,15 @@ def _cross_check(cfg: Config, ck: _Checker, model_names: set) -> None:
         paths.setdefault(o.path, i)
         if o.path == cfg.stats.path:
             ck.problem(("output", i, "path"), "is also the stats file")
-    names: dict[str, int] = {}
-    for i, itf in enumerate(cfg.interfaces):
-        if itf is None:
-            continue
-        if itf.name in names:
-            ck.problem(("interface", i, "name"), f"interface {itf.name!r} is also interface[{names[itf.name]}]")
-        names.setdefault(itf.name, i)
-        try:
-            ring_config(itf)
-        except ValueError as e:
-            key = str(e).split()[0]
-            ck.problem(("interface", i, key) if key in _RING_KEYS else ("interface", i), str(e))
-        if itf.bpf:
-            try:
-                from ..capture.bpf import BpfError, compile_filter
-            except ImportError:  # pragma: no cover
-                continue
-            try:
-                compile_filter(itf.bpf)
-            except BpfError as e:
-                ck.problem(("interface", i, "bpf"), str(e))
+    by_kind: dict[str, list[tuple[Any, KeyPath]]] = {}
+    for s, path in sources:
+        if s is not None:
+            by_kind.setdefault(s.kind, []).append((s, path))
+    for kind, items in by_kind.items():
+        SOURCES.get(kind).check(items, ck)
     for i, p in enumerate(cfg.tracking.protocols):
         try:
-            _protocol_number(p)
+            protocol_number(p)
         except KeyError:
             ck.problem(("tracking", "protocols"), f"item {i}: unknown protocol {p!r} (allowed: "
                                                   f"{', '.join(PROTOCOL_NAMES)} or a number 0-255)")
@@ -632,21 +500,25 @@ def load_config(path: str | os.PathLike) -> Config:
     return parse_config(text, str(p), p.resolve().parent)
 
 
-_RING_KEYS = ("block_size", "block_count", "frame_size", "retire_timeout_ms", "snaplen")
-
-
-def ring_config(itf: InterfaceSection) -> RingConfig:
-    """The capture ring geometry of one [[interface]] (raises ValueError naming the key)."""
-    return RingConfig(**{k: getattr(itf, k) for k in _RING_KEYS})
-
-
 def check_sources(cfg: Config) -> list[str]:
-    """Problems that make the configuration unrunnable as a service (no source at all, or two)."""
+    """Problems that make the configuration unrunnable as a service: no source, or a source that
+    ends by itself (a file) beside one that does not, or models whose view no source feeds."""
     out = []
-    if not cfg.interfaces and not cfg.replay.file:
-        out.append(f"{cfg.path}: no capture source: add an [[interface]] table or set [replay] file")
-    if cfg.interfaces and cfg.replay.file:
-        out.append(f"{cfg.path}: [[interface]] and [replay] file are both set; use one of them")
+    if not cfg.sources:
+        out.append(f"{cfg.path}: no source: add a [[source]] table (kind = \"afpacket\" to capture, "
+                   f"\"pcap\" to replay a file)")
+        return out
+    kinds = [SOURCES.get(s.kind) for s in cfg.sources]
+    finite = {k.kind for k in kinds if k.finite}
+    if finite and len(finite) != len({k.kind for k in kinds}):
+        out.append(f"{cfg.path}: sources of kind {', '.join(sorted(finite))} end by themselves and cannot run "
+                   f"beside {', '.join(sorted({k.kind for k in kinds} - finite))}: use one or the other")
+    products = {k.produces for k in kinds}
+    for m in cfg.models:
+        view = m.view_spec()
+        if view.consumes not in products:
+            out.append(f"{cfg.path}: model {m.name}: view {view.ref} reads {view.consumes}, which no configured "
+                       f"source produces (sources: {', '.join(sorted({k.kind for k in kinds}))})")
     return out
 
 

@@ -1,10 +1,11 @@
 """Batched inference: bounded per-model queues, padding to fixed sizes, one worker per model.
 
-Capture threads call :meth:`Dispatcher.dispatch` with each batch of finished (or
-snapshotted) connections. It picks, per model, the rows that model's trigger wants and
-puts them on that model's :class:`ConnQueue` - a bounded queue counted in connections.
-Live capture never waits: when a queue is full the rows are counted as dropped. Replay
-waits for room instead (there is no kernel buffer to lose packets from).
+Source threads call :meth:`Dispatcher.dispatch` with each batch they produce (finished or
+snapshotted connections, for the packet sources). Each model's :class:`Route` asks its
+view's router which rows that model classifies now and with what inputs, and puts them on
+the model's :class:`EntityQueue` - a bounded queue counted in rows. Live sources never
+wait: when a queue is full the rows are counted as dropped. Sources that end by themselves
+(a file) wait for room instead (there is no kernel buffer to lose packets from).
 
 A :class:`ModelWorker` takes up to the largest configured batch size from its queue,
 flushing a partial batch once its oldest connection has waited ``max_delay``; pads it to
@@ -22,17 +23,15 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..flows import layout as L
 from ..outputs.eve import PredictionBatch
-from ..pipeline import ConnBatch
-from ..views.conn_series import SeriesAssembler
+from ..views.base import EntityRows, Router
 from .registry import ModelSlot
 
 log = logging.getLogger("malsensor.inference")
 
 
-class ConnQueue:
-    """Bounded FIFO of connection rows (records, features, arrival time), counted in rows."""
+class EntityQueue:
+    """Bounded FIFO of routed rows (keys, inputs, event detail, arrival time), counted in rows."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
@@ -46,10 +45,10 @@ class ConnQueue:
     def __len__(self) -> int:
         return self._rows
 
-    def put(self, records: np.ndarray, features: np.ndarray, t_ns: int, *, block: bool,
-            stop: threading.Event | None = None, on_wait: Callable[[], None] | None = None) -> int:
+    def put(self, rows: EntityRows, t_ns: int, *, block: bool, stop: threading.Event | None = None,
+            on_wait: Callable[[], None] | None = None) -> int:
         """Queue rows; returns how many were accepted (the rest are counted as dropped)."""
-        n = int(records.shape[0])
+        n = rows.n
         if n == 0:
             return 0
         with self._cond:
@@ -67,9 +66,11 @@ class ConnQueue:
             if take < n:
                 self.dropped += n - take
             if take:
+                detail = rows.x if rows.detail is None else rows.detail
+                keys, x = rows.keys, rows.x
                 if take < n:
-                    records, features = records[:take], features[:take]
-                self._chunks.append((records, features, t_ns))
+                    keys, x, detail = keys[:take], x[:take], detail[:take]
+                self._chunks.append((keys, x, detail, t_ns))
                 self._rows += take
                 self.accepted += take
                 self._cond.notify_all()
@@ -88,33 +89,34 @@ class ConnQueue:
                 if left <= 0:
                     return None
                 self._cond.wait(left)
-            oldest_ns = self._chunks[0][2]
+            oldest_ns = self._chunks[0][3]
             flush_at = oldest_ns / 1e9 + max_delay_s
             while self._rows < max_rows and not self._closed:
                 left = flush_at - time.monotonic()
                 if left <= 0:
                     break
                 self._cond.wait(left)
-            recs, feats, ts = [], [], []
+            keys, xs, details, ts = [], [], [], []
             need = max_rows
             while need and self._chunks:
-                r, f, t = self._chunks[0]
-                k = r.shape[0]
+                k_, x, d, t = self._chunks[0]
+                k = x.shape[0]
                 if k <= need:
                     self._chunks.popleft()
                 else:
-                    self._chunks[0] = (r[need:], f[need:], t)
-                    r, f, k = r[:need], f[:need], need
-                recs.append(r)
-                feats.append(f)
+                    self._chunks[0] = (k_[need:], x[need:], d[need:], t)
+                    k_, x, d, k = k_[:need], x[:need], d[:need], need
+                keys.append(k_)
+                xs.append(x)
+                details.append(d)
                 ts.append(np.full(k, t, dtype=np.int64))
                 need -= k
             got = max_rows - need
             self._rows -= got
             self._cond.notify_all()
-        if len(recs) == 1:
-            return recs[0], feats[0], ts[0]
-        return np.concatenate(recs), np.concatenate(feats), np.concatenate(ts)
+        if len(xs) == 1:
+            return keys[0], xs[0], details[0], ts[0]
+        return np.concatenate(keys), np.concatenate(xs), np.concatenate(details), np.concatenate(ts)
 
     def close(self) -> None:
         with self._cond:
@@ -122,80 +124,42 @@ class ConnQueue:
             self._cond.notify_all()
 
 
-class SeriesRoute:
-    """A conn_series model's :class:`SeriesAssembler`, shared by the capture threads.
-
-    Serials are unique per tracker, and there is one tracker per capture thread: the
-    thread id keeps them apart. Kept across configuration reloads (the assembler holds
-    the snapshots of connections still alive)."""
-
-    def __init__(self, lookback: int, snapshot_points: Sequence[int]) -> None:
-        self.assembler = SeriesAssembler(lookback, snapshot_points)
-        self.lookback = lookback
-        self.snapshot_points = tuple(snapshot_points)
-        self._lock = threading.Lock()
-
-    def __len__(self) -> int:
-        return len(self.assembler)
-
-    def feed(self, cb: ConnBatch) -> tuple[np.ndarray, np.ndarray]:
-        with self._lock:
-            return self.assembler.feed(cb.records, cb.features, threading.get_ident())
-
-
 @dataclass(frozen=True)
 class Route:
-    """Which rows of a connection batch go to one model."""
+    """One model's share of what a source produces: its view's router picks the rows."""
 
     slot: ModelSlot
-    queue: ConnQueue
-    trigger: str               # "end" | "early"
-    early_packets: int = 0
-    snapshot_index: int = -1   # position of early_packets in the tracker's snapshot points
-    series: SeriesRoute | None = None  # conn_series models: rows are assembled into (L, 17) series
-
-    def select(self, cb: ConnBatch, is_snap: np.ndarray) -> np.ndarray:
-        if self.trigger == "end":
-            return ~is_snap
-        rec = cb.records
-        pkts = rec[:, L.S_PKTS] + rec[:, L.D_PKTS]
-        at_point = is_snap & ((rec[:, L.END] >> 8) == self.snapshot_index)
-        return at_point | (~is_snap & (pkts < self.early_packets))
+    queue: EntityQueue
+    router: Router
+    consumes: str               # the product the view reads ("connections", ...)
 
 
 class Dispatcher:
-    """Fans connection batches out to the models' queues (called from capture threads)."""
+    """Fans the sources' batches out to the models' queues (called from source threads)."""
 
     def __init__(self, *, block: bool, stop: threading.Event) -> None:
         self.routes: tuple[Route, ...] = ()
         self.block = block
         self.stop = stop
         self._lock = threading.Lock()
-        self.connections = 0
-        self.snapshots = 0
+        self.counts: collections.Counter = collections.Counter()  # what the batches say they hold
         self.batches = 0
 
     def set_routes(self, routes: Sequence[Route]) -> None:
         self.routes = tuple(routes)  # one assignment: capture threads see the old or the new tuple
 
-    def dispatch(self, cb: ConnBatch, beat: Callable[[], None] | None = None) -> None:
+    def dispatch(self, batch, beat: Callable[[], None] | None = None) -> None:
         t = time.monotonic_ns()
-        is_snap = cb.is_snapshot
-        n_snap = int(is_snap.sum())
+        counts = batch.counts()
         with self._lock:
-            self.connections += cb.n - n_snap
-            self.snapshots += n_snap
+            self.counts.update(counts)
             self.batches += 1
         for r in self.routes:
-            if r.series is not None:
-                recs, x = r.series.feed(cb)
-                r.queue.put(recs, x, t, block=self.block, stop=self.stop, on_wait=beat)
+            if r.consumes != batch.product:
                 continue
-            m = r.select(cb, is_snap)
-            if m.all():
-                r.queue.put(cb.records, cb.features, t, block=self.block, stop=self.stop, on_wait=beat)
-            elif m.any():
-                r.queue.put(cb.records[m], cb.features[m], t, block=self.block, stop=self.stop, on_wait=beat)
+            rows = r.router.route(batch)
+            if rows is not None and rows.n:
+                r.queue.put(rows, t, block=self.block, stop=self.stop, on_wait=beat)
 
 
 @dataclass
@@ -216,8 +180,9 @@ class WorkerCounters:
 class ModelWorker(threading.Thread):
     """Runs one model over its queue and hands predictions to ``emit``."""
 
-    def __init__(self, slot: ModelSlot, queue: ConnQueue, batch_sizes: Sequence[int],
-                 max_delay_s: Callable[[], float], emit: Callable[[PredictionBatch], None]) -> None:
+    def __init__(self, slot: ModelSlot, queue: EntityQueue, batch_sizes: Sequence[int],
+                 max_delay_s: Callable[[], float], emit: Callable[[PredictionBatch], None],
+                 host: str = "", router: Callable[[], Router | None] = lambda: None) -> None:
         super().__init__(name=f"malsensor-model-{slot.name}", daemon=True)
         self.slot = slot
         self.queue = queue
@@ -225,12 +190,14 @@ class ModelWorker(threading.Thread):
         self.max_delay_s = max_delay_s
         self.emit = emit
         self.counters = WorkerCounters()
+        self.host = host
+        self.router = router  # the model's current router (its trigger goes into the events)
         self.heartbeat = time.monotonic()
         self.busy_since: float | None = None
         self._pad: dict[tuple[int, ...], np.ndarray] = {}
 
     def _padded(self, x: np.ndarray, size: int, dtype: str) -> np.ndarray:
-        key = (size, *x.shape[1:])  # (size, 17) or, for conn_series, (size, L, 17)
+        key = (size, *x.shape[1:])  # (size, *the view's shape)
         buf = self._pad.get(key)
         if buf is None or buf.dtype != np.dtype(dtype):
             buf = self._pad[key] = np.zeros(key, dtype=dtype)
@@ -248,21 +215,20 @@ class ModelWorker(threading.Thread):
                 continue
             if len(got) == 0:  # closed and drained
                 return
-            records, features, t_ns = got
+            keys, x, detail, t_ns = got
             self.busy_since = self.heartbeat
             try:
-                self._run_batch(records, features, t_ns)
+                self._run_batch(keys, x, detail, t_ns)
             except Exception:
                 self.counters.errors += 1
-                log.exception("model %s: inference failed for a batch of %d connections", self.slot.name,
-                              records.shape[0])
+                log.exception("model %s: inference failed for a batch of %d rows", self.slot.name, x.shape[0])
             finally:
                 self.busy_since = None
 
-    def _run_batch(self, records: np.ndarray, features: np.ndarray, t_ns: np.ndarray) -> None:
+    def _run_batch(self, keys: np.ndarray, features: np.ndarray, detail: np.ndarray, t_ns: np.ndarray) -> None:
         model = self.slot.current  # read once: a swap during this batch does not affect it
         cfg = self.slot.cfg
-        n = records.shape[0]
+        n = features.shape[0]
         if model is None:
             self.counters.unserved += n
             return
@@ -284,7 +250,7 @@ class ModelWorker(threading.Thread):
         c.alerts += int(alert.sum())
         c.padded_rows += size - n
         c.batch_sizes[size] = c.batch_sizes.get(size, 0) + 1
-        if features.ndim == 3:  # a series: events carry its latest 17 features
-            features = features[:, -1, :]
-        self.emit(PredictionBatch(self.slot.name, model.version, cfg.trigger, labels, records, features, probs,
-                                  cls.astype(np.int64), topk.astype(np.int64), alert, t_ns))
+        router = self.router()
+        self.emit(PredictionBatch(self.slot.name, model.version, router.trigger if router is not None else "end",
+                                  labels, keys, detail, probs, cls.astype(np.int64), topk.astype(np.int64), alert,
+                                  t_ns, entity=cfg.view_spec().entity, host=self.host))

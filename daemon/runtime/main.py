@@ -10,13 +10,14 @@ Exit status: 0 done / valid, 1 runtime failure, 2 invalid configuration or usage
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
 from pathlib import Path
 
 from ..logs import LEVELS
+from ..plugins import load_plugins
 from .config import DEFAULT_CONFIG, Config, ConfigError, check_sources, load_config, model_artifact_path
+from .overrides import apply_overrides
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,12 +26,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="configuration file (%(default)s)")
     p.add_argument("--check-config", action="store_true", help="validate the configuration and exit")
     p.add_argument("--replay", metavar="CAPTURE", help="replay a pcap/pcapng file instead of capturing live "
-                                                       "(overrides [replay] file and [[interface]])")
+                                                       "(replaces the configured [[source]] tables)")
     p.add_argument("--repeat", type=int, metavar="N", help="with --replay: passes over the file (0 = forever)")
     p.add_argument("--rate", type=float, metavar="CONN_PER_S", help="with --replay: pace to this many connections/s")
     p.add_argument("--interface", metavar="IF[,IF...]",
-                   help="capture on these interfaces instead of the configured ones (\"default\" = the "
-                        "default-route interface); other [[interface]] settings come from the first table")
+                   help="capture on these interfaces instead of the configured sources (\"default\" = the "
+                        "default-route interface); other settings come from the first afpacket [[source]]")
     p.add_argument("--models-dir", metavar="DIR", help="use DIR as every model's models_dir")
     p.add_argument("--log-dir", metavar="DIR", help="write every output and the stats file into DIR "
                                                     "(same file names)")
@@ -38,40 +39,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-port", type=int, metavar="PORT", help="override [metrics] port (0 = any free port)")
     p.add_argument("-l", "--log-level", choices=LEVELS, help="override [logging] level")
     return p
-
-
-def apply_overrides(cfg: Config, a: argparse.Namespace) -> Config:
-    """Command-line options on top of the file (they win)."""
-    rep = {}
-    if a.replay:
-        rep["replay"] = dataclasses.replace(cfg.replay, file=str(Path(a.replay).resolve()),
-                                            repeat=a.repeat if a.repeat is not None else 1,
-                                            rate=a.rate if a.rate is not None else cfg.replay.rate)
-        rep["interfaces"] = ()
-    elif a.repeat is not None:
-        rep["replay"] = dataclasses.replace(cfg.replay, repeat=a.repeat)
-    if a.interface:
-        from .config import InterfaceSection
-
-        base = cfg.interfaces[0] if cfg.interfaces else InterfaceSection(name="default")
-        rep["interfaces"] = tuple(dataclasses.replace(base, name=n.strip())
-                                  for n in a.interface.split(",") if n.strip())
-        rep["replay"] = dataclasses.replace(cfg.replay, file="")
-    if a.models_dir:
-        d = str(Path(a.models_dir).resolve())
-        rep["models"] = tuple(dataclasses.replace(m, models_dir=d) for m in cfg.models)
-    if a.log_dir:
-        d = Path(a.log_dir).resolve()
-        rep["outputs"] = tuple(dataclasses.replace(o, path=str(d / Path(o.path).name)) for o in cfg.outputs)
-        if cfg.stats.path:
-            rep["stats"] = dataclasses.replace(cfg.stats, path=str(d / Path(cfg.stats.path).name))
-    if a.user is not None:
-        rep["service"] = dataclasses.replace(cfg.service, user=a.user)
-    if a.metrics_port is not None:
-        rep["metrics"] = dataclasses.replace(cfg.metrics, port=a.metrics_port)
-    if a.log_level:
-        rep["logging"] = dataclasses.replace(cfg.logging, level=a.log_level)
-    return dataclasses.replace(cfg, **rep) if rep else cfg
 
 
 def config_warnings(cfg: Config) -> list[str]:
@@ -103,17 +70,27 @@ def check_config(cfg: Config) -> int:
     errors = check_sources(cfg)
     for e in errors:
         print(e, file=sys.stderr)
+    for n in cfg.notices:
+        print(n, file=sys.stderr)
     for w in config_warnings(cfg):
         print(f"{cfg.path}: warning: {w}", file=sys.stderr)
     if errors:
         return 2
-    src = (f"{len(cfg.interfaces)} interface(s)" if cfg.interfaces else f"replay {cfg.replay.file}")
+    kinds: dict[str, int] = {}
+    for s in cfg.sources:
+        kinds[s.kind] = kinds.get(s.kind, 0) + 1
+    src = ", ".join(f"{n} {k} source{'s' if n != 1 else ''}" for k, n in kinds.items())
     print(f"{cfg.path}: configuration OK ({src}, {len(cfg.models)} model(s), {len(cfg.outputs)} output(s))")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
+    try:
+        load_plugins()
+    except ImportError as e:
+        print(f"malsensord: {e}", file=sys.stderr)
+        return 2
     try:
         cfg = apply_overrides(load_config(a.config), a)
     except ConfigError as e:

@@ -22,7 +22,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -76,20 +76,13 @@ def read_labels(path: str) -> list[str]:
     return doc
 
 
-def parse_view(view: str) -> tuple[str, int]:
-    name, _, version = view.partition("@")
-    return name, int(version)
-
-
-def load_model(cfg: ModelSection, batch_sizes: Sequence[int], view_shape: tuple[int, ...],
-               semantics: str | None = None) -> LoadedModel:
-    """Load, verify, canary-check and warm one artifact for ``cfg`` (raises ArtifactError)."""
+def load_model(cfg: ModelSection, batch_sizes: Sequence[int], semantics: str | None = None) -> LoadedModel:
+    """Load, verify, canary-check and warm one artifact for ``cfg`` (raises ArtifactError).
+    The artifact must read the model's view with the shape the view's options give."""
     target = resolve(model_artifact_path(cfg))
     sig = _signature(target)
-    name, version = parse_view(cfg.view)
-    if cfg.is_series:  # conn_series@1: (lookback, 17) per connection
-        view_shape = cfg.view_shape
-    art = load_artifact(target, expect_view=(name, version, view_shape), check_canary=True)
+    view = cfg.view_spec()
+    art = load_artifact(target, expect_view=(view.name, view.version, cfg.input_shape()), check_canary=True)
     trained = art.meta.get("view", {}).get("semantics")
     if semantics and trained and trained != semantics:
         raise ArtifactError(target / META_FILE, f"the model was trained on {trained}-semantics features but the "
@@ -151,13 +144,10 @@ class ModelSlot:
 class ModelRegistry:
     """The slots of all configured models, with loading, swapping and rejection."""
 
-    def __init__(self, batch_sizes: Sequence[int], view_shape: tuple[int, ...] = (17,),
-                 on_change: Callable[[ModelSlot], None] | None = None, semantics: str | None = None) -> None:
+    def __init__(self, batch_sizes: Sequence[int], semantics: str | None = None) -> None:
         self.batch_sizes = tuple(batch_sizes)
         self.semantics = semantics
-        self.view_shape = view_shape
         self.slots: dict[str, ModelSlot] = {}
-        self.on_change = on_change
         self._load_lock = threading.Lock()  # one compile at a time: the box has few cores
 
     def add(self, cfg: ModelSection) -> ModelSlot:
@@ -182,7 +172,7 @@ class ModelRegistry:
             slot.loading = True
             t0 = time.perf_counter()
             try:
-                new = load_model(slot.cfg, self.batch_sizes, self.view_shape, self.semantics)
+                new = load_model(slot.cfg, self.batch_sizes, self.semantics)
             except ArtifactError as e:
                 self._reject(slot, e)
                 return False
@@ -207,11 +197,7 @@ class ModelRegistry:
                      old.version, new.version, new.target, reason, dt, warm)
         if old is not None:
             del old
-            gc.unfreeze()  # the replaced model's objects may be frozen (service.settle_gc) and cyclic
-            gc.collect()
-            gc.freeze()
-        if self.on_change is not None:
-            self.on_change(slot)
+            refreeze_gc()  # the replaced model's objects may be frozen and cyclic
         return True
 
     def _reject(self, slot: ModelSlot, e: ArtifactError) -> None:
@@ -224,8 +210,6 @@ class ModelRegistry:
         cur = slot.current
         keep = f"still serving version {cur.version}" if cur is not None else "the model serves nothing yet"
         log.error("model %s: rejected artifact: %s; %s", slot.name, e, keep)
-        if self.on_change is not None:
-            self.on_change(slot)
 
     # ------------------------------------------------------------------ watching
 
@@ -283,6 +267,21 @@ class Watcher(threading.Thread):
 
     def stop(self) -> None:
         self.stop_event.set()
+
+
+def settle_gc() -> None:
+    """Collect once and move every object alive now (modules, JAX, compiled models) out of the
+    cyclic collector's reach: its full collections otherwise walk them all, stopping every
+    thread for tens of milliseconds (measured: 100 ms event latency spikes)."""
+    gc.collect()
+    gc.freeze()
+
+
+def refreeze_gc() -> None:
+    """After a swap or reload: let the collector see the frozen objects again (a replaced model
+    may hold reference cycles), collect, freeze what is alive."""
+    gc.unfreeze()
+    settle_gc()
 
 
 def describe_models(registry: ModelRegistry) -> str:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import gc
 import logging
 import os
 import select
@@ -29,19 +28,22 @@ import socket
 import sys
 import threading
 import time
-from typing import Any
 
 import numpy as np
 
-from ..decode import MALFORMED_REASONS
+from ..capture.live import merge_summaries
 from ..logs import setup_logging
-from ..views.conn_series import SERIES_POINTS
+from ..outputs.eve import PredictionBatch, label_lines
+from ..outputs.events import FORMATTERS
+from ..plugins import load_plugins
+from ..sources import SOURCES, Source, SourceContext
+from ..views.base import Router
 from .config import Config, ConfigError, check_sources, load_config
-from .inference import ConnQueue, Dispatcher, ModelWorker, Route, SeriesRoute
+from .inference import Dispatcher, EntityQueue, ModelWorker, Route
 from .notify import Notifier
+from .overrides import apply_overrides
 from .privileges import PrivilegeError, drop_privileges
-from .registry import ModelRegistry, ModelSlot, Watcher, describe_models
-from .sources import LiveSource, ReplaySource, warm_pipeline
+from .registry import ModelRegistry, ModelSlot, Watcher, describe_models, refreeze_gc, settle_gc
 from .stats import LatencyStats, StatsReporter, start_metrics_server
 from .writer import EventWriter
 
@@ -49,7 +51,6 @@ log = logging.getLogger("malsensor.main")
 
 SHUTDOWN_TIMEOUT_S = 30.0  # inside the unit's TimeoutStopSec=45
 CAPTURE_STOP_S = 10.0
-VIEW_SHAPE = (17,)
 
 
 class Service:
@@ -61,18 +62,23 @@ class Service:
         self.notifier = Notifier()
         self.latency = LatencyStats()
         self.abort = threading.Event()  # stop waiting on full queues (shutdown took too long)
-        self.replay = bool(cfg.replay.file)
-        self.dispatcher = Dispatcher(block=self.replay, stop=self.abort)
+        self.kinds = [SOURCES.get(s.kind) for s in cfg.sources]
+        # sources that end by themselves (files) wait for room in full queues instead of dropping
+        self.finite = bool(self.kinds) and all(k.finite for k in self.kinds)
+        self.dispatcher = Dispatcher(block=self.finite, stop=self.abort)
         self.tracking = cfg.tracker_config()
-        self.registry = ModelRegistry(cfg.inference.batch_sizes, VIEW_SHAPE, semantics=cfg.tracking.semantics)
-        self.queues: dict[str, ConnQueue] = {}
-        self.series: dict[str, SeriesRoute] = {}  # conn_series models' assemblers, kept across reloads
+        self.context = SourceContext(self.dispatcher.dispatch, self._emit_at_stop, self.tracking,
+                                     cfg.tracking.semantics, cfg.protocol_numbers())
+        self.host = cfg.service.host or socket.gethostname()
+        self.registry = ModelRegistry(cfg.inference.batch_sizes, semantics=cfg.tracking.semantics)
+        self.queues: dict[str, EntityQueue] = {}
+        self.routers: dict[str, tuple[tuple, Router]] = {}  # (router key, router), kept across reloads
         self.workers: dict[str, ModelWorker] = {}
         self.retired_workers: list[ModelWorker] = []
         self.writer = EventWriter(cfg.outputs, self.latency)
         self.stats = StatsReporter(self.snapshot, self.latency, cfg.stats.path, cfg.stats.log)
         self.watcher: Watcher | None = None
-        self.source: Any = None
+        self.sources: list[Source] = []
         self.reloads = {"ok": 0, "rejected": 0}
         self.started_at = time.monotonic()
         self.metrics_port: int | None = None
@@ -127,28 +133,37 @@ class Service:
         return self.cfg.inference.max_delay_ms / 1000.0
 
     def _start_worker(self, slot: ModelSlot) -> None:
-        q = ConnQueue(self.cfg.inference.queue_size)
-        w = ModelWorker(slot, q, self.cfg.inference.batch_sizes, self._max_delay, self.writer.submit)
+        q = EntityQueue(self.cfg.inference.queue_size)
+        name = slot.name
+        w = ModelWorker(slot, q, self.cfg.inference.batch_sizes, self._max_delay, self.writer.submit, self.host,
+                        lambda: self.routers.get(name, (None, None))[1])
         self.queues[slot.name] = q
         self.workers[slot.name] = w
         w.start()
 
+    def _facts(self, product: str) -> dict:
+        """What the running sources of ``product`` tell the views' routers."""
+        out: dict = {}
+        for k in self.kinds:
+            if k.produces == product:
+                out.update(k.facts(self.context))
+        return out
+
     def _routes(self) -> list[Route]:
-        snaps = self.tracking.snapshot_packets
         routes = []
         for m in self.cfg.models:
             slot = self.registry.slots.get(m.name)
             if slot is None or m.name not in self.queues:
                 continue
-            idx = snaps.index(m.early_packets) if m.trigger == "early" else -1
-            series = None
-            if m.is_series:
-                series = self.series.get(m.name)
-                if series is None or series.lookback != m.lookback or series.snapshot_points != snaps:
-                    series = self.series[m.name] = SeriesRoute(m.lookback, snaps)
-            routes.append(Route(slot, self.queues[m.name], m.trigger, m.early_packets, idx, series))
-        for name in [n for n in self.series if not any(m.name == n and m.is_series for m in self.cfg.models)]:
-            del self.series[name]
+            view = m.view_spec()
+            facts = self._facts(view.consumes)
+            key = view.router_key(m.options, facts)
+            held = self.routers.get(m.name)
+            if held is None or held[0] != key:  # a new router (a stateful one keeps what it holds otherwise)
+                held = self.routers[m.name] = (key, view.router(m.options, facts))
+            routes.append(Route(slot, self.queues[m.name], held[1], view.consumes))
+        for name in [n for n in self.routers if not any(m.name == n for m in self.cfg.models)]:
+            del self.routers[name]
         return routes
 
     def _retire(self, name: str) -> None:
@@ -174,9 +189,9 @@ class Service:
                 raise StartError(f"[metrics] cannot listen on {cfg.metrics.listen}:{cfg.metrics.port}: "
                                  f"{e.strerror or e}") from None
         if cfg.service.user and os.geteuid() == 0:
-            preload(live=not self.replay)
-        # numba kernels compiled or loaded from the cache now, not by the first packets
-        warm_pipeline(self.tracking, cfg.tracking.semantics, live=not self.replay)
+            preload(self.kinds)
+        # kernels compiled or loaded from their caches now, not by the first packets
+        self._warm()
         try:
             done = drop_privileges(cfg.service.user, cfg.service.group)
         except PrivilegeError as e:
@@ -190,7 +205,7 @@ class Service:
         for m in cfg.models:
             slot = self.registry.add(m)
             ok = self.registry.load_into(slot, reason="start")
-            if not ok and self.replay and cfg.replay.repeat != 0:
+            if not ok and self.finite and not any(getattr(c, "repeat", 1) == 0 for c in cfg.sources):
                 # a finite replay without one of its models would silently miss its events; a
                 # service (live, or replay forever) waits for the artifact to be published
                 raise StartError(f"model {m.name}: {slot.last_error}")
@@ -199,20 +214,48 @@ class Service:
         self.writer.start()
         self.watcher = Watcher(self.registry, cfg.inference.watch_interval)
         self.watcher.start()
-        src_cls = ReplaySource if self.replay else LiveSource
         settle_gc()  # before capture starts: the collection itself pauses every thread
         self.source_started = time.monotonic()
         self.source_cpu0 = time.process_time()
         try:
-            self.source = src_cls(cfg, self.tracking, self.dispatcher, self._emit_at_stop)
-            if self.replay:
-                self.source.on_done = self._wake_main
-            self.source.start()
+            for sc, kind in zip(cfg.sources, self.kinds):
+                src = kind(sc, self.context)
+                src.on_done = self._wake_main
+                self.sources.append(src)
+            for src in self.sources:
+                src.start()
         except (OSError, RuntimeError, ValueError) as e:
             raise StartError(f"capture: {e}") from None
-        if not self.source.wait_running(10.0):
-            log.warning("%s: not every interface is up yet; capturing as they appear", self.source.describe())
-        log.info("malsensord ready: %s; models: %s", self.source.describe(), describe_models(self.registry))
+        end = time.monotonic() + 10.0
+        for src in self.sources:
+            if not src.wait_running(max(end - time.monotonic(), 0.0)):
+                log.warning("%s: not up yet; it starts as soon as it can", src.describe())
+        log.info("malsensord ready: %s; models: %s", self.describe_sources(), describe_models(self.registry))
+
+    def describe_sources(self) -> str:
+        return "; ".join(s.describe() for s in self.sources) or "no source"
+
+    def _warm(self) -> None:
+        """Every source kind's kernels, then every model's router and event formatter, once."""
+        samples: dict[str, list] = {}
+        for kind in dict.fromkeys(self.kinds):
+            samples.setdefault(kind.produces, []).extend(kind.warm(self.context))
+        for m in self.cfg.models:
+            view = m.view_spec()
+            router = view.router(m.options, self._facts(view.consumes))  # a throw-away one: no state kept
+            fmt = FORMATTERS.get(view.entity)
+            for batch in samples.get(view.consumes, []):
+                rows = router.route(batch)
+                if rows is None or rows.n == 0:
+                    continue
+                n = rows.n
+                detail = rows.x if rows.detail is None else rows.detail
+                pb = PredictionBatch("warm", "0", router.trigger, ["a", "b"], rows.keys, detail,
+                                     np.full((n, 2), 0.5, np.float32), np.zeros(n, np.int64), np.zeros((n, 2), np.int64),
+                                     np.zeros(n, bool), np.zeros(n, np.int64), view.entity, self.host)
+                fmt.eve_lines(pb)
+                label_lines(pb)
+                break
 
     def _emit_at_stop(self) -> bool:
         return self.cfg.service.on_stop == "emit"
@@ -223,17 +266,10 @@ class Service:
         """Every stage makes progress: capture threads, model workers, the writer."""
         now = time.monotonic()
         stall = self.cfg.service.watchdog_stall
-        src = self.source
-        if src is not None:
-            if src.kind == "live":
-                err = src.failed()
-                if err:
-                    return False, err
-            elif not src.alive() and not src.done.is_set():
-                return False, "replay thread died"
-            for c in src.consumers:
-                if not c.finished and now - c.heartbeat > stall and src.alive():
-                    return False, f"capture thread {c.name} made no progress for {now - c.heartbeat:.0f}s"
+        for src in self.sources:
+            why = src.health(now, stall)
+            if why:
+                return False, why
         for name, w in self.workers.items():
             if not w.is_alive():
                 return False, f"model worker {name} died"
@@ -249,18 +285,7 @@ class Service:
         return True, ""
 
     def snapshot(self) -> dict:
-        src = self.source
-        consumers = src.consumers if src is not None else []
-        packets = wire = 0
-        flows = 0
-        status = np.zeros(256, dtype=np.int64)
-        for c in consumers:
-            pc = c.pipe.counters
-            packets += pc.packets
-            wire += pc.wire_bytes
-            status += pc.status
-            flows += c.pipe.tracker.active
-        kp, kd = src.kernel() if src is not None else (0, 0)
+        src = merge_summaries([s.stats() for s in self.sources])
         models = {}
         for name, slot in list(self.registry.slots.items()):
             q = self.queues.get(name)
@@ -273,7 +298,7 @@ class Service:
                 "queued": len(q) if q is not None else 0,
                 "queue_accepted": q.accepted if q is not None else 0,
                 "queue_dropped": q.dropped if q is not None else 0,
-                "series_open": len(self.series[name]) if name in self.series else 0,  # conn_series: partial series held
+                "pending": self.routers[name][1].pending() if name in self.routers else 0,  # held by the view
                 "predictions": wc.predictions if wc else 0,
                 "alerts": wc.alerts if wc else 0,
                 "batches": wc.batches if wc else 0,
@@ -283,13 +308,16 @@ class Service:
                 "rejected": slot.counters.rejected,
                 "last_error": slot.last_error,
             }
+        counts = self.dispatcher.counts
         return {
             "uptime_s": round(time.monotonic() - self.started_at, 3),
-            "packets": packets, "wire_bytes": wire,
-            "kernel_packets": kp, "kernel_drops": kd,
-            "connections": self.dispatcher.connections, "snapshots": self.dispatcher.snapshots,
-            "flows_active": flows,
-            "malformed_by_reason": {n: int(status[c]) for c, n in MALFORMED_REASONS.items() if status[c]},
+            "packets": src.get("packets", 0), "wire_bytes": src.get("wire_bytes", 0),
+            "kernel_packets": src.get("kernel_packets", 0), "kernel_drops": src.get("kernel_drops", 0),
+            "connections": counts.get("connections", 0), "snapshots": counts.get("snapshots", 0),
+            "entities": dict(counts),
+            "flows_active": src.get("flows_active", 0),
+            "malformed_by_reason": src.get("malformed_by_reason", {}),
+            "sources": src,
             "models": models,
             "events": self.writer.events,
             "outputs": self.writer.counters(),
@@ -308,7 +336,7 @@ class Service:
             dt = max(now - prev[0], 1e-9)
             rates = (f" {(s['packets'] - prev[1]['packets']) / dt:,.0f} pkt/s,"
                      f" {(s['connections'] - prev[1]['connections']) / dt:,.0f} conn/s,")
-        src = self.source.describe() if self.source is not None else "starting"
+        src = self.describe_sources() if self.sources else "starting"
         models = ", ".join(f"{n} {m['version'] or '(none)'}" for n, m in s["models"].items()) or "none"
         drops = sum(m["queue_dropped"] for m in s["models"].values())
         text = (f"{src}:{rates} {s['connections']:,} connections, kernel drops {s['kernel_drops']:,}, "
@@ -328,8 +356,6 @@ class Service:
                 raise ConfigError([])
             new = load_config(self.config_path)
             if self.overrides is not None:
-                from .main import apply_overrides
-
                 new = apply_overrides(new, self.overrides)
             errs = check_sources(new)
             if errs:
@@ -358,18 +384,16 @@ class Service:
     def _check_reloadable(self, new: Config) -> None:
         snaps = set(self.tracking.snapshot_packets)
         for m in new.models:
-            if m.trigger == "early" and m.early_packets not in snaps:
-                raise ValueError(f"model {m.name}: early_packets = {m.early_packets} needs a snapshot point the "
-                                 f"running flow tables do not have ({sorted(snaps) or 'none'}); restart to apply")
-            if m.is_series and not set(SERIES_POINTS[:m.lookback]) <= snaps:
-                raise ValueError(f"model {m.name}: lookback = {m.lookback} needs snapshot points "
-                                 f"{list(SERIES_POINTS[:m.lookback])} the running flow tables do not all have "
-                                 f"({sorted(snaps) or 'none'}); restart to apply")
+            view = m.view_spec()
+            if view.consumes == "connections" and not view.snapshot_points(m.options) <= snaps:
+                need = sorted(view.snapshot_points(m.options))
+                raise ValueError(f"model {m.name}: view {view.ref} needs the snapshot points {need}, which the "
+                                 f"running flow tables do not all have ({sorted(snaps) or 'none'}); restart to apply")
 
     def _apply(self, new: Config) -> None:
         old = self.cfg
         restart = [name for name, a, b in (
-            ("[[interface]]", old.interfaces, new.interfaces), ("[replay]", old.replay, new.replay),
+            ("[[source]]", old.sources, new.sources),
             ("[tracking]", old.tracking, new.tracking), ("[metrics]", old.metrics, new.metrics),
             ("[service] user/group", (old.service.user, old.service.group), (new.service.user, new.service.group)),
             ("[inference] batch_sizes/queue_size", (old.inference.batch_sizes, old.inference.queue_size),
@@ -378,7 +402,7 @@ class Service:
             log.warning("changes to %s take effect at the next restart; the running values stay",
                         ", ".join(restart))
         merged = dataclasses.replace(
-            new, interfaces=old.interfaces, replay=old.replay, tracking=old.tracking, metrics=old.metrics,
+            new, sources=old.sources, tracking=old.tracking, metrics=old.metrics,
             service=dataclasses.replace(new.service, user=old.service.user, group=old.service.group),
             inference=dataclasses.replace(new.inference, batch_sizes=old.inference.batch_sizes,
                                           queue_size=old.inference.queue_size))
@@ -390,7 +414,7 @@ class Service:
             log.info("model %s removed by the configuration", name)
             self._retire(name)
         self.cfg = merged  # routes and workers read settings from here
-        loc = ("models_dir", "artifact", "path", "view", "labels")
+        loc = ("models_dir", "artifact", "path", "view", "labels", "options")
         for m in new.models:
             slot = self.registry.slots.get(m.name)
             if slot is None:
@@ -447,12 +471,13 @@ class Service:
                 self._sig["hup"] = False
                 self.reload()
                 next_status = time.monotonic()
-            src = self.source
-            if src is not None and src.kind == "replay" and src.done.is_set():
+            if self.finite and self.sources and all(src.done.is_set() for src in self.sources):
                 return
-            if src is not None and src.kind == "live" and src.failed():
-                log.error("%s; stopping", src.failed())
-                raise StartError(src.failed())
+            for src in self.sources:
+                err = src.failed()
+                if err:
+                    log.error("%s; stopping", err)
+                    raise StartError(err)
             now = time.monotonic()
             if now >= next_wd:
                 ok, why = self.health()
@@ -496,12 +521,10 @@ class Service:
             timer.start()
         if self.watcher is not None:
             self.watcher.stop()  # (joined below: a load in progress must finish before exit)
-        if self.source is not None:
-            self.source.stop()
-            self.source.join(left(CAPTURE_STOP_S))
-            if self.source.kind == "replay" and self.source.alive():
-                log.warning("the replay thread did not stop within %.0fs (blocked reading?); its open "
-                            "connections are not classified", CAPTURE_STOP_S)
+        for src in self.sources:
+            src.stop()
+        for src in self.sources:
+            src.join(left(CAPTURE_STOP_S))
         for q in self.queues.values():
             q.close()
         for w in list(self.workers.values()) + self.retired_workers:
@@ -519,7 +542,7 @@ class Service:
                       "writer were not written", SHUTDOWN_TIMEOUT_S, unwritten)
         rec = self.stats.tick()
         self.stats.close()
-        dropped = sum(c.dropped_at_stop for c in (self.source.consumers if self.source else []))
+        dropped = rec.get("sources", {}).get("dropped_at_stop", 0)
         log.info("stopped: %d connections, %d events written%s", rec["connections"], self.writer.events,
                  f", {dropped} open connections dropped (on_stop = drop)" if dropped else "")
 
@@ -532,35 +555,12 @@ class Service:
         return n
 
 
-def refreeze_gc() -> None:
-    """After a swap or reload: let the collector see the frozen objects again (a replaced model
-    may hold reference cycles), collect, freeze what is alive."""
-    gc.unfreeze()
-    settle_gc()
-
-
-def settle_gc() -> None:
-    """Collect once and move every object alive now (modules, JAX, compiled models) out of the
-    cyclic collector's reach: its full collections otherwise walk them all, stopping every
-    thread for tens of milliseconds (measured: 100 ms event latency spikes)."""
-    gc.collect()
-    gc.freeze()
-
-
-def preload(live: bool) -> None:
+def preload(kinds: list[type[Source]]) -> None:
     """Import (and initialise) what the daemon runs later, while it can still read everything:
     after the switch to an unprivileged user, code in a root-only location (a Python under
     /root, say) could not be loaded any more."""
-    if live:
-        from pyroute2 import IPRSocket
-
-        from ..capture import afpacket, bpf, interfaces  # noqa: F401
-
-        bpf.compile_filter("tcp")  # loads libpcap
-        interfaces.lookup("lo")  # netlink request and reply parsing
-        sock = IPRSocket()  # the link watcher's event socket
-        sock.bind(groups=interfaces.RTMGRP_LINK)
-        sock.close()
+    for kind in dict.fromkeys(kinds):
+        kind.preload()
     import jax
     import jax.numpy as jnp
     from jax import export  # noqa: F401
@@ -577,7 +577,6 @@ def preload(live: bool) -> None:
     import msgpack  # noqa: F401
 
     from .. import artifact  # noqa: F401
-    from ..capture import pcapfile  # noqa: F401
 
 
 class StartError(Exception):
@@ -594,6 +593,8 @@ def _setup_logging(cfg: Config) -> None:
 def run_service(cfg: Config, config_path: str | None = None, argv_overrides: argparse.Namespace | None = None) -> int:
     """``malsensord`` after the configuration validated: run until stopped (or the replay ends)."""
     _setup_logging(cfg)
+    for notice in cfg.notices:
+        log.warning("%s", notice)
     svc = Service(cfg, config_path, argv_overrides)
     svc._install_signals()
     status = 0
@@ -614,18 +615,18 @@ def run_service(cfg: Config, config_path: str | None = None, argv_overrides: arg
     except StartError:
         status = 1
     # a replay that reached its end writes everything; a stop request has a deadline
-    svc.shutdown(bounded=not (svc.replay and svc.source is not None and svc.source.done.is_set()
-                              and not svc._sig["term"]))
-    if svc.replay:
-        src = svc.source
-        if src.error:
+    ended = svc.finite and bool(svc.sources) and all(src.done.is_set() for src in svc.sources)
+    svc.shutdown(bounded=not (ended and not svc._sig["term"]))
+    if svc.finite:
+        if any(src.error for src in svc.sources):
             status = 1
         s = svc.snapshot()
         el = time.monotonic() - t0
         cpu = time.process_time() - svc.source_cpu0
+        passes = s["sources"].get("passes", 0)
         preds = ", ".join(f"{n} {m['predictions']}" for n, m in s["models"].items()) or "none"
         drops = sum(m["queue_dropped"] for m in s["models"].values())
-        print(f"{s['connections']} connections processed ({s['packets']} packets, {src.passes} pass"
-              f"{'es' if src.passes != 1 else ''}, {el:.2f} s, {cpu:.2f} CPU s; predictions: {preds}; queue drops {drops})",
+        print(f"{s['connections']} connections processed ({s['packets']} packets, {passes} pass"
+              f"{'es' if passes != 1 else ''}, {el:.2f} s, {cpu:.2f} CPU s; predictions: {preds}; queue drops {drops})",
               file=sys.stdout, flush=True)
     return status

@@ -14,7 +14,8 @@ import time
 from dataclasses import dataclass
 from typing import Sequence
 
-from ..outputs.eve import EventFile, PredictionBatch, eve_lines, label_lines
+from ..outputs.eve import EventFile, PredictionBatch, label_lines
+from ..outputs.events import FORMATTERS
 from .config import OutputSection
 from .stats import LatencyStats
 
@@ -153,8 +154,8 @@ class EventWriter(threading.Thread):
             if key not in cache:
                 sel = pb.alert if c.alerts_only else None
                 n = int(pb.alert.sum()) if c.alerts_only else pb.n
-                text = (eve_lines(pb, features=c.features, select=sel) if c.format == "eve"
-                        else label_lines(pb, select=sel))
+                text = (FORMATTERS.get(pb.entity).eve_lines(pb, features=c.features, select=sel)
+                        if c.format == "eve" else label_lines(pb, select=sel))
                 cache[key] = (text, n)
             text, n = cache[key]
             ok = o.file.write(text, n)

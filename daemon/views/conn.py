@@ -18,10 +18,14 @@ numpy passes over the batch cost ~5x more per connection). Two semantics:
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from numba import njit
 
 from ..flows import layout as L
+from ..schema import Checker, opt
+from .base import EntityRows, Router, View, register_view
 
 CONN_VIEW = "conn"
 CONN_VERSION = 1
@@ -97,3 +101,86 @@ def conn_features(rec: np.ndarray, semantics: str = "malsensor") -> np.ndarray:
 
         return argus_conn_features(rec)
     raise ValueError(f"unknown semantics {semantics!r} (allowed: {', '.join(SEMANTICS)})")
+
+
+# --------------------------------------------------------------------------- the view
+
+
+@dataclass(frozen=True)
+class ConnOptions:
+    """The keys ``conn@1`` adds to a ``[[model]]`` table."""
+
+    trigger: str = opt("end", "classify at connection end, or early once a connection has early_packets "
+                              "packets (connections ending before that are classified at their end)",
+                       choices=("end", "early"))
+    early_packets: int = opt(0, "packets (both directions) for trigger = \"early\"", min=0, max=1 << 20)
+    lookback: int = opt(0, "view = \"conn_series@1\" only: series length L (2..10); the model reads the conn "
+                           "features after 2, 4, 8, ... packets and classifies a connection at "
+                           "2**L packets or at its end, whichever comes first (trigger = \"end\")", min=0)
+
+
+class ConnRouter(Router):
+    """Final rows (``end``), or rows at the early snapshot point plus connections that ended
+    before reaching it (``early``)."""
+
+    def __init__(self, trigger: str, early_packets: int, snapshot_index: int) -> None:
+        self.trigger = trigger
+        self.early_packets = early_packets
+        self.snapshot_index = snapshot_index
+
+    def route(self, cb) -> EntityRows | None:
+        is_snap = cb.is_snapshot
+        if self.trigger == "end":
+            m = ~is_snap
+        else:
+            rec = cb.records
+            pkts = rec[:, L.S_PKTS] + rec[:, L.D_PKTS]
+            m = (is_snap & ((rec[:, L.END] >> 8) == self.snapshot_index)) | (~is_snap & (pkts < self.early_packets))
+        if m.all():
+            return EntityRows(cb.records, cb.features)
+        if not m.any():
+            return None
+        return EntityRows(cb.records[m], cb.features[m])
+
+
+class ConnectionView(View):
+    """Base of the views over finished connections (sources ``afpacket`` and ``pcap``)."""
+
+    entity = "connection"
+    consumes = "connections"
+    reader = "malsensor.models.data.readers:CONNECTION_READER"
+
+    def snapshot_points(self, options) -> set[int]:
+        """Packet counts at which the flow tracker must emit a snapshot row for this model."""
+        return set()
+
+
+class ConnView(ConnectionView):
+    name = CONN_VIEW
+    version = CONN_VERSION
+    axes = ("feature",)
+    columns = CONN_COLUMNS
+    options = ConnOptions
+    description = "17 features per connection"
+
+    def shape(self, options) -> tuple[int, ...]:
+        return (N_FEATURES,)
+
+    def check(self, o: ConnOptions, ck: Checker, path) -> None:
+        if o.trigger == "early" and o.early_packets < 1:
+            ck.problem((*path, "early_packets"), "trigger = \"early\" needs early_packets >= 1")
+        if o.trigger == "end" and o.early_packets:
+            ck.problem((*path, "early_packets"), "early_packets is only used with trigger = \"early\"")
+        if o.lookback:
+            ck.problem((*path, "lookback"), "lookback is only used with view = \"conn_series@1\"")
+
+    def snapshot_points(self, o: ConnOptions) -> set[int]:
+        return {o.early_packets} if o.trigger == "early" else set()
+
+    def router(self, o: ConnOptions, facts) -> ConnRouter:
+        points = tuple(facts.get("snapshot_points", ()))
+        idx = points.index(o.early_packets) if o.trigger == "early" else -1
+        return ConnRouter(o.trigger, o.early_packets, idx)
+
+
+CONN = register_view(ConnView())

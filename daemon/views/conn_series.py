@@ -12,12 +12,16 @@ trainer both assemble series with this class, so they cannot disagree.
 """
 from __future__ import annotations
 
+import threading
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
 from ..flows import layout as L
-from .conn import N_FEATURES
+from ..schema import Checker, opt
+from .base import EntityRows, Router, register_view
+from .conn import CONN_COLUMNS, N_FEATURES, ConnectionView
 
 CONN_SERIES_VIEW = "conn_series"
 CONN_SERIES_VERSION = 1
@@ -124,3 +128,75 @@ class SeriesAssembler:
         if len(out_rec) == 1:
             return out_rec[0], out_x[0]
         return np.concatenate(out_rec), np.concatenate(out_x)
+
+
+# --------------------------------------------------------------------------- the view
+
+
+@dataclass(frozen=True)
+class SeriesOptions:
+    """The keys ``conn_series@1`` adds to a ``[[model]]`` table."""
+
+    lookback: int = opt(0, "view = \"conn_series@1\" only: series length L (2..10); the model reads the conn "
+                           "features after 2, 4, 8, ... packets and classifies a connection at "
+                           "2**L packets or at its end, whichever comes first (trigger = \"end\")", min=0)
+    trigger: str = opt("end", "a conn_series model classifies at its last series point or at the "
+                              "connection's end", choices=("end",))
+    early_packets: int = opt(0, "not used by conn_series (0)", min=0, max=0)
+
+
+class SeriesRouter(Router):
+    """A :class:`SeriesAssembler` shared by the capture threads of the sources.
+
+    Serials are unique per tracker, and there is one tracker per capture thread: the thread id
+    keeps them apart. The service keeps a router across configuration reloads while its key is
+    unchanged (the assembler holds the snapshots of connections still alive)."""
+
+    def __init__(self, lookback: int, snapshot_points: Sequence[int]) -> None:
+        self.assembler = SeriesAssembler(lookback, snapshot_points)
+        self._lock = threading.Lock()
+
+    def pending(self) -> int:
+        return len(self.assembler)
+
+    def route(self, cb) -> EntityRows | None:
+        with self._lock:
+            recs, x = self.assembler.feed(cb.records, cb.features, threading.get_ident())
+        if recs.shape[0] == 0:
+            return None
+        return EntityRows(recs, x, x[:, -1, :])  # events show the latest 17 features
+
+
+class ConnSeriesView(ConnectionView):
+    name = CONN_SERIES_VIEW
+    version = CONN_SERIES_VERSION
+    axes = ("step", "feature")
+    columns = CONN_COLUMNS
+    options = SeriesOptions
+    description = "a connection's 17 features after 2, 4, 8, ... packets"
+
+    def shape(self, o: SeriesOptions) -> tuple[int, ...]:
+        return (o.lookback, N_FEATURES)
+
+    def options_for(self, info) -> SeriesOptions:
+        if len(info.shape) != 2 or info.shape[1] != N_FEATURES:
+            raise ValueError(f"{self.ref} has shape [lookback, {N_FEATURES}], the artifact says {list(info.shape)}")
+        check_lookback(info.shape[0])
+        return SeriesOptions(lookback=int(info.shape[0]))
+
+    def check(self, o: SeriesOptions, ck: Checker, path) -> None:
+        if not 2 <= o.lookback <= len(SERIES_POINTS):
+            ck.problem((*path, "lookback"), f"view = \"{self.ref}\" needs lookback = 2..{len(SERIES_POINTS)} "
+                                            f"(the series points are {list(SERIES_POINTS)})")
+
+    def snapshot_points(self, o: SeriesOptions) -> set[int]:
+        return set(SERIES_POINTS[:o.lookback])
+
+    def router(self, o: SeriesOptions, facts) -> SeriesRouter:
+        return SeriesRouter(o.lookback, tuple(facts.get("snapshot_points", ())))
+
+    def router_key(self, o: SeriesOptions, facts) -> tuple:
+        return (self.ref, o.lookback, tuple(facts.get("snapshot_points", ())))
+
+
+CONN_SERIES = register_view(ConnSeriesView())

@@ -1,0 +1,245 @@
+"""The one validator for every configuration table the program reads.
+
+A table is described by a dataclass whose fields carry their default and, in
+their metadata (:func:`opt`), a one-line description and the allowed values or
+range. :class:`Checker` validates a TOML table against such a dataclass: types,
+choices, ranges, required and unknown keys (with a "did you mean"), and reports
+every problem as ``FILE:LINE: key.path: what is wrong (allowed: ...)``.
+
+The daemon's ``malsensor.toml`` (sections, ``[[source]]`` kinds, the keys a view
+adds to ``[[model]]``) and the trainer's model specs (``[model]``, ``[train]``,
+``[data]``) all go through it, so a key is checked the same way wherever it is.
+"""
+from __future__ import annotations
+
+import difflib
+import math
+import os
+import typing
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Iterable
+
+from .runtime.tomlpos import KeyPath, format_path, line_of
+
+
+def opt(default: Any = MISSING, doc: str = "", *, choices: Iterable[Any] | None = None,
+        min: float | None = None, max: float | None = None, min_exclusive: bool = False,
+        item_min: float | None = None, item_max: float | None = None, path: bool = False) -> Any:
+    """A configuration key: default, description and constraints (in field metadata)."""
+    meta = {"doc": doc, "choices": tuple(choices) if choices is not None else None, "min": min,
+            "max": max, "min_exclusive": min_exclusive, "item_min": item_min, "item_max": item_max,
+            "path": path}
+    if isinstance(default, (list, tuple)):
+        d = tuple(default)
+        return field(default_factory=lambda: d, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class KeySpec:
+    """One key of a table: what :func:`opt` declared, plus its type."""
+
+    name: str
+    type: Any
+    default: Any
+    doc: str = ""
+    choices: tuple | None = None
+    min: float | None = None
+    max: float | None = None
+    min_exclusive: bool = False
+    item_min: float | None = None
+    item_max: float | None = None
+    path: bool = False
+
+    @property
+    def required(self) -> bool:
+        return self.default is MISSING
+
+
+def specs_of(cls: type, skip: Iterable[str] = ()) -> list[KeySpec]:
+    """The keys of a dataclass, in field order (fields in ``skip`` are not keys)."""
+    hints = typing.get_type_hints(cls)
+    skip = set(skip)
+    out = []
+    for f in fields(cls):
+        if f.name in skip or not f.init:
+            continue
+        default = f.default if f.default is not MISSING else (
+            f.default_factory() if f.default_factory is not MISSING else MISSING)  # type: ignore[misc]
+        m = f.metadata
+        out.append(KeySpec(f.name, hints[f.name], default, m.get("doc", ""), m.get("choices"), m.get("min"),
+                           m.get("max"), m.get("min_exclusive", False), m.get("item_min"), m.get("item_max"),
+                           m.get("path", False)))
+    return out
+
+
+@dataclass(frozen=True)
+class Problem:
+    file: str
+    line: int | None
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; ``problems`` lists every reason."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(map(str, problems)))
+
+
+class Checker:
+    """Collects the problems of one file (``lines``: key path -> line, from tomlpos)."""
+
+    def __init__(self, file: str, lines: dict[KeyPath, int] | None = None) -> None:
+        self.file = file
+        self.lines = lines or {}
+        self.problems: list[Problem] = []
+
+    def problem(self, path: KeyPath, message: str) -> None:
+        self.problems.append(Problem(self.file, line_of(self.lines, path), format_path(path), message))
+
+    def raise_if_any(self) -> None:
+        if self.problems:
+            raise ConfigError(self.problems)
+
+    def value(self, spec: KeySpec, v: Any, path: KeyPath) -> tuple[bool, Any]:
+        """Type-check and range-check one value; returns (ok, converted value)."""
+        t = spec.type
+        if typing.get_origin(t) is tuple:
+            item_t = typing.get_args(t)[0]
+            if not isinstance(v, list):
+                self.problem(path, f"expected an array of {type_name(item_t)}s, got {describe(v)}")
+                return False, None
+            items = []
+            ok = True
+            for i, item in enumerate(v):
+                good, conv = self._scalar(item_t, item, (*path, i), spec, is_item=True)
+                ok &= good
+                items.append(conv)
+            return ok, tuple(items)
+        return self._scalar(t, v, path, spec)
+
+    def _scalar(self, t: Any, v: Any, path: KeyPath, spec: KeySpec, is_item: bool = False) -> tuple[bool, Any]:
+        where = path[:-1] if is_item else path
+
+        def bad(msg: str) -> tuple[bool, Any]:
+            self.problem(where, f"item {path[-1]}: {msg}" if is_item else msg)
+            return False, None
+
+        if t is bool:
+            if not isinstance(v, bool):
+                return bad(f"expected true or false, got {describe(v)}")
+        elif t is int:
+            if isinstance(v, bool) or not isinstance(v, int):
+                return bad(f"expected an integer, got {describe(v)}")
+        elif t is float:
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                return bad(f"expected a number, got {describe(v)}")
+            v = float(v)
+            if not math.isfinite(v):
+                return bad("expected a finite number")
+        elif t is str:
+            if not isinstance(v, str):
+                return bad(f"expected a string, got {describe(v)}")
+        if not is_item and spec.choices is not None and v not in spec.choices:
+            return bad(f"{v!r} is not allowed (allowed: {', '.join(map(str, spec.choices))})")
+        if t in (int, float):
+            lo = spec.item_min if is_item else spec.min
+            hi = spec.item_max if is_item else spec.max
+            excl = spec.min_exclusive and not is_item
+            if (lo is not None and (v < lo or (excl and v == lo))) or (hi is not None and v > hi):
+                rel = ">" if excl else ">="
+                if hi is None:
+                    rng = f"{rel} {num(lo)}"
+                elif lo is None:
+                    rng = f"<= {num(hi)}"
+                elif excl:
+                    rng = f"> {num(lo)} and <= {num(hi)}"
+                else:
+                    rng = f"{num(lo)}..{num(hi)}"
+                return bad(f"{num(v)} is out of range (allowed: {rng})")
+        return True, v
+
+    def table(self, specs: Iterable[KeySpec], data: Any, path: KeyPath, base_dir: Path | None = None,
+              ignore: Iterable[str] = ()) -> dict[str, Any] | None:
+        """Validate a table against ``specs``; the converted values, or None after a problem.
+        Keys in ``ignore`` were handled by the caller (a ``kind`` selector, say)."""
+        if not isinstance(data, dict):
+            self.problem(path, f"expected a table, got {describe(data)}")
+            return None
+        by_name = {s.name: s for s in specs}
+        ignore = set(ignore)
+        values: dict[str, Any] = {}
+        ok = True
+        for key, v in data.items():
+            if key in ignore:
+                continue
+            spec = by_name.get(key)
+            if spec is None:
+                allowed = [*ignore, *by_name]
+                close = difflib.get_close_matches(key, allowed, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                self.problem((*path, key), f"unknown key{hint} (allowed: {', '.join(allowed)})")
+                ok = False
+                continue
+            good, conv = self.value(spec, v, (*path, key))
+            if not good:
+                ok = False
+                continue
+            if spec.path and conv and base_dir is not None:
+                conv = abspath(conv, base_dir)
+            values[key] = conv
+        for s in by_name.values():
+            if s.required and s.name not in data:
+                self.problem(path, f"missing required key {s.name!r}")
+                ok = False
+        return values if ok else None
+
+    def build(self, cls: type, data: Any, path: KeyPath, base_dir: Path | None = None) -> Any:
+        """A dataclass instance from a table (None after a problem)."""
+        values = self.table(specs_of(cls), data, path, base_dir)
+        if values is None:
+            return None
+        try:
+            return cls(**values)
+        except (TypeError, ValueError) as e:  # a __post_init__ rule
+            msg = str(e)
+            key = msg.split()[0] if msg else ""
+            self.problem((*path, key) if key in values else path, msg)
+            return None
+
+
+def abspath(p: str, base: Path) -> str:
+    pp = Path(os.path.expanduser(p))
+    return str(pp if pp.is_absolute() else (base / pp))
+
+
+def type_name(t: Any) -> str:
+    return {int: "integer", float: "number", str: "string", bool: "boolean"}.get(t, str(t))
+
+
+def describe(v: Any) -> str:
+    if isinstance(v, bool):
+        return f"boolean {str(v).lower()}"
+    if isinstance(v, (int, float)):
+        return f"number {v!r}"
+    if isinstance(v, str):
+        return f"string {v!r}"
+    if isinstance(v, list):
+        return "an array"
+    if isinstance(v, dict):
+        return "a table"
+    return type(v).__name__
+
+
+def num(v: float | None) -> str:
+    if v is None:
+        return "?"
+    return str(int(v)) if float(v).is_integer() else repr(v)

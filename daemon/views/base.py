@@ -1,0 +1,131 @@
+"""What a feature view is, and the registry of views (``name@version``).
+
+A view turns what a source produces (finished connections, a decoded trace, a
+/proc sample) into model inputs: a fixed per-sample shape and dtype, named axes,
+one of which holds the features (normalisation works along it). The daemon and the
+trainer both ask a view - never a dimension count - what a model reads:
+
+* configuration: the keys a view adds to a ``[[model]]`` table (its ``options``
+  dataclass, validated by the one schema checker) and their cross-rules (``check``);
+* shape: ``shape(options)``, and ``info(options)``, the :class:`ViewInfo` an artifact
+  records; ``options_for(view_info)`` goes back from an artifact's view to options;
+* live: ``router(options, facts)`` picks, from each batch the source hands over, the
+  rows a model classifies now (its triggers) and their inputs (:class:`EntityRows`);
+* training: ``reader`` names the trainer-side reader (``module:attribute``) that reads
+  the view from files; the daemon never imports it.
+
+Views register themselves in :data:`VIEWS` when their module is imported; a view
+``foo@1`` is looked up in the module ``malsensor.daemon.views.foo``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Mapping
+
+import numpy as np
+
+from ..artifact import ViewInfo
+from ..plugins import Registry
+from ..schema import Checker, KeySpec, specs_of
+from ..runtime.tomlpos import KeyPath
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    """A view that adds no key to ``[[model]]``."""
+
+
+@dataclass(slots=True)
+class EntityRows:
+    """Rows a router selected for one model: ``keys`` identify each entity for its event (flow
+    records for connections; any numpy array with one row per entity), ``x`` are the model
+    inputs ``(n, *shape)``, ``detail`` what the event shows of them (None: ``x`` itself)."""
+
+    keys: np.ndarray
+    x: np.ndarray
+    detail: np.ndarray | None = None
+
+    @property
+    def n(self) -> int:
+        return int(self.x.shape[0])
+
+
+class Router:
+    """A model's live selection over a source's batches (one per model, shared by the threads
+    of its source; must be thread-safe if it keeps state)."""
+
+    trigger: str = "end"
+
+    def route(self, batch: Any) -> EntityRows | None:
+        raise NotImplementedError
+
+    def pending(self) -> int:
+        """Entities held back waiting for more data (shown in stats)."""
+        return 0
+
+
+class View:
+    name: ClassVar[str]
+    version: ClassVar[int]
+    entity: ClassVar[str]                  # what one sample describes; picks the event formatter
+    consumes: ClassVar[str]                # what a source must produce for it ("connections", ...)
+    axes: ClassVar[tuple[str, ...]]        # names of the per-sample axes
+    feature_axis: ClassVar[int] = -1       # the axis whose entries are features (normalisation)
+    columns: ClassVar[tuple[str, ...]] = ()  # the names along the feature axis
+    dtype: ClassVar[str] = "float32"
+    options: ClassVar[type] = NoOptions    # the keys this view adds to a [[model]] table
+    reader: ClassVar[str] = ""             # trainer-side reader, "module:attribute"
+    description: ClassVar[str] = ""
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    def shape(self, options: Any) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    def info(self, options: Any = None) -> ViewInfo:
+        o = self.options() if options is None else options
+        return ViewInfo(self.name, self.version, tuple(self.shape(o)), self.dtype, tuple(self.columns),
+                        self.feature_axis)
+
+    def options_for(self, info: ViewInfo) -> Any:
+        """The options that give an artifact's recorded view (ValueError if none can)."""
+        o = self.options()
+        if tuple(self.shape(o)) != tuple(info.shape):
+            raise ValueError(f"{self.ref} has shape {list(self.shape(o))}, the artifact says {list(info.shape)}")
+        return o
+
+    def option_specs(self) -> list[KeySpec]:
+        return specs_of(self.options)
+
+    def check(self, options: Any, ck: Checker, path: KeyPath) -> None:
+        """Rules that involve several of the view's keys (report through ``ck.problem``)."""
+
+    def router(self, options: Any, facts: Mapping[str, Any]) -> Router:
+        """The live selection for one model. ``facts`` are what the running sources tell (for
+        connections: the tracker's ``snapshot_points``)."""
+        raise NotImplementedError
+
+    def router_key(self, options: Any, facts: Mapping[str, Any]) -> tuple:
+        """Routers with equal keys are interchangeable: a reload keeps a stateful router (and
+        what it holds) while this stays the same."""
+        return (self.ref, options)
+
+
+VIEWS: Registry[View] = Registry("view", "malsensor.daemon.views", module_of=lambda ref: ref.partition("@")[0])
+
+
+def register_view(view: View) -> View:
+    return VIEWS.register(view.ref, view)
+
+
+def get_view(ref: str) -> View:
+    return VIEWS.get(ref)
+
+
+def parse_ref(ref: str) -> tuple[str, int]:
+    name, _, version = ref.partition("@")
+    if not name or not version.isdigit():
+        raise ValueError(f"{ref!r} is not a view reference (name@version)")
+    return name, int(version)
