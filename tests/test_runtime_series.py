@@ -103,7 +103,7 @@ def test_replay_series_model_matches_trainer_extraction(tmp_path, models_dir):
     assert early > 0  # some connections were classified at 8 packets, before they ended
     stats = [json.loads(line) for line in (logs / "stats.jsonl").read_text().splitlines()]
     assert stats[-1]["models"]["s1"]["predictions"] == n
-    assert stats[-1]["models"]["s1"]["series_open"] == 0  # every partial series was completed and dropped
+    assert stats[-1]["models"]["s1"]["pending"] == 0  # every partial series was completed and dropped
 
 
 def test_series_config_keys():
@@ -114,7 +114,7 @@ def test_series_config_keys():
         '[[model]]\nname = "e"\ntrigger = "early"\nearly_packets = 5\n'
         '[[model]]\nname = "c"\n', "cfg.toml", "/etc/ms")
     assert cfg.tracker_config().snapshot_packets == (2, 4, 5, 8, 16)
-    assert [m.view_shape for m in cfg.models] == [(4, 17), (17,), (17,)]
+    assert [m.input_shape() for m in cfg.models] == [(4, 17), (17,), (17,)]
     text = ('[[model]]\nname = "a"\nview = "conn_series@1"\n'
             '[[model]]\nname = "b"\nview = "conn_series@1"\nlookback = 11\ntrigger = "early"\nearly_packets = 4\n'
             '[[model]]\nname = "c"\nlookback = 2\n')
@@ -140,7 +140,7 @@ def test_series_route_keeps_capture_threads_apart():
     from malsensor.daemon.flows import layout as L
     from malsensor.daemon.flows.config import TrackerConfig
     from malsensor.daemon.pipeline import ConnPipeline
-    from malsensor.daemon.runtime.inference import SeriesRoute
+    from malsensor.daemon.views.conn_series import SeriesRouter
 
     tr = Traffic()
     for i in range(20):
@@ -149,22 +149,23 @@ def test_series_route_keeps_capture_threads_apart():
         c.c(t0, "S").s(t0 + 0.01, "SA").c(t0 + 0.02, "A").c(t0 + 0.03, "PA", payload=10)
         c.s(t0 + 0.04, "PA", payload=20).c(t0 + 0.05, "FA").s(t0 + 0.06, "FA").c(t0 + 0.07, "A")
     points = (2, 4, 8)
-    route = SeriesRoute(3, points)
+    route = SeriesRouter(3, points)
     got: dict[str, list] = {}
 
     def capture(name: str) -> None:
         pipe = ConnPipeline(TrackerConfig(snapshot_packets=points))
         out = got[name] = []
         for cb in pipe.run([tr.batch()]):
-            r, x = route.feed(cb)
-            out.extend(zip(r[:, L.SERIAL].tolist(), x))
+            rows = route.route(cb)
+            if rows is not None:
+                out.extend(zip(rows.keys[:, L.SERIAL].tolist(), rows.x))
 
     threads = [threading.Thread(target=capture, args=(n,)) for n in ("a", "b")]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert len(route) == 0
+    assert route.pending() == 0
     assert [len(got[n]) for n in "ab"] == [20, 20]
     assert sorted(s for s, _ in got["a"]) == sorted(s for s, _ in got["b"])  # the same serials
     for (_, xa), (_, xb) in zip(sorted(got["a"], key=lambda p: p[0]), sorted(got["b"], key=lambda p: p[0])):

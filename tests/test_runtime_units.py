@@ -23,42 +23,44 @@ from malsensor.daemon.outputs.eve import (EventFile, PredictionBatch, eve_event,
                                           label_lines)
 from malsensor.daemon.pipeline import ConnPipeline
 from malsensor.daemon.runtime.config import ModelSection
-from malsensor.daemon.runtime.inference import ConnQueue, Dispatcher, Route
+from malsensor.daemon.capture.consumer import PipelineConsumer
+from malsensor.daemon.runtime.inference import Dispatcher, EntityQueue, Route
 from malsensor.daemon.runtime.registry import ModelSlot
-from malsensor.daemon.runtime.sources import PipelineConsumer
+from malsensor.daemon.views.base import EntityRows
+from malsensor.daemon.views.conn import CONN, ConnOptions
 
 
-def rows(n: int, start: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def rows(n: int, start: int = 0) -> EntityRows:
     rec = np.zeros((n, L.N_COLS), dtype=np.int64)
     rec[:, L.SERIAL] = np.arange(start, start + n)
-    return rec, np.zeros((n, 17))
+    return EntityRows(rec, np.zeros((n, 17)))
 
 
 # ------------------------------------------------------------------ queue
 
 
 def test_queue_drops_when_full_and_counts():
-    q = ConnQueue(10)
-    assert q.put(*rows(6), 0, block=False) == 6
-    assert q.put(*rows(6, 6), 0, block=False) == 4
+    q = EntityQueue(10)
+    assert q.put(rows(6), 0, block=False) == 6
+    assert q.put(rows(6, 6), 0, block=False) == 4
     assert (q.accepted, q.dropped, len(q)) == (10, 2, 10)
-    rec, _, t = q.take(8, 0.0)
+    rec, _, _, t = q.take(8, 0.0)
     assert rec[:, L.SERIAL].tolist() == list(range(8)) and t.tolist() == [0] * 8
-    rec, _, _ = q.take(8, 0.0)
+    rec, _, _, _ = q.take(8, 0.0)
     assert rec[:, L.SERIAL].tolist() == [8, 9]
     assert q.take(8, 0.0, poll_s=0.05) is None
     q.close()
     assert q.take(8, 0.0) == ()
-    assert q.put(*rows(1), 0, block=False) == 0 and q.dropped == 3
+    assert q.put(rows(1), 0, block=False) == 0 and q.dropped == 3
 
 
 def test_queue_blocking_put_waits_for_room():
-    q = ConnQueue(4)
-    q.put(*rows(4), 0, block=True)
+    q = EntityQueue(4)
+    q.put(rows(4), 0, block=True)
     done = threading.Event()
 
     def producer():
-        q.put(*rows(3, 4), 0, block=True)
+        q.put(rows(3, 4), 0, block=True)
         done.set()
 
     threading.Thread(target=producer, daemon=True).start()
@@ -73,10 +75,10 @@ def test_queue_blocking_put_waits_for_room():
 
 
 def test_queue_flushes_partial_batch_after_max_delay():
-    q = ConnQueue(100)
-    q.put(*rows(3), time.monotonic_ns(), block=False)
+    q = EntityQueue(100)
+    q.put(rows(3), time.monotonic_ns(), block=False)
     t0 = time.monotonic()
-    rec, _, _ = q.take(64, 0.05)
+    rec, _, _, _ = q.take(64, 0.05)
     waited = time.monotonic() - t0
     assert rec.shape[0] == 3 and 0.03 <= waited < 0.5
 
@@ -100,7 +102,16 @@ def _traffic() -> Traffic:
 
 
 def _slot(name: str, **kw) -> ModelSlot:
-    return ModelSlot(ModelSection(name=name, **kw))
+    return ModelSlot(ModelSection(name=name, options=ConnOptions(**kw)))
+
+
+def _route(name: str, q: EntityQueue, points=(), **kw) -> Route:
+    slot = _slot(name, **kw)
+    return Route(slot, q, CONN.router(slot.cfg.options, {"snapshot_points": points}), "connections")
+
+
+def _consumer(pipe: ConnPipeline, disp: Dispatcher, emit_at_stop=lambda: True) -> PipelineConsumer:
+    return PipelineConsumer("t", pipe, disp.dispatch, emit_at_stop=emit_at_stop)
 
 
 def test_routes_end_and_early_trigger_each_connection_once():
@@ -109,40 +120,40 @@ def test_routes_end_and_early_trigger_each_connection_once():
     pipe = ConnPipeline(tracking)
     stop = threading.Event()
     disp = Dispatcher(block=False, stop=stop)
-    qs = {n: ConnQueue(1000) for n in ("end", "e4", "e6")}
+    qs = {n: EntityQueue(1000) for n in ("end", "e4", "e6")}
     disp.set_routes([
-        Route(_slot("end"), qs["end"], "end"),
-        Route(_slot("e4", trigger="early", early_packets=4), qs["e4"], "early", 4, 0),
-        Route(_slot("e6", trigger="early", early_packets=6), qs["e6"], "early", 6, 1),
+        _route("end", qs["end"], (4, 6)),
+        _route("e4", qs["e4"], (4, 6), trigger="early", early_packets=4),
+        _route("e6", qs["e6"], (4, 6), trigger="early", early_packets=6),
     ])
-    consumer = PipelineConsumer("t", pipe, disp, lag_ns=0, emit_at_stop=lambda: True)
+    consumer = _consumer(pipe, disp)
     consumer.consume(batch)
     consumer.finish()  # stop: the open connections end with "shutdown"
     got = {}
     for n, q in qs.items():
-        rec, _, _ = q.take(100, 0.0)
+        rec, _, _, _ = q.take(100, 0.0)
         got[n] = sorted((int(L.sport_of(r)), L.END_REASONS[int(r[L.END]) & 0xFF], int(r[L.S_PKTS] + r[L.D_PKTS]))
                         for r in rec)
     assert got["end"] == [(5353, "shutdown", 1), (5354, "shutdown", 1), (40001, "fin", 12), (40002, "shutdown", 3)]
     assert got["e4"] == [(5353, "shutdown", 1), (5354, "shutdown", 1), (40001, "snapshot", 4), (40002, "shutdown", 3)]
     assert got["e6"] == [(5353, "shutdown", 1), (5354, "shutdown", 1), (40001, "snapshot", 6), (40002, "shutdown", 3)]
-    assert (disp.connections, disp.snapshots) == (4, 2)
+    assert (disp.counts["connections"], disp.counts["snapshots"]) == (4, 2)
 
 
 def test_consumer_finish_emit_or_drop():
     batch = _traffic().batch()
     for emit, expect in ((True, 3), (False, 0)):
         disp = Dispatcher(block=False, stop=threading.Event())
-        q = ConnQueue(100)
-        disp.set_routes([Route(_slot("m"), q, "end")])
-        c = PipelineConsumer("t", ConnPipeline(), disp, lag_ns=0, emit_at_stop=lambda e=emit: e)
+        q = EntityQueue(100)
+        disp.set_routes([_route("m", q)])
+        c = _consumer(ConnPipeline(), disp, lambda e=emit: e)
         c.consume(batch)
         assert len(q) == 1  # the closed connection
         c.finish()
         assert len(q) == 1 + expect
         assert c.dropped_at_stop == (0 if emit else 3)
         # end of file always emits ("eof"), whatever on_stop says
-        c2 = PipelineConsumer("t", ConnPipeline(), disp, lag_ns=0, emit_at_stop=lambda e=emit: e)
+        c2 = _consumer(ConnPipeline(), disp, lambda e=emit: e)
         c2.consume(batch)
         c2.finish(L.END_EOF)
         assert c2.dropped_at_stop == 0
@@ -163,7 +174,8 @@ def _pb(labels=("benign", "c2")) -> PredictionBatch:
     rec, ft = rec[order], ft[order]
     probs = np.array([[0.25, 0.5, 0.25], [0.9, 0.05, 0.05]], dtype=np.float32)
     return PredictionBatch("m", "v7", "end", list(labels), rec, ft, probs, np.array([1, 0]),
-                           np.array([[1, 0], [0, 1]]), np.array([True, False]), np.zeros(2, dtype=np.int64))
+                           np.array([[1, 0], [0, 1]]), np.array([True, False]), np.zeros(2, dtype=np.int64),
+                           host="sensor-1")
 
 
 def test_eve_event_exact():
@@ -171,8 +183,9 @@ def test_eve_event_exact():
     lines = eve_lines(pb).splitlines()
     ev = json.loads(lines[0])
     assert ev == eve_event(pb, 0)
-    assert list(ev) == ["timestamp", "flow_id", "event_type", "src_ip", "src_port", "dest_ip", "dest_port", "proto",
-                        "src_mac", "dest_mac", "prediction", "flow", "conn"]
+    assert list(ev) == ["timestamp", "flow_id", "event_type", "host", "src_ip", "src_port", "dest_ip", "dest_port",
+                        "proto", "src_mac", "dest_mac", "prediction", "flow", "conn"]
+    assert ev["host"] == "sensor-1"
     assert ev["timestamp"] == "2023-11-14T22:13:20.500000+0000"  # EPOCH + 0.5 s (the RST), UTC
     assert EPOCH == 1_700_000_000
     assert (ev["src_ip"], ev["src_port"], ev["dest_ip"], ev["dest_port"], ev["proto"]) == (
@@ -184,18 +197,18 @@ def test_eve_event_exact():
                           "end_reason": "rst", "pkts_toserver": 3, "pkts_toclient": 1, "bytes_toserver": 120,
                           "bytes_toclient": 40}
     assert ev["conn"]["s_pkt_cnt"] == 3.0 and ev["conn"]["dur"] == 0.5
-    assert ev["flow_id"] == int(flow_ids(pb.records[:1])[0]) and 0 < ev["flow_id"] < 2 ** 52
+    assert ev["flow_id"] == int(flow_ids(pb.keys[:1])[0]) and 0 < ev["flow_id"] < 2 ** 52
     ev2 = json.loads(lines[1])
     assert ev2["proto"] == "UDP" and ev2["prediction"]["alert"] is False
     assert json.loads(eve_lines(pb, features=False).splitlines()[1]) == eve_event(pb, 1, features=False)
     # numbers are Python's own text for them; a selection of rows
     assert b'"probability":0.5,"topk":[["c2",0.5],["benign",0.25]]' in lines[0]
     assert eve_lines(pb, select=np.array([False, True])) == lines[1] + b"\n"
-    other = PredictionBatch("m\"2", "w", "early", ["x"], pb.records, pb.features, pb.probs[:, :1], np.array([0, 0]),
+    other = PredictionBatch("m\"2", "w", "early", ["x"], pb.keys, pb.detail, pb.probs[:, :1], np.array([0, 0]),
                             np.array([[0], [0]]), np.array([False, False]), pb.t_ns)
     assert [json.loads(x) for x in eve_lines(other).splitlines()] == [eve_event(other, j) for j in range(2)]
     # a label the model does not name, and non-finite features (JSON has no NaN): null
-    pb.features[1, 0] = np.nan
+    pb.detail[1, 0] = np.nan
     pb.class_id[1] = 2
     ev2 = json.loads(eve_lines(pb).splitlines()[1])
     assert ev2["conn"]["dur"] is None and ev2["prediction"]["label"] == "unknown_2"

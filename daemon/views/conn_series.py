@@ -141,8 +141,8 @@ class SeriesOptions:
                            "features after 2, 4, 8, ... packets and classifies a connection at "
                            "2**L packets or at its end, whichever comes first (trigger = \"end\")", min=0)
     trigger: str = opt("end", "a conn_series model classifies at its last series point or at the "
-                              "connection's end", choices=("end",))
-    early_packets: int = opt(0, "not used by conn_series (0)", min=0, max=0)
+                              "connection's end: \"end\" only", choices=("end", "early"))
+    early_packets: int = opt(0, "not used by conn_series (0)", min=0)
 
 
 class SeriesRouter(Router):
@@ -188,6 +188,11 @@ class ConnSeriesView(ConnectionView):
         if not 2 <= o.lookback <= len(SERIES_POINTS):
             ck.problem((*path, "lookback"), f"view = \"{self.ref}\" needs lookback = 2..{len(SERIES_POINTS)} "
                                             f"(the series points are {list(SERIES_POINTS)})")
+        if o.trigger != "end":
+            ck.problem((*path, "trigger"), f"a {self.ref} model classifies at its last series point or at the "
+                                           "connection's end: trigger must be \"end\"")
+        elif o.early_packets:
+            ck.problem((*path, "early_packets"), f"early_packets is not used with view = \"{self.ref}\"")
 
     def snapshot_points(self, o: SeriesOptions) -> set[int]:
         return set(SERIES_POINTS[:o.lookback])
