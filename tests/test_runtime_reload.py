@@ -152,8 +152,8 @@ def test_sighup_adds_changes_and_removes_models(tmp_path):
         config(cfg, models, logs, capture, models=early, outputs=outs)
         m = d.mark()
         d.signal(signal.SIGHUP)
-        d.wait_log(r"reload rejected: model m2: early_packets = 3 needs a snapshot point the running flow "
-                   r"tables do not have \(none\); restart to apply", 30, m)
+        d.wait_log(r"reload rejected: model m2: view conn@1 needs the snapshot points \[3\], which the running "
+                   r"flow tables do not all have \(none\); restart to apply", 30, m)
         # remove m1: its events stop, m2 goes on
         only2 = f'[[model]]\nname = "m2"\npath = "{fixed}"\ntopk = 2\n'
         config(cfg, models, logs, capture, models=only2,
