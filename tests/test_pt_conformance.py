@@ -91,3 +91,15 @@ def test_left_out_vectors_are_exactly_those_in_the_docs():
     left_out = {n for n in _names() if _plan(n)[2]}
     assert left_out == _left_out_in_docs()
     assert len(left_out) <= 45  # 33 need --time/--tcal, 12 sideband (perf) files
+
+
+def test_malsensor_ptdump_prints_the_reference_listing(capsys, tmp_path):
+    from malsensor.daemon.cli import main
+
+    require_data(VECTORS / "out")
+    name = "ptdump-bad_opc-resync"  # a decode error and a resync, printed as ptdump prints them
+    assert main(["ptdump", str(VECTORS / "out" / f"{name}.pt"), "--summary"]) == 0
+    out, err = capsys.readouterr()
+    assert normalise(out.splitlines()) == normalise((VECTORS / "out" / f"{name}-ptdump.exp").read_text().splitlines())
+    assert '"errors": {"bad_opcode": 1}' in err
+    assert main(["ptdump", str(tmp_path / "absent.pt")]) == 2
