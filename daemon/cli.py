@@ -1,6 +1,7 @@
 """``malsensor``: extract connection features from captures, and inspect things.
 
     malsensor extract CAPTURE [--semantics malsensor|argus] [--filter tcp,udp] [-o OUT] [--format jsonl|csv]
+    malsensor ptdump TRACE [--lastip] [--raw] [--no-offset] [--summary]
 """
 from __future__ import annotations
 
@@ -57,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .capture.live import add_live_arguments  # live capture options (daemon/capture/live.py)
 
     add_live_arguments(e)
+    from .pt.cli import add_parser as add_ptdump_parser  # `malsensor ptdump` (daemon/pt/cli.py)
+
+    add_ptdump_parser(sub)
     return p
 
 
@@ -186,6 +190,10 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(a.log_level)
     if a.command == "extract":
         return cmd_extract(a)
+    if a.command == "ptdump":
+        from .pt.cli import cmd_ptdump
+
+        return cmd_ptdump(a)
     return 2  # pragma: no cover - argparse enforces the subcommands
 
 
