@@ -55,7 +55,8 @@ def main() -> None:
     has_id = hasattr(eve, "community_ids")
     print(f"{n:,} connections ({len(set(map(tuple, rec[:, :5].tolist()))):,} distinct 5-tuples); "
           f"this tree {'has' if has_id else 'has no'} Community ID; best of {a.repeat}")
-    print(f"{'EVE events (eve_lines, with features)':44s} {best_us(lambda: eve.eve_lines(pb), n, a.repeat):7.3f} µs/event")
+    events = best_us(lambda: eve.eve_lines(pb), n, a.repeat)
+    print(f"{'EVE events (eve_lines, with features)':44s} {events:7.3f} µs/event")
     print(f"{'extract rows (jsonl_bytes)':44s} {best_us(lambda: jsonl_bytes(rec, ftr), n, a.repeat):7.3f} µs/row")
     if not has_id:
         return
@@ -63,7 +64,7 @@ def main() -> None:
 
     out = np.empty((n, TEXT_LEN), dtype=np.uint8)
     ours = best_us(lambda: _record_ids(rec, 0, out), n, a.repeat)
-    events = best_us(lambda: eve.eve_lines(pb), n, a.repeat)
+    events = best_us(lambda: eve.eve_lines(pb), n, a.repeat)  # again, beside it
     print(f"{'Community ID alone (its numba kernel)':44s} {ours:7.3f} µs/connection "
           f"({ours / events:.1%} of an event, timed again beside it)")
     try:
