@@ -39,6 +39,12 @@ def _tracker_config(a: argparse.Namespace) -> TrackerConfig:
     return TrackerConfig.for_semantics(a.semantics, **given)
 
 
+def _seed(text: str) -> int:
+    if not text.isdigit() or int(text) > 0xFFFF:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer 0..65535")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="malsensor", description=__doc__.splitlines()[0])
     p.add_argument("-l", "--log-level", default="info", choices=LEVELS)
@@ -54,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("-o", "--output", default="-", help="output file (default: standard output)")
     e.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
     e.add_argument("--summary-json", metavar="FILE", help="also write the summary as JSON to FILE")
+    e.add_argument("--community-id-seed", type=_seed, default=0, metavar="SEED",
+                   help="seed (0..65535) of each row's community_id (Community ID v1; default 0, as Zeek "
+                        "and Suricata)")
     _tracking_args(e)
     from .capture.live import add_live_arguments  # live capture options (daemon/capture/live.py)
 
@@ -132,7 +141,7 @@ def cmd_extract(a: argparse.Namespace) -> int:
     except OSError as exc:
         log.error("cannot write %s: %s", a.output, exc.strerror)
         return 2
-    writer = RowWriter(out, a.format)
+    writer = RowWriter(out, a.format, a.community_id_seed)
     progress = Progress(f"extract {os.path.basename(a.capture)}", size)
     try:
         try:
@@ -173,7 +182,7 @@ def _extract_live(a: argparse.Namespace, tracking: TrackerConfig, protocols) -> 
         log.error("cannot write %s: %s", a.output, exc.strerror)
         return 2
     try:
-        summary = extract_live(a, RowWriter(out, a.format).write_batch, tracking, protocols)
+        summary = extract_live(a, RowWriter(out, a.format, a.community_id_seed).write_batch, tracking, protocols)
         _close_output(out)
     except (ValueError, OSError) as exc:
         log.error("%s", exc)

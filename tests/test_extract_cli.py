@@ -15,7 +15,8 @@ from malsensor.daemon.views.conn import CONN_COLUMNS
 
 from conftest import PCAPS, require_data, require_tool
 
-ROW_KEYS = ["ts", "src_ip", "src_port", "dest_ip", "dest_port", "proto", "src_mac", "dest_mac", "end_reason", "fts"]
+ROW_KEYS = ["ts", "src_ip", "src_port", "dest_ip", "dest_port", "proto", "src_mac", "dest_mac", "end_reason",
+            "community_id", "fts"]
 
 
 def extract(*args: str, check: bool = True) -> subprocess.CompletedProcess:

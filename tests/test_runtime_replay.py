@@ -74,7 +74,10 @@ def test_replay_parity_with_extract(tmp_path, models_dir, capture_name):
     capture = require_data(f"pcap/{capture_name}")
     logs = tmp_path / "logs"
     logs.mkdir()
-    cfg = write_config(tmp_path / "m.toml", models_dir, logs)
+    seeded = f'[[output]]\npath = "{logs}/seeded.json"\nfeatures = false\ncommunity_id_seed = 7\n'
+    cfg = write_config(tmp_path / "m.toml", models_dir, logs, outputs=(
+        f'[[output]]\npath = "{logs}/eve.json"\n[[output]]\npath = "{logs}/labels.jsonl"\nformat = "label"\n'
+        + seeded))
     r = run_replay(cfg, capture)
     assert r.returncode == 0, r.stderr
     rows = extract_rows(capture)
@@ -90,6 +93,14 @@ def test_replay_parity_with_extract(tmp_path, models_dir, capture_name):
     assert set(by_key) == {_key_from_row(r) for r in rows}
     # the label stream is the eve stream's labels, in the same order
     assert labels == [e["prediction"]["label"] for e in events]
+    # the Community ID of the output seeded 7 (the same connections, in the same order)
+    from malsensor.daemon.outputs.community_id import community_id
+
+    other = [json.loads(line) for line in (logs / "seeded.json").read_text().splitlines()]
+    assert [e["flow_id"] for e in other] == [e["flow_id"] for e in events] and "conn" not in other[0]
+    assert [e["community_id"] for e in other] == [
+        community_id(e["src_ip"], e["dest_ip"], _key_from_event(e)[4], e["src_port"], e["dest_port"], seed=7)
+        for e in events]
     params = params_of(1)
     x = np.asarray([row["fts"] for row in rows], dtype=np.float64)
     ref = reference_predict(params, x)
@@ -102,6 +113,7 @@ def test_replay_parity_with_extract(tmp_path, models_dir, capture_name):
         assert e["event_type"] == "prediction"
         assert [e["conn"][c] for c in CONN_COLUMNS] == row["fts"]
         assert e["flow"]["end_reason"] == row["end_reason"]
+        assert e["community_id"] == row["community_id"] and e["community_id"].startswith("1:")
         assert e["src_mac"] == row["src_mac"] and e["dest_mac"] == row["dest_mac"]
         p = e["prediction"]
         assert p["model"] == "m1" and p["version"] == "v1" and p["trigger"] == "end"

@@ -183,9 +183,13 @@ def test_eve_event_exact():
     lines = eve_lines(pb).splitlines()
     ev = json.loads(lines[0])
     assert ev == eve_event(pb, 0)
-    assert list(ev) == ["timestamp", "flow_id", "event_type", "host", "src_ip", "src_port", "dest_ip", "dest_port",
-                        "proto", "src_mac", "dest_mac", "prediction", "flow", "conn"]
+    assert list(ev) == ["timestamp", "flow_id", "community_id", "event_type", "host", "src_ip", "src_port",
+                        "dest_ip", "dest_port", "proto", "src_mac", "dest_mac", "prediction", "flow", "conn"]
     assert ev["host"] == "sensor-1"
+    # Community ID v1 of 10.0.0.1:40001 -> 10.0.0.2:80 TCP (as the communityid package computes it)
+    assert ev["community_id"] == "1:kO0sj5IvmHyTr62l9OBOFqKIbrs="
+    seeded = json.loads(eve_lines(pb, community_id_seed=1).splitlines()[0])
+    assert seeded["community_id"] == "1:ONnwGXDd3nmLh9keyUOdsN7lzgE=" and seeded == eve_event(pb, 0, community_id_seed=1)
     assert ev["timestamp"] == "2023-11-14T22:13:20.500000+0000"  # EPOCH + 0.5 s (the RST), UTC
     assert EPOCH == 1_700_000_000
     assert (ev["src_ip"], ev["src_port"], ev["dest_ip"], ev["dest_port"], ev["proto"]) == (

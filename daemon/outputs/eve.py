@@ -7,8 +7,9 @@ plus the fields of its entity, written by the formatter registered for that enti
 numba kernel (``eve``: one object per line, shaped like Suricata's EVE so that log
 shippers take it unchanged)::
 
-    {"timestamp": "2024-05-01T10:00:00.123456+0000", "flow_id": 1234, "event_type": "prediction",
-     "host": "sensor1", "src_ip": ..., "src_port": ..., "dest_ip": ..., "dest_port": ..., "proto": "TCP",
+    {"timestamp": "2024-05-01T10:00:00.123456+0000", "flow_id": 1234,
+     "community_id": "1:wCb3OG7yAFWelaUydu0D+125CLM=", "event_type": "prediction", "host": "sensor1",
+     "src_ip": ..., "src_port": ..., "dest_ip": ..., "dest_port": ..., "proto": "TCP",
      "src_mac": ..., "dest_mac": ...,
      "prediction": {"model", "version", "label", "class_id", "probability", "topk": [[label, p], ...],
                     "alert", "trigger"},
@@ -19,7 +20,9 @@ shippers take it unchanged)::
 ``timestamp`` is the time of the connection's last packet (when the prediction became
 possible), UTC, in Suricata's format. ``flow_id`` is a 52-bit hash of the 5-tuple and the
 first packet time: the early (snapshot) prediction and the end prediction of one connection
-share it, and it fits a JSON number exactly. ``label``: one JSON string per line, the
+share it, and it fits a JSON number exactly. ``community_id`` is the connection's Community ID v1
+(:mod:`.community_id`; the seed is ``[[output]] community_id_seed``), the same text Zeek's and
+Suricata's logs carry for it, so analysts can pivot between them. ``label``: one JSON string per line, the
 predicted label (``"unknown_<id>"`` when a class id has no label).
 
 :class:`EventFile` writes whole lines only: one ``write`` per batch on an ``O_APPEND``
@@ -43,6 +46,9 @@ from numba import njit
 from ..flows import layout as L
 from ..protocols import proto_name
 from ..views.conn import CONN_COLUMNS
+from .community_id import TEXT_LEN as COMMUNITY_ID_LEN
+from .community_id import WORK_LEN as COMMUNITY_ID_WORK
+from .community_id import check_seed, community_ids, put_community_id
 from .jsontext import (FLOAT_MAX, INT_MAX, IP_MAX, MAC_MAX, TIME_MAX, TextTable, format_rows, put_float, put_int,
                        put_mac, put_text, put_time)
 from .rows import END_REASON_TEXT, end_reason_name, format_ip, format_mac, put_endpoints
@@ -122,7 +128,7 @@ class _Timestamps:
         return f"{self._prefix}.{ns // 1000:06d}+0000"
 
 
-def eve_event(pb: PredictionBatch, j: int, *, features: bool = True) -> dict:
+def eve_event(pb: PredictionBatch, j: int, *, features: bool = True, community_id_seed: int = 0) -> dict:
     """Row ``j`` as an event dict: the reference that :func:`eve_lines` formats quickly."""
     r = pb.keys[j].tolist()
     key = r[L.KEY]
@@ -132,6 +138,7 @@ def eve_event(pb: PredictionBatch, j: int, *, features: bool = True) -> dict:
     ev = {
         "timestamp": ts(r[L.LAST_TS]),
         "flow_id": int(flow_ids(pb.keys[j:j + 1])[0]),
+        "community_id": community_ids(pb.keys[j:j + 1], community_id_seed)[0],
         "event_type": "prediction",
         "host": pb.host,
         "src_ip": format_ip(r[L.SRC_HI], r[L.SRC_LO]),
@@ -158,11 +165,11 @@ def eve_event(pb: PredictionBatch, j: int, *, features: bool = True) -> dict:
 
 
 # The fixed text of an event between its values (model, version and trigger go in per batch).
-_EVE_HEAD = ['{"timestamp":"', '","flow_id":', ',"event_type":"prediction","src_ip":"', '","src_port":',
-             ',"dest_ip":"', '","dest_port":', ',"proto":"', '","src_mac":"', '","dest_mac":"']
+_EVE_HEAD = ['{"timestamp":"', '","flow_id":', ',"community_id":"', '","event_type":"prediction","src_ip":"',
+             '","src_port":', ',"dest_ip":"', '","dest_port":', ',"proto":"', '","src_mac":"', '","dest_mac":"']
 (_T_PRED, _T_CLASS, _T_PROB, _T_TOPK, _T_ITEM, _T_COMMA, _T_ITEM_END, _T_ALERT, _T_TRUE, _T_FALSE, _T_FLOW, _T_END,
- _T_REASON, _T_SPK, _T_DPK, _T_SBY, _T_DBY, _T_CLOSE) = range(9, 27)
-_T_CONN = 27
+ _T_REASON, _T_SPK, _T_DPK, _T_SBY, _T_DBY, _T_CLOSE) = range(10, 28)
+_T_CONN = 28
 _T_LINE_END = _T_CONN + len(CONN_COLUMNS)
 _EVE_TAIL = (',"class_id":', ',"probability":', ',"topk":[', "[", ",", "]", '],"alert":', "true", "false")
 _EVE_FLOW = ('","end":"', '","end_reason":"', '","pkts_toserver":', ',"pkts_toclient":', ',"bytes_toserver":',
@@ -173,8 +180,7 @@ _PROTOS = TextTable.of([proto_name(p) for p in range(256)])
 
 @lru_cache(maxsize=64)
 def _eve_text(model: str, version: str, trigger: str, host: str) -> TextTable:
-    head = list(_EVE_HEAD)
-    head[2] = head[2].replace('"prediction",', f'"prediction","host":{json.dumps(host)},')
+    head = [t.replace('"prediction",', f'"prediction","host":{json.dumps(host)},') for t in _EVE_HEAD]
     pred = f'","prediction":{{"model":{json.dumps(model)},"version":{json.dumps(version)},"label":'
     flow = f',"trigger":{json.dumps(trigger)}}},"flow":{{"start":"'
     return TextTable.of(head + [pred, *_EVE_TAIL, flow, *_EVE_FLOW, *_EVE_CONN])
@@ -201,8 +207,9 @@ def _prob(probs, j, c) -> float:
 
 @njit(cache=True, nogil=True)
 def _eve_kernel(rows, rec, ftr, probs, cls, topk, alert, features, text, text_off, labels, labels_off,
-                protos, protos_off, reasons, reasons_off, buf) -> int:
+                protos, protos_off, reasons, reasons_off, cid_seed, buf) -> int:
     pos = 0
+    cid_work = np.zeros(COMMUNITY_ID_WORK, dtype=np.int64)
     for j in rows:
         r = rec[j]
         key = r[L.KEY]
@@ -210,12 +217,14 @@ def _eve_kernel(rows, rec, ftr, probs, cls, topk, alert, features, text, text_of
         pos = put_time(buf, pos, r[L.LAST_TS])
         pos = put_text(buf, pos, text, text_off, 1)
         pos = put_int(buf, pos, flow_id(r))
-        pos = put_endpoints(buf, pos, r, text, text_off, 2)
-        pos = put_text(buf, pos, text, text_off, 6)
-        pos = put_text(buf, pos, protos, protos_off, (key >> 32) & 0xFF)
+        pos = put_text(buf, pos, text, text_off, 2)
+        pos = put_community_id(buf, pos, r, cid_seed, cid_work)
+        pos = put_endpoints(buf, pos, r, text, text_off, 3)
         pos = put_text(buf, pos, text, text_off, 7)
-        pos = put_mac(buf, pos, r[L.SRC_MAC])
+        pos = put_text(buf, pos, protos, protos_off, (key >> 32) & 0xFF)
         pos = put_text(buf, pos, text, text_off, 8)
+        pos = put_mac(buf, pos, r[L.SRC_MAC])
+        pos = put_text(buf, pos, text, text_off, 9)
         pos = put_mac(buf, pos, r[L.DST_MAC])
         c = cls[j]
         pos = put_text(buf, pos, text, text_off, _T_PRED)
@@ -261,7 +270,8 @@ def _eve_kernel(rows, rec, ftr, probs, cls, topk, alert, features, text, text_of
     return pos
 
 
-def eve_lines(pb: PredictionBatch, *, features: bool = True, select: np.ndarray | None = None) -> bytes:
+def eve_lines(pb: PredictionBatch, *, features: bool = True, select: np.ndarray | None = None,
+              community_id_seed: int = 0) -> bytes:
     """EVE lines (UTF-8, with the final newline) for the rows of ``pb`` (or the rows in ``select``).
 
     Equal, once parsed, to :func:`eve_event` for each row (non-finite features are ``null``);
@@ -274,12 +284,13 @@ def eve_lines(pb: PredictionBatch, *, features: bool = True, select: np.ndarray 
     labels = TextTable.of([json.dumps(pb.label_of(c)) for c in range(n_labels)])
     k = pb.topk.shape[1] if pb.topk.ndim == 2 else 0
     per_event = (int(text.off[-1]) + (k + 1) * (labels.longest + FLOAT_MAX + 8) + 20 * FLOAT_MAX + 3 * TIME_MAX
-                 + 2 * IP_MAX + 2 * MAC_MAX + 8 * INT_MAX + _PROTOS.longest + END_REASON_TEXT.longest)
+                 + 2 * IP_MAX + 2 * MAC_MAX + 8 * INT_MAX + _PROTOS.longest + END_REASON_TEXT.longest
+                 + COMMUNITY_ID_LEN)
     args = (np.ascontiguousarray(pb.keys, dtype=np.int64), np.ascontiguousarray(pb.detail, dtype=np.float64),
             np.ascontiguousarray(pb.probs, dtype=np.float64), np.asarray(pb.class_id, dtype=np.int64),
             np.ascontiguousarray(pb.topk, dtype=np.int64).reshape(pb.n, k), np.asarray(pb.alert, dtype=np.bool_),
             features, text.blob, text.off, labels.blob, labels.off, _PROTOS.blob, _PROTOS.off,
-            END_REASON_TEXT.blob, END_REASON_TEXT.off)
+            END_REASON_TEXT.blob, END_REASON_TEXT.off, check_seed(community_id_seed))
     return format_rows(rows.size, per_event, lambda a, b, buf: _eve_kernel(rows[a:b], *args, buf))
 
 

@@ -29,9 +29,11 @@ class Formatter:
     entity: ClassVar[str]
     event_type: ClassVar[str]
 
-    def eve_lines(self, pb: PredictionBatch, *, features: bool = True, select: np.ndarray | None = None) -> bytes:
+    def eve_lines(self, pb: PredictionBatch, *, features: bool = True, select: np.ndarray | None = None,
+                  **output_options) -> bytes:
         """UTF-8 lines (each ending in a newline) for the rows of ``pb`` (those in ``select``).
-        ``features``: include what the model saw (``detail``)."""
+        ``features``: include what the model saw (``detail``). ``output_options``: the keys of the
+        ``[[output]]`` that a formatter may use (``community_id_seed`` for connections)."""
         raise NotImplementedError
 
 
@@ -70,7 +72,8 @@ class JsonFormatter(Formatter):
         """The entity's fields for row ``j``."""
         raise NotImplementedError
 
-    def eve_lines(self, pb: PredictionBatch, *, features: bool = True, select: np.ndarray | None = None) -> bytes:
+    def eve_lines(self, pb: PredictionBatch, *, features: bool = True, select: np.ndarray | None = None,
+                  **output_options) -> bytes:
         rows = range(pb.n) if select is None else np.flatnonzero(select).tolist()
         out = []
         for j in rows:

@@ -1,8 +1,9 @@
 """Connection rows: the extractor's output and the trainer's input format.
 
 One JSON object per connection: ``ts`` (first packet, epoch seconds), the
-5-tuple, MACs, ``end_reason``, ``fts`` (the 17 ``conn`` values in order) and
-the 17 values again by name.
+5-tuple, MACs, ``end_reason``, ``community_id`` (Community ID v1, the flow hash
+Zeek and Suricata log: :mod:`.community_id`), ``fts`` (the 17 ``conn`` values
+in order) and the 17 values again by name.
 """
 from __future__ import annotations
 
@@ -16,10 +17,14 @@ from numba import njit
 
 from ..flows import layout as L
 from ..views.conn import CONN_COLUMNS
+from .community_id import TEXT_LEN as COMMUNITY_ID_LEN
+from .community_id import WORK_LEN as COMMUNITY_ID_WORK
+from .community_id import check_seed, community_ids, put_community_id
 from .jsontext import (FLOAT_MAX, INT_MAX, IP_MAX, MAC_MAX, TextTable, format_rows, put_float, put_int, put_ip,
                        put_mac, put_text)
 
-ROW_KEYS = ("ts", "src_ip", "src_port", "dest_ip", "dest_port", "proto", "src_mac", "dest_mac", "end_reason")
+ROW_KEYS = ("ts", "src_ip", "src_port", "dest_ip", "dest_port", "proto", "src_mac", "dest_mac", "end_reason",
+            "community_id")
 _V4_MAPPED = 0xFFFF << 32
 
 
@@ -40,15 +45,16 @@ def end_reason_name(end: int) -> str:
     return L.END_REASONS.get(end & 0xFF, f"unknown_{end & 0xFF}")
 
 
-def _row_keys(records: np.ndarray) -> Iterator[tuple]:
-    """(ts, src_ip, src_port, dest_ip, dest_port, proto, src_mac, dest_mac, end_reason) per record.
+def _row_keys(records: np.ndarray, community_id_seed: int = 0) -> Iterator[tuple]:
+    """(ts, src_ip, src_port, dest_ip, dest_port, proto, src_mac, dest_mac, end_reason, community_id) per record.
 
     Addresses and MACs repeat across connections: each distinct one is formatted once."""
     ips: dict[tuple[int, int], str] = {}
     macs: dict[int, str] = {}
     cols = [records[:, c].tolist() for c in (L.FIRST_TS, L.SRC_HI, L.SRC_LO, L.DST_HI, L.DST_LO, L.KEY,
                                              L.SRC_MAC, L.DST_MAC, L.END)]
-    for first, shi, slo, dhi, dlo, key, smac, dmac, end in zip(*cols):
+    cids = community_ids(records, community_id_seed)
+    for first, shi, slo, dhi, dlo, key, smac, dmac, end, cid in zip(*cols, cids):
         s = ips.get((shi, slo))
         if s is None:
             s = ips[(shi, slo)] = format_ip(shi, slo)
@@ -62,12 +68,12 @@ def _row_keys(records: np.ndarray) -> Iterator[tuple]:
         if dm is None:
             dm = macs[dmac] = format_mac(dmac)
         yield (first / 1e9, s, (key >> 16) & 0xFFFF, d, key & 0xFFFF, (key >> 32) & 0xFF, sm, dm,
-               end_reason_name(end))
+               end_reason_name(end), cid)
 
 
-def conn_rows(records: np.ndarray, features: np.ndarray) -> Iterator[dict]:
+def conn_rows(records: np.ndarray, features: np.ndarray, community_id_seed: int = 0) -> Iterator[dict]:
     """Rows (dicts) for a batch of finished connections and their ``conn`` features."""
-    for keys, f in zip(_row_keys(records), features.tolist()):
+    for keys, f in zip(_row_keys(records, community_id_seed), features.tolist()):
         row = dict(zip(ROW_KEYS, keys))
         row["fts"] = f
         row.update(zip(CONN_COLUMNS, f))
@@ -79,11 +85,12 @@ _NAMED = [i for i, c in enumerate(CONN_COLUMNS) if c != "proto"]
 # the fixed text between the values of a JSONL row, in order
 _ROW_TEXT = TextTable.of(
     ['{"ts":', ',"src_ip":"', '","src_port":', ',"dest_ip":"', '","dest_port":', ',"proto":', ',"src_mac":"',
-     '","dest_mac":"', '","end_reason":"', '","fts":[']
+     '","dest_mac":"', '","end_reason":"', '","community_id":"', '","fts":[']
     + [("]," if k == 0 else ",") + f'"{CONN_COLUMNS[i]}":' for k, i in enumerate(_NAMED)] + ["}\n"])
-_T_NAMED = 10
+_T_NAMED = 11
 END_REASON_TEXT = TextTable.of([end_reason_name(e) for e in range(256)])  # by END & 0xFF
-_ROW_MAX = _ROW_TEXT.off[-1] + END_REASON_TEXT.longest + 2 * IP_MAX + 2 * MAC_MAX + 4 * INT_MAX + 35 * FLOAT_MAX
+_ROW_MAX = (_ROW_TEXT.off[-1] + END_REASON_TEXT.longest + 2 * IP_MAX + 2 * MAC_MAX + 4 * INT_MAX + 35 * FLOAT_MAX
+            + COMMUNITY_ID_LEN)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -102,8 +109,9 @@ def put_endpoints(buf, pos, r, text, text_off, k) -> int:
 
 
 @njit(cache=True, nogil=True)
-def _jsonl_kernel(rec, ftr, named, text, text_off, reasons, reasons_off, buf) -> int:
+def _jsonl_kernel(rec, ftr, named, text, text_off, reasons, reasons_off, cid_seed, buf) -> int:
     pos = 0
+    cid_work = np.zeros(COMMUNITY_ID_WORK, dtype=np.int64)
     for i in range(rec.shape[0]):
         r = rec[i]
         f = ftr[i]
@@ -120,6 +128,8 @@ def _jsonl_kernel(rec, ftr, named, text, text_off, reasons, reasons_off, buf) ->
         pos = put_text(buf, pos, text, text_off, 8)
         pos = put_text(buf, pos, reasons, reasons_off, r[L.END] & 0xFF)
         pos = put_text(buf, pos, text, text_off, 9)
+        pos = put_community_id(buf, pos, r, cid_seed, cid_work)
+        pos = put_text(buf, pos, text, text_off, 10)
         for k in range(f.shape[0]):
             if k:
                 buf[pos] = 44  # ','
@@ -135,14 +145,15 @@ def _jsonl_kernel(rec, ftr, named, text, text_off, reasons, reasons_off, buf) ->
 _NAMED_IDX = np.array(_NAMED, dtype=np.int64)
 
 
-def jsonl_bytes(records: np.ndarray, features: np.ndarray) -> bytes:
+def jsonl_bytes(records: np.ndarray, features: np.ndarray, community_id_seed: int = 0) -> bytes:
     """The rows of :func:`conn_rows` as JSON lines (UTF-8, each ending in a newline), equal to
     them once parsed (non-finite values are ``null``), formatted by one numba kernel for the batch."""
     records = np.ascontiguousarray(records, dtype=np.int64)
     features = np.ascontiguousarray(features, dtype=np.float64)
+    seed = check_seed(community_id_seed)
     return format_rows(records.shape[0], _ROW_MAX, lambda a, b, buf: _jsonl_kernel(
         records[a:b], features[a:b], _NAMED_IDX, _ROW_TEXT.blob, _ROW_TEXT.off, END_REASON_TEXT.blob,
-        END_REASON_TEXT.off, buf))
+        END_REASON_TEXT.off, seed, buf))
 
 
 class RowWriter:
@@ -150,11 +161,12 @@ class RowWriter:
 
     FORMATS = ("jsonl", "csv")
 
-    def __init__(self, stream: IO[bytes], fmt: str = "jsonl") -> None:
+    def __init__(self, stream: IO[bytes], fmt: str = "jsonl", community_id_seed: int = 0) -> None:
         if fmt not in self.FORMATS:
             raise ValueError(f"unknown format {fmt!r} (allowed: {', '.join(self.FORMATS)})")
         self.stream = stream
         self.fmt = fmt
+        self.community_id_seed = check_seed(community_id_seed)
         self.count = 0
         if fmt == "csv":
             self._write_csv([(*ROW_KEYS, *CONN_COLUMNS)])
@@ -170,8 +182,8 @@ class RowWriter:
             return 0
         if self.fmt == "csv":
             self._write_csv([r[k] for k in ROW_KEYS] + [repr(v) for v in r["fts"]]
-                            for r in conn_rows(records, features))
+                            for r in conn_rows(records, features, self.community_id_seed))
         else:
-            self.stream.write(jsonl_bytes(records, features))
+            self.stream.write(jsonl_bytes(records, features, self.community_id_seed))
         self.count += n
         return n

@@ -165,6 +165,8 @@ class OutputSection:
     models: tuple[str, ...] = opt((), "models whose predictions go here ([] = all)")
     alerts_only: bool = opt(False, "write only predictions that are alerts")
     features: bool = opt(True, "eve: include the connection's features (\"conn\" object)")
+    community_id_seed: int = opt(0, "eve: seed of each event's Community ID (community_id); Zeek's and "
+                                 "Suricata's logs must use the same seed for the IDs to match", min=0, max=65535)
 
 
 @dataclass(frozen=True)

@@ -150,11 +150,12 @@ class EventWriter(threading.Thread):
             if not o.wants(pb.model):
                 continue
             c = o.cfg
-            key = (c.format, c.features and c.format == "eve", c.alerts_only)
+            key = (c.format, c.features and c.format == "eve", c.alerts_only, c.community_id_seed)
             if key not in cache:
                 sel = pb.alert if c.alerts_only else None
                 n = int(pb.alert.sum()) if c.alerts_only else pb.n
-                text = (FORMATTERS.get(pb.entity).eve_lines(pb, features=c.features, select=sel)
+                text = (FORMATTERS.get(pb.entity).eve_lines(pb, features=c.features, select=sel,
+                                                            community_id_seed=c.community_id_seed)
                         if c.format == "eve" else label_lines(pb, select=sel))
                 cache[key] = (text, n)
             text, n = cache[key]
