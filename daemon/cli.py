@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
     e.add_argument("--summary-json", metavar="FILE", help="also write the summary as JSON to FILE")
     _tracking_args(e)
-    from .capture.live import add_live_arguments  # live capture options (daemon/capture/live.py)
+    from .capture.liveargs import add_live_arguments  # numba-free: the parser must not cost start-up
 
     add_live_arguments(e)
     return p
