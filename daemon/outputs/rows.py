@@ -145,10 +145,19 @@ def jsonl_bytes(records: np.ndarray, features: np.ndarray) -> bytes:
         END_REASON_TEXT.off, buf))
 
 
-class RowWriter:
-    """Writes rows to a binary stream as JSONL (one object per line) or CSV (header + named columns)."""
+def format_for_path(path: str) -> str:
+    """The row format a file name asks for: ``.parquet``/``.pq`` -> parquet, ``.csv`` -> csv, else jsonl."""
+    name = path.lower()
+    if name.endswith((".parquet", ".pq")):
+        return "parquet"
+    return "csv" if name.endswith(".csv") else "jsonl"
 
-    FORMATS = ("jsonl", "csv")
+
+class RowWriter:
+    """Writes rows to a binary stream as JSONL (one object per line), CSV (header + named columns)
+    or Parquet (outputs/parquet.py: typed columns; complete only after :meth:`close`)."""
+
+    FORMATS = ("jsonl", "csv", "parquet")
 
     def __init__(self, stream: IO[bytes], fmt: str = "jsonl") -> None:
         if fmt not in self.FORMATS:
@@ -156,8 +165,13 @@ class RowWriter:
         self.stream = stream
         self.fmt = fmt
         self.count = 0
+        self._parquet = None
         if fmt == "csv":
             self._write_csv([(*ROW_KEYS, *CONN_COLUMNS)])
+        elif fmt == "parquet":
+            from .parquet import ParquetRows
+
+            self._parquet = ParquetRows(stream)
 
     def _write_csv(self, rows) -> None:
         text = io.StringIO()
@@ -171,7 +185,15 @@ class RowWriter:
         if self.fmt == "csv":
             self._write_csv([r[k] for k in ROW_KEYS] + [repr(v) for v in r["fts"]]
                             for r in conn_rows(records, features))
+        elif self._parquet is not None:
+            self._parquet.write_batch(records, features)
         else:
             self.stream.write(jsonl_bytes(records, features))
         self.count += n
         return n
+
+    def close(self) -> None:
+        """Finish the format (Parquet's footer); the stream itself stays open."""
+        if self._parquet is not None:
+            self._parquet.close()
+            self._parquet = None
