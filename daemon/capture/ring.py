@@ -39,7 +39,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit
+from ..jit import njit
 
 from .batch import LINKTYPE_ETHERNET, PacketBatch
 from .bpf import attach_filter, ret_program

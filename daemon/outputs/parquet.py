@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import IO
 
 import numpy as np
-from numba import njit
+from ..jit import njit
 
 from ..flows import layout as L
 from ..views.conn import CONN_COLUMNS, N_FEATURES

@@ -12,7 +12,7 @@ import ipaddress
 from typing import IO, Iterator
 
 import numpy as np
-from numba import njit
+from ..jit import njit
 
 from ..flows import layout as L
 from ..views.conn import CONN_COLUMNS

@@ -19,7 +19,7 @@ numpy passes over the batch cost ~5x more per connection). Two semantics:
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from ..jit import njit
 
 from ..flows import layout as L
 
