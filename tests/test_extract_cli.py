@@ -219,3 +219,27 @@ def test_parquet_output_to_a_full_disk_is_a_clear_error(tmp_path):
     cap = require_data(PCAPS / "synscan.pcapng")
     proc = extract(str(cap), "-o", "/dev/full", "--format", "parquet", check=False)
     assert proc.returncode == 1 and "No space left on device" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_ahead_of_time_kernels_give_the_jit_rows_without_importing_numba(tmp_path):
+    """Both kernel builds (daemon/jit.py): identical rows; the AOT path never imports numba."""
+    import os
+
+    from malsensor.daemon import jit
+
+    if not jit._load_aot():
+        pytest.skip("no ahead-of-time kernels built (pip install builds them)")
+    cap = require_data(PCAPS / "ndpi_1kxun.pcap")
+    ng = require_data(PCAPS / "http_espn.pcapng")
+    # run the CLI in a child; it fails unless numba was imported exactly when the JIT was asked for
+    code = ("import os, sys\nfrom malsensor.daemon.cli import main\nrc = main(sys.argv[1:])\n"
+            "assert rc == 0 and ('numba' in sys.modules) == (os.environ['MALSENSOR_KERNELS'] == 'jit')\n")
+    for src in (cap, ng):
+        for fmt in ("jsonl", "parquet"):
+            outs = {}
+            for mode in ("aot", "jit"):
+                outs[mode] = tmp_path / f"{mode}.{fmt}"
+                subprocess.run([sys.executable, "-c", code, "extract", str(src), "--semantics", "argus", "-o",
+                                str(outs[mode])], env=dict(os.environ, MALSENSOR_KERNELS=mode), check=True,
+                               capture_output=True, timeout=300)
+            assert outs["aot"].read_bytes() == outs["jit"].read_bytes()
