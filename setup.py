@@ -38,11 +38,13 @@ class BuildAot(build_ext):
         out = Path(self.get_ext_fullpath(ext.name)).parent
         out.mkdir(parents=True, exist_ok=True)
         try:
-            for path in _import_daemon().build(out):
+            for path in _import_daemon().build(out, only=ext.name.rsplit(".", 1)[-1]):
                 print(f"built {path}")
         except Exception as exc:  # noqa: BLE001 - the JIT covers every kernel
             print(f"warning: ahead-of-time kernels not built ({exc!r}); numba's JIT will be used",
                   file=sys.stderr)
 
 
-setup(ext_modules=[Extension("malsensor.daemon._aot", sources=[])], cmdclass={"build_ext": BuildAot})
+# one extension per group of daemon/aot.py EXTENSIONS (setuptools copies each declared one into place)
+setup(ext_modules=[Extension(f"malsensor.daemon.{name}", sources=[]) for name in ("_aot_decode", "_aot")],
+      cmdclass={"build_ext": BuildAot})

@@ -94,7 +94,7 @@ def extension_of(key: str) -> str:
     return next(name for name, prefixes in EXTENSIONS.items() if key.startswith(prefixes))
 
 
-def build(output_dir: str | os.PathLike, cpu: str | None = None) -> list[Path]:
+def build(output_dir: str | os.PathLike, cpu: str | None = None, only: str | None = None) -> list[Path]:
     """Compile :data:`SPEC` into the extensions ``output_dir/_aot*.<ext suffix>``; returns their paths."""
     import warnings
 
@@ -131,7 +131,7 @@ def build(output_dir: str | os.PathLike, cpu: str | None = None) -> list[Path]:
     scope: dict = {}
     exec(compile(f"def aot_digest():\n    return {value}\n", "<aot digest>", "exec"), scope)  # noqa: S102
     built = []
-    for ext in EXTENSIONS:
+    for ext in EXTENSIONS if only is None else (only,):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NumbaPendingDeprecationWarning)
             cc = CC(ext)
