@@ -1,13 +1,19 @@
-"""Feature extraction speed: malsensor vs Argus on the same real capture, side by side.
+"""Feature extraction speed: malsensor vs Argus on the same real captures, side by side, in one run.
 
-Runs, one after the other on the merged corpus (bench/corpus.py, file in page cache):
-  1. malsensor in-process (decode + tracking + 17 features), steady state after warm-up
-  2. `malsensor extract CORPUS --semantics argus -o /dev/null` end to end (start-up included)
-  3. `argus -X -J -S 3600 -r CORPUS -w OUT`
-and prints packets/s, CPU seconds and the ratios (each the best of --runs runs by CPU time; the
-in-process runs at least 5 times).
+1. the engine in-process (decode + tracking + 17 features), steady state after warm-up, on the
+   merged shared captures (bench/corpus.py, --repeat copies; file in page cache);
+2. the command lines, each run as a child process on the merged IoT Sentinel captures at two sizes
+   (--iot-repeat and twice that; about 1.17 M and 2.33 M packets at the default 8):
+     malsensor extract CORPUS --semantics argus -o FILE.jsonl
+     malsensor extract CORPUS --semantics argus -o FILE.parquet
+     argus -X -J -S 3600 -r CORPUS -w FILE.argus
+     argus -X -J -S 3600 -r CORPUS -w FILE.argus && ra -n -u -c , -r FILE.argus -s FIELDS > FILE.csv
+   End to end = packets per CPU-second of the smaller corpus, start-up included. Slope = the
+   extra packets over the extra CPU time between the two sizes: start-up cancels out, what is
+   left is the steady-state cost per packet. Every figure is the best of --runs runs by CPU time,
+   the commands taking turns, so a busy moment of a shared machine hits all of them alike.
 
-    .venv/bin/python bench/bench_extract.py [--repeat 10]
+    .venv/bin/python bench/bench_extract.py [--repeat 10] [--iot-repeat 8] [--runs 3]
 """
 from __future__ import annotations
 
@@ -52,34 +58,77 @@ def in_process(corpus: Path, semantics: str) -> tuple[int, int, float, float]:
     return pipe.counters.packets, conns, time.perf_counter() - t0, time.process_time() - c0
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description="malsensor extract vs argus")
-    ap.add_argument("--repeat", type=int, default=10, help="copies of the merged shared captures")
-    ap.add_argument("--semantics", default="malsensor,argus", help="comma-separated (default %(default)s)")
-    ap.add_argument("--runs", type=int, default=3, help="runs of each; the least CPU time counts (%(default)s)")
-    a = ap.parse_args()
-    corpus = build(a.repeat)
+RA_FIELDS = ("stime saddr sport daddr dport dur proto sbytes dbytes sttl dttl sload dload spkts dpkts "
+             "smeansz dmeansz sintpkt dintpkt tcprtt synack ackdat")  # tests/test_conformance_argus.py
+
+
+def cli_commands(corpus: Path, out: str) -> dict[str, list[str]]:
+    """The command lines compared side by side, writing under the folder ``out``."""
+    argus, ra = shutil.which("argus"), shutil.which("ra")
+    if argus is None or ra is None:
+        sys.exit("argus and ra are needed (apt-get install argus-server argus-client)")
+    mal = [str(VENV_BIN / "malsensor"), "extract", str(corpus), "--semantics", "argus", "-o"]
+    argus_cmd = [argus, "-X", "-J", "-S", "3600", "-r", str(corpus), "-w"]
+    # through a file: with -w - argus drops records once ra falls behind ("max queue exceeded")
+    two = " ".join(argus_cmd) + f" {out}/ra.argus && {ra} -n -u -c , -r {out}/ra.argus -s {RA_FIELDS} > {out}/rows.csv"
+    return {"malsensor extract --semantics argus -o FILE.jsonl": mal + [f"{out}/rows.jsonl"],
+            "malsensor extract --semantics argus -o FILE.parquet": mal + [f"{out}/rows.parquet"],
+            "argus -X -J -S 3600 -r FILE -w FILE.argus": argus_cmd + [f"{out}/out.argus"],
+            "argus -w FILE.argus && ra -c , -s FIELDS > FILE.csv": ["/bin/sh", "-c", two]}
+
+
+def packets_of(corpus: Path) -> int:
+    return sum(b.n for b in read_capture(corpus, reuse_buffers=True))
+
+
+def compare_cli(iot_repeat: int, runs: int) -> None:
+    """End to end and by the slope over two corpus sizes, every command in turn."""
+    sizes = [build(iot_repeat, "iot"), build(2 * iot_repeat, "iot")]
+    for c in sizes:
+        subprocess.run(["cat", str(c)], stdout=subprocess.DEVNULL, check=True)  # into the page cache
+    pkts = [packets_of(c) for c in sizes]
+    best: dict[tuple[str, int], tuple[float, float, int]] = {}
+    with tempfile.TemporaryDirectory() as td:
+        for _ in range(runs):
+            for k, corpus in enumerate(sizes):
+                for name, cmd in cli_commands(corpus, td).items():
+                    r = child_cpu(cmd)
+                    if (name, k) not in best or r[1] < best[(name, k)][1]:
+                        best[(name, k)] = r
+    print(f"\nIoT Sentinel corpus: {sizes[0].name} {pkts[0]:,} packets, {sizes[1].name} {pkts[1]:,} packets "
+          f"(best of {runs} by CPU time)")
+    print(f"{'command':52s} {'wall s':>7s} {'CPU s':>6s} {'CPU s x2':>8s} {'Mpkt/CPU-s':>10s} {'slope Mpkt/CPU-s':>16s}"
+          f" {'vs argus e2e':>12s} {'slope':>6s} {'vs argus+ra e2e':>15s}")
+    names = list(cli_commands(sizes[0], "/tmp"))
+    e2e = {n: pkts[0] / best[(n, 0)][1] for n in names}
+    slope = {n: (pkts[1] - pkts[0]) / max(best[(n, 1)][1] - best[(n, 0)][1], 1e-9) for n in names}
+    argus, argus_ra = names[2], names[3]
+    for n in names:
+        wall, cpu, _ = best[(n, 0)]
+        print(f"{n:52s} {wall:7.2f} {cpu:6.2f} {best[(n, 1)][1]:8.2f} {e2e[n] / 1e6:10.2f} {slope[n] / 1e6:16.2f}"
+              f" {e2e[n] / e2e[argus]:11.2f}x {slope[n] / slope[argus]:5.2f}x {e2e[n] / e2e[argus_ra]:14.2f}x")
+
+
+def engine_in_process(repeat: int, semantics: list[str], runs: int) -> None:
+    corpus = build(repeat)
     size = corpus.stat().st_size
     subprocess.run(["cat", str(corpus)], stdout=subprocess.DEVNULL, check=True)  # into the page cache
     in_process(build(1), "malsensor")  # warm-up: numba kernels compiled/loaded from cache
     print(f"corpus {corpus} ({size / 1e6:,.0f} MB)")
     rows = []
-    for sem in a.semantics.split(","):
-        runs = [in_process(corpus, sem) for _ in range(max(a.runs, 5))]  # ~0.3 s each: more runs, less noise
-        pk, conns, wall, cpu = min(runs, key=lambda r: r[3])
+    for sem in semantics:
+        found = [in_process(corpus, sem) for _ in range(max(runs, 5))]  # ~0.3 s each: more runs, less noise
+        pk, conns, wall, cpu = min(found, key=lambda r: r[3])
         rows.append((f"malsensor in-process ({sem})", pk, wall, cpu, None))
     npk = rows[0][1]
-    wall, cpu, rss = child_cpu([str(VENV_BIN / "malsensor"), "extract", str(corpus), "--semantics", a.semantics.split(",")[-1],
-                                "-o", os.devnull])
-    rows.append((f"malsensor extract CLI ({a.semantics.split(',')[-1]}, with start-up, JSONL)", npk, wall, cpu, rss))
     argus = shutil.which("argus")
     if argus is None:
         sys.exit("argus is not installed (apt-get install argus-server)")
-    runs = []
-    for _ in range(a.runs):
+    found = []
+    for _ in range(runs):
         with tempfile.TemporaryDirectory() as td:
-            runs.append(child_cpu([argus, "-X", "-J", "-S", "3600", "-r", str(corpus), "-w", f"{td}/out.argus"]))
-    wall, cpu, rss = min(runs, key=lambda r: r[1])
+            found.append(child_cpu([argus, "-X", "-J", "-S", "3600", "-r", str(corpus), "-w", f"{td}/out.argus"]))
+    wall, cpu, rss = min(found, key=lambda r: r[1])
     rows.append(("argus -X -J -S 3600 -r", npk, wall, cpu, rss))
     print(f"{'what':58s} {'packets':>10s} {'wall s':>8s} {'CPU s':>8s} {'Mpkt/s':>8s} {'Mpkt/CPU-s':>10s} {'maxRSS MB':>9s}")
     for name, pk, wall, cpu, rss in rows:
@@ -88,6 +137,20 @@ def main() -> None:
     argus_rate = rows[-1][1] / rows[-1][3]
     for name, pk, wall, cpu, _ in rows[:-1]:
         print(f"ratio vs argus (packets per CPU-second): {name}: {pk / cpu / argus_rate:.1f}x")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description="malsensor extract vs argus")
+    ap.add_argument("--repeat", type=int, default=10, help="copies of the merged shared captures (engine)")
+    ap.add_argument("--iot-repeat", type=int, default=8, help="copies of the IoT Sentinel captures (commands)")
+    ap.add_argument("--semantics", default="malsensor,argus", help="engine: comma-separated (default %(default)s)")
+    ap.add_argument("--runs", type=int, default=3, help="runs of each; the least CPU time counts (%(default)s)")
+    ap.add_argument("--only", choices=("engine", "cli"), help="run one part only")
+    a = ap.parse_args()
+    if a.only != "cli":
+        engine_in_process(a.repeat, a.semantics.split(","), a.runs)
+    if a.only != "engine":
+        compare_cli(a.iot_repeat, a.runs)
 
 
 if __name__ == "__main__":

@@ -23,20 +23,25 @@ CACHE = Path(os.environ.get("MALSENSOR_BENCH_DIR", "/tmp/malsensor-bench"))
 GAP_S = 3600
 
 
-def source_files() -> list[Path]:
-    files = sorted((DATA / "pcap").glob("*.pcap*")) + sorted((DATA / "iot_sentinel").glob("*/*.pcap"))
+SOURCES = ("all", "iot")  # every shared capture, or the IoT Sentinel captures only
+
+
+def source_files(sources: str = "all") -> list[Path]:
+    files = sorted((DATA / "iot_sentinel").glob("*/*.pcap"))
+    if sources == "all":
+        files = sorted((DATA / "pcap").glob("*.pcap*")) + files
     if not files:
         sys.exit(f"no captures under {DATA}: the benchmark needs ../shared/data")
     return files
 
 
-def _base_records() -> tuple[bytearray, np.ndarray, int]:
+def _base_records(sources: str = "all") -> tuple[bytearray, np.ndarray, int]:
     """All packets as pcap records (microsecond headers); header offsets; span in seconds."""
     out = bytearray()
     hdr_off = []
     t_shift = None
     clock = 0  # seconds, start of the next file
-    for f in source_files():
+    for f in source_files(sources):
         tss, blobs = [], []
         for b in read_capture(f):
             keep = b.linktype == LINKTYPE_ETHERNET
@@ -61,13 +66,14 @@ def _base_records() -> tuple[bytearray, np.ndarray, int]:
     return out, np.asarray(hdr_off, dtype=np.int64), clock
 
 
-def build(repeat: int) -> Path:
-    """Path of the merged corpus repeated ``repeat`` times (built once, then cached)."""
+def build(repeat: int, sources: str = "all") -> Path:
+    """Path of the merged corpus (``sources``: "all" or "iot") repeated ``repeat`` times (built
+    once, then cached)."""
     CACHE.mkdir(parents=True, exist_ok=True)
-    path = CACHE / f"corpus-x{repeat}.pcap"
+    path = CACHE / (f"corpus-x{repeat}.pcap" if sources == "all" else f"corpus-{sources}-x{repeat}.pcap")
     if path.exists():
         return path
-    base, hdr_off, clock = _base_records()
+    base, hdr_off, clock = _base_records(sources)
     first_sec = struct.unpack_from("<I", base, int(hdr_off[0]))[0]
     span = clock - first_sec
     tmp = path.with_suffix(".tmp")
@@ -89,8 +95,9 @@ def build(repeat: int) -> Path:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--sources", choices=SOURCES, default="all")
     a = ap.parse_args()
-    p = build(a.repeat)
+    p = build(a.repeat, a.sources)
     print(p, f"{p.stat().st_size:,} bytes")
 
 

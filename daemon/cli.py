@@ -1,7 +1,9 @@
 """``malsensor``: extract connection features from captures, and inspect things.
 
-    malsensor extract CAPTURE [--semantics malsensor|argus] [--filter tcp,udp] [-o OUT] [--format jsonl|csv]
+    malsensor extract CAPTURE [--semantics malsensor|argus] [--filter tcp,udp] [-o OUT] [--format jsonl|csv|parquet]
     malsensor ptdump TRACE [--lastip] [--raw] [--no-offset] [--summary]
+
+Start-up matters here (a small capture takes milliseconds): import only what the command needs.
 """
 from __future__ import annotations
 
@@ -51,20 +53,21 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     e = sub.add_parser("extract", help="connections and their 17 conn features from a capture",
-                       description="Write one row per connection (JSONL or CSV) and a summary on stderr.")
+                       description="Write one row per connection (JSONL, CSV or Parquet) and a summary on stderr.")
     e.add_argument("capture", nargs="?", help="pcap or pcapng file, optionally gzip-compressed")
     e.add_argument("--semantics", choices=("malsensor", "argus"), default="malsensor",
                    help="feature definitions (docs/features.md): malsensor (default) or argus (UNSW-NB15)")
     e.add_argument("--filter", dest="protocols", metavar="PROTOS",
                    help="only connections of these IP protocols: tcp,udp,icmp,icmp6 or numbers")
     e.add_argument("-o", "--output", default="-", help="output file (default: standard output)")
-    e.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
+    e.add_argument("--format", choices=("jsonl", "csv", "parquet"),
+                   help="row format (default: from the output's extension: .parquet, .csv, otherwise jsonl)")
     e.add_argument("--summary-json", metavar="FILE", help="also write the summary as JSON to FILE")
     e.add_argument("--community-id-seed", type=_seed, default=0, metavar="SEED",
                    help="seed (0..65535) of each row's community_id (Community ID v1; default 0, as Zeek "
                         "and Suricata)")
     _tracking_args(e)
-    from .capture.live import add_live_arguments  # live capture options (daemon/capture/live.py)
+    from .capture.liveargs import add_live_arguments  # numba-free: the parser must not cost start-up
 
     add_live_arguments(e)
     from .pt.cli import add_parser as add_ptdump_parser  # `malsensor ptdump` (daemon/pt/cli.py)
@@ -111,6 +114,14 @@ def _print_summary(summary: dict, stream: IO[str]) -> None:
     stream.write("\n".join(lines) + "\n")
 
 
+def _row_format(a: argparse.Namespace) -> str:
+    if a.format:
+        return a.format
+    from .outputs.rows import format_for_path
+
+    return format_for_path(a.output)
+
+
 def cmd_extract(a: argparse.Namespace) -> int:
     from .capture.pcapfile import CaptureFormatError, ReaderStats, read_capture
     from .outputs.rows import RowWriter
@@ -141,7 +152,7 @@ def cmd_extract(a: argparse.Namespace) -> int:
     except OSError as exc:
         log.error("cannot write %s: %s", a.output, exc.strerror)
         return 2
-    writer = RowWriter(out, a.format, a.community_id_seed)
+    writer = RowWriter(out, _row_format(a), a.community_id_seed)
     progress = Progress(f"extract {os.path.basename(a.capture)}", size)
     try:
         try:
@@ -156,6 +167,7 @@ def cmd_extract(a: argparse.Namespace) -> int:
         for cb in pipe.finish():
             cb = cb.select(~cb.is_snapshot)
             writer.write_batch(cb.records, cb.features)
+        writer.close()
         _close_output(out)
     except OSError as exc:  # output full or gone: say where it stopped, keep the summary
         log.error("cannot write %s: %s (%d rows written before)", a.output, exc.strerror or exc, writer.count)
@@ -182,7 +194,9 @@ def _extract_live(a: argparse.Namespace, tracking: TrackerConfig, protocols) -> 
         log.error("cannot write %s: %s", a.output, exc.strerror)
         return 2
     try:
-        summary = extract_live(a, RowWriter(out, a.format, a.community_id_seed).write_batch, tracking, protocols)
+        writer = RowWriter(out, _row_format(a), a.community_id_seed)
+        summary = extract_live(a, writer.write_batch, tracking, protocols)
+        writer.close()
         _close_output(out)
     except (ValueError, OSError) as exc:
         log.error("%s", exc)

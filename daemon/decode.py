@@ -41,7 +41,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 
 import numpy as np
-from numba import njit
+from .jit import njit
 
 from malsensor.daemon.capture.batch import NO_VLAN, PacketBatch
 from malsensor.daemon.intrinsics import load_be16, load_be32, load_be64

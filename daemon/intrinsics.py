@@ -1,86 +1,20 @@
-"""LLVM operations numba does not offer, for the per-packet kernels.
+"""LLVM operations numba does not offer, for the per-packet kernels (built in intrinsics_llvm.py).
 
-``prefetch(array, i)``: a cache-prefetch hint (``llvm.prefetch``). The per-packet kernels are
-long dependency chains, so the CPU does not run far enough ahead on its own to overlap the cache
-misses of the next packets (index buckets and flow rows for the tracker). A hint for an element
-a few packets ahead hides most of that latency. It never faults: any index is allowed.
-
-``load_be16/32/64(buf, pos)``, ``load_le16/32(buf, pos)``: one unaligned load (plus a byte swap)
-of a multi-byte integer at ``buf[pos]`` of a uint8 array, instead of assembling it byte by byte.
-Like ``buf[pos]`` in a numba kernel they are not bounds-checked: the caller checks the length.
-
-``f64_bits(x)``: the IEEE-754 bits of a float64 as uint64 (a register move).
+``prefetch(array, i)``, ``load_be16/32/64(buf, pos)``, ``load_le16/32(buf, pos)``, ``f64_bits(x)``:
+see intrinsics_llvm.py. Here they are placeholders (daemon/jit.py) so that importing a kernel
+module does not import numba; numba sees the real intrinsics when it compiles a kernel.
 """
 from __future__ import annotations
 
-from llvmlite import ir
-from numba import types
-from numba.core import cgutils
-from numba.extending import intrinsic
+from .jit import Intrinsic
 
 __all__ = ["prefetch", "load_be16", "load_be32", "load_be64", "load_le16", "load_le32", "f64_bits"]
 
-
-def _element_pointer(context, builder, arrty, arr, idx):
-    """LLVM pointer to ``arr[idx]`` (no wraparound, no bounds check)."""
-    ary = context.make_array(arrty)(context, builder, arr)
-    return cgutils.get_item_pointer(context, builder, arrty, ary, [idx], wraparound=False)
-
-
-@intrinsic
-def prefetch(typingctx, arr, idx):
-    """Hint that ``arr[idx]`` (1-D array, integer index) will be read soon (into all cache levels)."""
-    if not isinstance(arr, types.Array) or arr.ndim != 1 or not isinstance(idx, types.Integer):
-        return None
-    sig = types.void(arr, idx)
-
-    def codegen(context, builder, signature, args):
-        ptr = _element_pointer(context, builder, signature.args[0], args[0], args[1])
-        i32 = ir.IntType(32)
-        byte_ptr = builder.bitcast(ptr, ir.IntType(8).as_pointer())
-        fn = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.VoidType(), [byte_ptr.type, i32, i32, i32]), "llvm.prefetch.p0")
-        builder.call(fn, [byte_ptr, i32(0), i32(3), i32(1)])  # read, high locality, data cache
-        return context.get_dummy_value()
-
-    return sig, codegen
-
-
-def _loader(bits: int, swap: bool):
-    @intrinsic
-    def load(typingctx, buf, pos):
-        if not (isinstance(buf, types.Array) and buf.ndim == 1 and buf.dtype == types.uint8
-                and isinstance(pos, types.Integer)):
-            return None
-        sig = types.int64(buf, pos) if bits < 64 else types.uint64(buf, pos)
-
-        def codegen(context, builder, signature, args):
-            ptr = _element_pointer(context, builder, signature.args[0], args[0], args[1])
-            ity = ir.IntType(bits)
-            v = builder.load(builder.bitcast(ptr, ity.as_pointer()), align=1)
-            if swap:
-                v = builder.call(builder.module.declare_intrinsic("llvm.bswap", [ity]), [v])
-            return v if bits == 64 else builder.zext(v, ir.IntType(64))
-
-        return sig, codegen
-
-    return load
-
-
-load_be16 = _loader(16, True)
-load_be32 = _loader(32, True)
-load_be64 = _loader(64, True)
-load_le16 = _loader(16, False)
-load_le32 = _loader(32, False)
-
-
-@intrinsic
-def f64_bits(typingctx, x):
-    """The IEEE-754 bits of a float64 as uint64 (a register move, no memory)."""
-    if not isinstance(x, types.Float) or x.bitwidth != 64:
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.IntType(64))
-
-    return types.uint64(x), codegen
+_IMPL = "malsensor.daemon.intrinsics_llvm"
+prefetch = Intrinsic(_IMPL, "prefetch")
+load_be16 = Intrinsic(_IMPL, "load_be16")
+load_be32 = Intrinsic(_IMPL, "load_be32")
+load_be64 = Intrinsic(_IMPL, "load_be64")
+load_le16 = Intrinsic(_IMPL, "load_le16")
+load_le32 = Intrinsic(_IMPL, "load_le32")
+f64_bits = Intrinsic(_IMPL, "f64_bits")

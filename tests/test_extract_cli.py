@@ -183,3 +183,64 @@ def test_unwritable_or_full_output_is_a_clear_error(tmp_path):
     proc = extract(str(cap), "-o", "/dev/full", check=False)
     assert proc.returncode == 1 and "No space left on device" in proc.stderr and "Traceback" not in proc.stderr
     assert "connections 1,994" in proc.stderr  # the summary still comes
+
+
+def test_parquet_rows_equal_the_jsonl_rows_with_typed_columns(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    cap = require_data(PCAPS / "ndpi_1kxun.pcap")
+    extract(str(cap), "--semantics", "argus", "-o", str(tmp_path / "a.jsonl"))
+    proc = extract(str(cap), "--semantics", "argus", "-o", str(tmp_path / "a.parquet"))  # format from the name
+    assert "connections" in proc.stderr
+    rows = jsonl(tmp_path / "a.jsonl")
+    table = pq.read_table(tmp_path / "a.parquet")
+    assert table.num_rows == len(rows) > 50
+    assert table.column_names == ROW_KEYS + [c for c in CONN_COLUMNS if c != "proto"]
+    types = {f.name: f.type for f in table.schema}
+    assert types["ts"] == pa.timestamp("ns", tz="UTC")
+    assert types["src_port"] == types["dest_port"] == pa.uint16() and types["proto"] == pa.uint8()
+    assert types["src_ip"] == pa.string() and types["fts"] == pa.list_(pa.float64(), 17)
+    assert types["end_reason"] == pa.dictionary(pa.int16(), pa.string())
+    ts_ns = table.column("ts").cast(pa.int64()).to_pylist()
+    for j, p, t in zip(rows, table.to_pylist(), ts_ns):
+        assert t / 1e9 == j["ts"]
+        p["ts"] = j["ts"]
+        # JSONL writes null for a non-finite value; Parquet keeps the NaN
+        p = {k: ([None if x != x else x for x in v] if k == "fts" else (None if v != v else v))
+             for k, v in p.items()}
+        assert p == j
+    # an explicit --format wins over the extension; standard output works too
+    out = subprocess.run([sys.executable, "-m", "malsensor.daemon.cli", "extract", str(cap), "--semantics",
+                          "argus", "--format", "parquet"], capture_output=True, timeout=300, check=True).stdout
+    assert pq.read_table(pa.BufferReader(out)).equals(table)
+
+
+def test_parquet_output_to_a_full_disk_is_a_clear_error(tmp_path):
+    cap = require_data(PCAPS / "synscan.pcapng")
+    proc = extract(str(cap), "-o", "/dev/full", "--format", "parquet", check=False)
+    assert proc.returncode == 1 and "No space left on device" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_ahead_of_time_kernels_give_the_jit_rows_without_importing_numba(tmp_path):
+    """Both kernel builds (daemon/jit.py): identical rows; the AOT path never imports numba."""
+    import os
+
+    from malsensor.daemon import jit
+
+    if not jit._load_aot():
+        pytest.skip("no ahead-of-time kernels built (pip install builds them)")
+    cap = require_data(PCAPS / "ndpi_1kxun.pcap")
+    ng = require_data(PCAPS / "http_espn.pcapng")
+    # run the CLI in a child; it fails unless numba was imported exactly when the JIT was asked for
+    code = ("import os, sys\nfrom malsensor.daemon.cli import main\nrc = main(sys.argv[1:])\n"
+            "assert rc == 0 and ('numba' in sys.modules) == (os.environ['MALSENSOR_KERNELS'] == 'jit')\n")
+    for src in (cap, ng):
+        for fmt in ("jsonl", "parquet"):
+            outs = {}
+            for mode in ("aot", "jit"):
+                outs[mode] = tmp_path / f"{mode}.{fmt}"
+                subprocess.run([sys.executable, "-c", code, "extract", str(src), "--semantics", "argus", "-o",
+                                str(outs[mode])], env=dict(os.environ, MALSENSOR_KERNELS=mode), check=True,
+                               capture_output=True, timeout=300)
+            assert outs["aot"].read_bytes() == outs["jit"].read_bytes()

@@ -258,3 +258,57 @@ def test_class_weights():
     y = np.array([0, 0, 0, 1])
     assert class_weights(y, 2, "balanced").tolist() == pytest.approx([4 / 6, 2.0])
     assert class_weights(y, 2, "none").tolist() == [1.0, 1.0]
+
+
+# --------------------------------------------------------------------------- Parquet
+
+def _extract(cap: Path, out: Path) -> None:
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-m", "malsensor.daemon.cli", "extract", str(cap), "-o", str(out)],
+                   check=True, capture_output=True, timeout=300)
+
+
+def test_parquet_rows_read_as_the_jsonl_rows(tmp_path):
+    from conftest import PCAPS
+
+    cap = require_data(PCAPS / "stratosphere_cc_capture1.pcap")
+    _extract(cap, tmp_path / "a.jsonl")
+    _extract(cap, tmp_path / "b.parquet")
+    opts = DataOptions(labels=LabelSpec(column="dest_port"))
+    a = load_dataset([tmp_path / "a.jsonl"], VIEW, opts)
+    b = load_dataset([tmp_path / "b.parquet"], VIEW, opts)
+    assert a.n == b.n == 299
+    assert np.array_equal(a.x, b.x) and a.y.tolist() == b.y.tolist() and np.array_equal(a.ts, b.ts)
+    assert a.stats.rows_read == b.stats.rows_read == 299
+    # labelled through the MAC columns, as JSONL rows are
+    from malsensor.models.data.parquetsrc import read_parquet
+
+    part = read_parquet(tmp_path / "b.parquet", VIEW, None, DataStats())
+    assert part.label is None and len(set(part.src_mac)) >= 1 and part.src_ip[0].count(".") == 3
+
+
+def test_parquet_named_columns_nulls_and_bad_types(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    cols = {c: [1.0, None] for c in CONN_COLUMNS}
+    cols["proto"] = pa.array([6, 17], type=pa.uint8())
+    cols["label"] = ["a", "b"]
+    pq.write_table(pa.table(cols), tmp_path / "named.parquet")
+    from malsensor.models.data.parquetsrc import read_parquet
+
+    part = read_parquet(tmp_path / "named.parquet", VIEW, None, DataStats())
+    assert part.label == ["a", "b"] and part.x[1, 1] == 17 and np.isnan(part.x[1, 0])
+    cols["dur"] = ["x", "y"]
+    pq.write_table(pa.table(cols), tmp_path / "bad.parquet")
+    with pytest.raises(TrainError, match=r"bad.parquet: column 'dur': type string is not numeric"):
+        load_dataset([tmp_path / "bad.parquet"], VIEW)
+    (tmp_path / "junk.parquet").write_bytes(b"PAR1 not really")
+    with pytest.raises(TrainError, match=r"junk.parquet: cannot read as Parquet"):
+        load_dataset([tmp_path / "junk.parquet"], VIEW)
+    del cols["dur"]
+    pq.write_table(pa.table(cols), tmp_path / "few.parquet")
+    with pytest.raises(TrainError, match=r"few.parquet: no features: .*missing dur"):
+        load_dataset([tmp_path / "few.parquet"], VIEW)

@@ -42,10 +42,10 @@ import zlib
 from dataclasses import dataclass, field
 from typing import BinaryIO, Iterator
 
-import numba as nb
 import numpy as np
 
 from ..intrinsics import load_be16, load_be32, load_le16, load_le32
+from ..jit import njit
 from .batch import NO_VLAN, SUPPORTED_LINKTYPES, PacketBatch
 
 log = logging.getLogger("malsensor.capture")
@@ -130,17 +130,17 @@ class ReaderStats:
 # ---------------------------------------------------------------------------- kernels
 
 
-@nb.njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _u32(buf: np.ndarray, p: int, be: bool) -> int:
     return load_be32(buf, p) if be else load_le32(buf, p)
 
 
-@nb.njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _u16(buf: np.ndarray, p: int, be: bool) -> int:
     return load_be16(buf, p) if be else load_le16(buf, p)
 
 
-@nb.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _scale_ts(ts: np.uint64, mode: np.int64, k: np.int64, factor: np.uint64) -> np.int64:
     """Convert a pcapng timestamp in interface units to nanoseconds, exactly (floored).
 
@@ -168,7 +168,7 @@ def _scale_ts(ts: np.uint64, mode: np.int64, k: np.int64, factor: np.uint64) -> 
     return np.int64(s >> np.uint64(k - 32))
 
 
-@nb.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _walk_pcap(buf, start, end, be, frac_mult, out_off, out_cap, out_wire, out_ts):
     """Walk classic pcap records in ``buf[start:end]``.
 
@@ -202,7 +202,7 @@ def _walk_pcap(buf, start, end, be, frac_mult, out_off, out_cap, out_wire, out_t
         pos += 16 + incl
 
 
-@nb.njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True)
 def _walk_pcapng(buf, start, end, be, n_if, if_lt, if_ok, if_snap, if_mode, if_k, if_factor,
                  if_off_ns, if_used, state, out_off, out_cap, out_wire, out_ts, out_lt):
     """Walk pcapng blocks of one section in ``buf[start:end]`` (byte order ``be``).

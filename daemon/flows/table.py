@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import Iterator
 
 import numpy as np
-from numba import njit
+from ..jit import njit
 
 from ..decode import STATUS_OK, Decoded
 from ..intrinsics import prefetch

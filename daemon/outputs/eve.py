@@ -41,7 +41,7 @@ from functools import lru_cache
 from typing import Sequence
 
 import numpy as np
-from numba import njit
+from ..jit import njit
 
 from ..flows import layout as L
 from ..protocols import proto_name

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
-from numba import njit
+from ..jit import njit
 
 from ..intrinsics import f64_bits
 

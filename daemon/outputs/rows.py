@@ -13,7 +13,7 @@ import ipaddress
 from typing import IO, Iterator
 
 import numpy as np
-from numba import njit
+from ..jit import njit
 
 from ..flows import layout as L
 from ..views.conn import CONN_COLUMNS
@@ -156,10 +156,19 @@ def jsonl_bytes(records: np.ndarray, features: np.ndarray, community_id_seed: in
         END_REASON_TEXT.off, seed, buf))
 
 
-class RowWriter:
-    """Writes rows to a binary stream as JSONL (one object per line) or CSV (header + named columns)."""
+def format_for_path(path: str) -> str:
+    """The row format a file name asks for: ``.parquet``/``.pq`` -> parquet, ``.csv`` -> csv, else jsonl."""
+    name = path.lower()
+    if name.endswith((".parquet", ".pq")):
+        return "parquet"
+    return "csv" if name.endswith(".csv") else "jsonl"
 
-    FORMATS = ("jsonl", "csv")
+
+class RowWriter:
+    """Writes rows to a binary stream as JSONL (one object per line), CSV (header + named columns)
+    or Parquet (outputs/parquet.py: typed columns; complete only after :meth:`close`)."""
+
+    FORMATS = ("jsonl", "csv", "parquet")
 
     def __init__(self, stream: IO[bytes], fmt: str = "jsonl", community_id_seed: int = 0) -> None:
         if fmt not in self.FORMATS:
@@ -168,8 +177,13 @@ class RowWriter:
         self.fmt = fmt
         self.community_id_seed = check_seed(community_id_seed)
         self.count = 0
+        self._parquet = None
         if fmt == "csv":
             self._write_csv([(*ROW_KEYS, *CONN_COLUMNS)])
+        elif fmt == "parquet":
+            from .parquet import ParquetRows
+
+            self._parquet = ParquetRows(stream, community_id_seed=self.community_id_seed)
 
     def _write_csv(self, rows) -> None:
         text = io.StringIO()
@@ -183,7 +197,15 @@ class RowWriter:
         if self.fmt == "csv":
             self._write_csv([r[k] for k in ROW_KEYS] + [repr(v) for v in r["fts"]]
                             for r in conn_rows(records, features, self.community_id_seed))
+        elif self._parquet is not None:
+            self._parquet.write_batch(records, features)
         else:
             self.stream.write(jsonl_bytes(records, features, self.community_id_seed))
         self.count += n
         return n
+
+    def close(self) -> None:
+        """Finish the format (Parquet's footer); the stream itself stays open."""
+        if self._parquet is not None:
+            self._parquet.close()
+            self._parquet = None

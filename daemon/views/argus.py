@@ -22,7 +22,7 @@ import functools
 import logging
 
 import numpy as np
-from numba import njit
+from ..jit import njit
 
 from ..flows import layout as L
 

@@ -1,7 +1,8 @@
 """Assemble a :class:`Dataset` from files and folders of any supported kind.
 
 Files are recognised by name: ``*.jsonl``/``*.ndjson``/``*.json`` rows, ``*.csv``
-tables, captures (``*.pcap``, ``*.pcapng``, ``*.cap``, optionally ``.gz``). A folder
+tables, ``*.parquet``/``*.pq`` tables (what ``malsensor extract`` writes), captures
+(``*.pcap``, ``*.pcapng``, ``*.cap``, optionally ``.gz``). A folder
 is searched recursively (sorted, so the order and the digest are reproducible).
 Cleaning, applied and counted here: missing and non-finite values become 0 (what
 the daemon's views emit for undefined values, and what the exported model does to
@@ -46,6 +47,8 @@ def _kind(path: Path) -> str | None:
         return "jsonl"
     if name.endswith(".csv"):
         return "csv"
+    if name.endswith((".parquet", ".pq")):
+        return "parquet"
     if is_capture(path):
         return "capture"
     return None
@@ -59,12 +62,12 @@ def list_files(paths: Sequence[str | Path]) -> list[tuple[Path, str]]:
             found = [(f, k) for f in sorted(p.rglob("*")) if f.is_file() and (k := _kind(f))
                      and not f.name.startswith(".") and not _is_table(f)]
             if not found:
-                raise TrainError(f"{p}: no data files (jsonl, csv, pcap, pcapng) in this folder")
+                raise TrainError(f"{p}: no data files (jsonl, csv, parquet, pcap, pcapng) in this folder")
             out.extend(found)
         elif p.is_file():
             k = _kind(p)
             if k is None:
-                raise TrainError(f"{p}: unknown data file type (expected .jsonl, .csv, .pcap or .pcapng)")
+                raise TrainError(f"{p}: unknown data file type (expected .jsonl, .csv, .parquet, .pcap or .pcapng)")
             out.append((p, k))
         else:
             raise TrainError(f"{p}: no such file or folder")
@@ -89,6 +92,10 @@ def read_part(path: Path, kind: str, view: ViewInfo, opts: DataOptions, stats: D
         return read_jsonl(path, view, column, stats, opts.skip_bad)
     if kind == "csv":
         return read_csv(path, view, column, stats, opts.skip_bad)
+    if kind == "parquet":
+        from .parquetsrc import read_parquet  # pyarrow only when a Parquet file is read
+
+        return read_parquet(path, view, column, stats)
     return read_capture_file(path, view, stats, opts.semantics)
 
 

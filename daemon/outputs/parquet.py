@@ -1,0 +1,124 @@
+"""Connection rows as Apache Parquet: the fields of a JSONL row (outputs/rows.py) as typed columns.
+
+| column | Arrow type | JSONL field |
+|---|---|---|
+| ``ts`` | timestamp[ns, UTC] | ``ts`` (epoch seconds there; exact nanoseconds here) |
+| ``src_ip``, ``dest_ip`` | string | the same text (IPv4 dotted, IPv6 compressed) |
+| ``src_port``, ``dest_port`` | uint16 | |
+| ``proto`` | uint8 | |
+| ``src_mac``, ``dest_mac`` | string | ``aa:bb:cc:dd:ee:ff`` |
+| ``end_reason`` | dictionary<int16, string> | |
+| ``fts`` | fixed_size_list<double>[17] | the 17 ``conn`` values in order |
+| 16 named features (all but ``proto``) | double | NaN where JSONL writes ``null`` |
+
+The text columns are written by numba kernels straight into Arrow's buffers (one pass per
+column, no Python object per row); the numeric columns are views of the record and feature
+arrays. pyarrow is imported only when a Parquet file is written or read.
+"""
+from __future__ import annotations
+
+from typing import IO
+
+import numpy as np
+from ..jit import njit
+
+from ..flows import layout as L
+from ..views.conn import CONN_COLUMNS, N_FEATURES
+from .jsontext import IP_MAX, MAC_MAX, put_ip, put_mac
+from .rows import end_reason_name
+
+NAMED = tuple(c for c in CONN_COLUMNS if c != "proto")
+KEY_COLUMNS = ("ts", "src_ip", "src_port", "dest_ip", "dest_port", "proto", "src_mac", "dest_mac", "end_reason")
+
+
+@njit(cache=True, nogil=True)
+def _ip_text(rec, c_hi, c_lo, buf, offsets) -> int:
+    """The address in columns ``c_hi``/``c_lo`` of every record, as Arrow string data + offsets."""
+    pos = 0
+    for i in range(rec.shape[0]):
+        offsets[i] = pos
+        pos = put_ip(buf, pos, rec[i, c_hi], rec[i, c_lo])
+    offsets[rec.shape[0]] = pos
+    return pos
+
+
+@njit(cache=True, nogil=True)
+def _mac_text(rec, c, buf, offsets) -> int:
+    pos = 0
+    for i in range(rec.shape[0]):
+        offsets[i] = pos
+        pos = put_mac(buf, pos, rec[i, c])
+    offsets[rec.shape[0]] = pos
+    return pos
+
+
+def _schema(pa):
+    fields = [pa.field("ts", pa.timestamp("ns", tz="UTC")), pa.field("src_ip", pa.string()),
+              pa.field("src_port", pa.uint16()), pa.field("dest_ip", pa.string()),
+              pa.field("dest_port", pa.uint16()), pa.field("proto", pa.uint8()),
+              pa.field("src_mac", pa.string()), pa.field("dest_mac", pa.string()),
+              pa.field("end_reason", pa.dictionary(pa.int16(), pa.string())),
+              pa.field("community_id", pa.string()),
+              pa.field("fts", pa.list_(pa.float64(), N_FEATURES))]
+    return pa.schema(fields + [pa.field(c, pa.float64()) for c in NAMED])
+
+
+class ParquetRows:
+    """Writes batches of connections as row groups of one Parquet file (zstd-compressed)."""
+
+    def __init__(self, stream: IO[bytes], compression: str = "zstd", community_id_seed: int = 0) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        self.pa = pa
+        self.seed = community_id_seed
+        self.schema = _schema(pa)
+        self._reasons = pa.array([end_reason_name(e) for e in range(256)], type=pa.string())
+        self.writer = pq.ParquetWriter(stream, self.schema, compression=compression)
+
+    def _text(self, n: int, width: int, fill) -> object:
+        buf = np.empty(max(n * width, 1), dtype=np.uint8)
+        offsets = np.empty(n + 1, dtype=np.int32)
+        end = fill(buf, offsets)
+        pa = self.pa
+        return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(buf[:end]))
+
+    def table(self, records: np.ndarray, features: np.ndarray):
+        """The Arrow table of one batch (records int64 (n, N_COLS), features float64 (n, 17))."""
+        pa = self.pa
+        rec = np.ascontiguousarray(records, dtype=np.int64)
+        ftr = np.ascontiguousarray(features, dtype=np.float64)
+        n = rec.shape[0]
+        key = rec[:, L.KEY]
+        cols = [
+            pa.array(rec[:, L.FIRST_TS], type=pa.timestamp("ns", tz="UTC")),
+            self._text(n, IP_MAX, lambda b, o: _ip_text(rec, L.SRC_HI, L.SRC_LO, b, o)),
+            pa.array(((key >> 16) & 0xFFFF).astype(np.uint16)),
+            self._text(n, IP_MAX, lambda b, o: _ip_text(rec, L.DST_HI, L.DST_LO, b, o)),
+            pa.array((key & 0xFFFF).astype(np.uint16)),
+            pa.array(((key >> 32) & 0xFF).astype(np.uint8)),
+            self._text(n, MAC_MAX, lambda b, o: _mac_text(rec, L.SRC_MAC, b, o)),
+            self._text(n, MAC_MAX, lambda b, o: _mac_text(rec, L.DST_MAC, b, o)),
+            pa.DictionaryArray.from_arrays(pa.array((rec[:, L.END] & 0xFF).astype(np.int16)), self._reasons),
+            self._community_ids(rec),
+            pa.FixedSizeListArray.from_arrays(pa.array(ftr.reshape(-1)), N_FEATURES),
+        ]
+        cols += [pa.array(ftr[:, CONN_COLUMNS.index(c)]) for c in NAMED]
+        return pa.Table.from_arrays(cols, schema=self.schema)
+
+    def _community_ids(self, rec: np.ndarray):
+        from .community_id import TEXT_LEN, _record_ids
+
+        n = rec.shape[0]
+        text = np.empty((n, TEXT_LEN), dtype=np.uint8)
+        _record_ids(rec, self.seed, text)
+        offsets = (np.arange(n + 1, dtype=np.int32) * TEXT_LEN)
+        return self.pa.StringArray.from_buffers(n, self.pa.py_buffer(offsets), self.pa.py_buffer(text.reshape(-1)))
+
+    def write_batch(self, records: np.ndarray, features: np.ndarray) -> None:
+        self.writer.write_table(self.table(records, features))
+
+    def close(self) -> None:
+        """Writes the footer (the file is unreadable without it)."""
+        self.writer.close()
+
