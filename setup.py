@@ -32,6 +32,23 @@ def _import_daemon():
 
 
 class BuildAot(build_ext):
+    """Builds what it can; an extension that could not be built is left out of the install
+    (setuptools would otherwise fail copying a file that does not exist)."""
+
+    def get_outputs(self) -> list[str]:
+        return [p for p in super().get_outputs() if os.path.exists(p)]
+
+    def get_output_mapping(self) -> dict[str, str]:
+        return {k: v for k, v in super().get_output_mapping().items() if os.path.exists(v)}
+
+    def copy_extensions_to_source(self) -> None:
+        keep = self.extensions
+        self.extensions = [e for e in keep if os.path.exists(self.get_ext_fullpath(e.name))]
+        try:
+            super().copy_extensions_to_source()
+        finally:
+            self.extensions = keep
+
     def build_extension(self, ext: Extension) -> None:
         if os.environ.get("MALSENSOR_AOT", "1") == "0":
             return

@@ -45,10 +45,10 @@ def baseline(task: dict) -> dict:
     from malsensor.models.data.load import DataOptions, load_dataset
     from malsensor.models.data.split import split_dataset
     from malsensor.models.metrics import classification_report
-    from malsensor.models.views import conn_view
+    from malsensor.daemon.views.conn import CONN
 
     labels = LabelSpec("column", task["label"]) if "label" in task else LabelSpec(macs=task["macs"])
-    ds = load_dataset(task["data"], conn_view(), DataOptions(labels))
+    ds = load_dataset(task["data"], CONN.info(), DataOptions(labels))
     sp = split_dataset(ds, "auto", 0)
     classes = sorted(set(ds.y[sp.train].tolist()))
     code = {c: i for i, c in enumerate(classes)}

@@ -35,17 +35,26 @@ KERNEL_SOURCES = ("jit.py", "aot.py", "intrinsics.py", "intrinsics_llvm.py", "de
 # kernel ("module.function") -> signatures; from `collect` over pcap and pcapng files, both
 # semantics, every row format
 SPEC: dict[str, tuple[str, ...]] = {
-    'decode._decode_kernel': (
-        'none(u1[::1], i8[::1], i4[::1], i4[::1], i4[::1], i4[::1], u1[::1], u1[::1], u1[::1], u1[::1], u1[::1], u8[::1], u8[::1], u8[::1], u8[::1], u2[::1], u2[::1], i4[::1], u4[::1], u4[::1], i4[::1], u8[::1], u8[::1], i4[::1], u8[::1], u8[::1], u2[::1], u2[::1], u1[::1])',
-    ),
     'argus._argus_rows': (
         'none(i8[:, ::1], f8[:, ::1])',
     ),
     'argus._orient_rows': (
         'none(i8[:, ::1], b1[::1])',
     ),
+    'argus._swap_sides': (
+        'none(i8[::1])',
+    ),
     'conn._malsensor_rows': (
         'none(i8[:, ::1], f8[:, ::1])',
+    ),
+    'decode._decode_kernel': (
+        'none(u1[::1], i8[::1], i4[::1], i4[::1], i4[::1], i4[::1], u1[::1], u1[::1], u1[::1], u1[::1], u1[::1], u8[::1], u8[::1], u8[::1], u8[::1], u2[::1], u2[::1], i4[::1], u4[::1], u4[::1], i4[::1], u8[::1], u8[::1], i4[::1], u8[::1], u8[::1], u2[::1], u2[::1], u1[::1])',
+    ),
+    'jsontext.put_ip': (
+        'i8(u1[::1], i8, i8, i8)',
+    ),
+    'jsontext.put_mac': (
+        'i8(u1[::1], i8, i8)',
     ),
     'parquet._ip_text': (
         'i8(i8[:, ::1], i8, i8, u1[::1], i4[::1])',
@@ -60,7 +69,7 @@ SPEC: dict[str, tuple[str, ...]] = {
         'Tuple((i8, i8, i8, i8, i8, i8,))(u1[::1], i8, i8, b1, i8, i4[::1], u1[::1], i8[::1], i8[::1], i8[::1], u8[::1], i8[::1], u1[::1], i8[::1], i8[::1], i4[::1], i4[::1], i8[::1], i4[::1])',
     ),
     'rows._jsonl_kernel': (
-        'i8(i8[:, ::1], f8[:, ::1], i8[::1], u1[::1], i8[::1], u1[::1], i8[::1], u1[::1])',
+        'i8(i8[:, ::1], f8[:, ::1], i8[::1], u1[::1], i8[::1], u1[::1], i8[::1], i8, u1[::1])',
     ),
     'table.flush_kernel': (
         'i8(i8[:, ::1], i4[::1], i4[::1], i8[::1], i8, i8[:, ::1])',

@@ -25,11 +25,12 @@ from .runtime.tomlpos import KeyPath, format_path, line_of
 
 def opt(default: Any = MISSING, doc: str = "", *, choices: Iterable[Any] | None = None,
         min: float | None = None, max: float | None = None, min_exclusive: bool = False,
-        item_min: float | None = None, item_max: float | None = None, path: bool = False) -> Any:
+        max_exclusive: bool = False, item_min: float | None = None, item_max: float | None = None,
+        path: bool = False) -> Any:
     """A configuration key: default, description and constraints (in field metadata)."""
     meta = {"doc": doc, "choices": tuple(choices) if choices is not None else None, "min": min,
-            "max": max, "min_exclusive": min_exclusive, "item_min": item_min, "item_max": item_max,
-            "path": path}
+            "max": max, "min_exclusive": min_exclusive, "max_exclusive": max_exclusive, "item_min": item_min,
+            "item_max": item_max, "path": path}
     if isinstance(default, (list, tuple)):
         d = tuple(default)
         return field(default_factory=lambda: d, metadata=meta)
@@ -51,6 +52,7 @@ class KeySpec:
     item_min: float | None = None
     item_max: float | None = None
     path: bool = False
+    max_exclusive: bool = False
 
     @property
     def required(self) -> bool:
@@ -70,7 +72,7 @@ def specs_of(cls: type, skip: Iterable[str] = ()) -> list[KeySpec]:
         m = f.metadata
         out.append(KeySpec(f.name, hints[f.name], default, m.get("doc", ""), m.get("choices"), m.get("min"),
                            m.get("max"), m.get("min_exclusive", False), m.get("item_min"), m.get("item_max"),
-                           m.get("path", False)))
+                           m.get("path", False), m.get("max_exclusive", False)))
     return out
 
 
@@ -154,14 +156,16 @@ class Checker:
             lo = spec.item_min if is_item else spec.min
             hi = spec.item_max if is_item else spec.max
             excl = spec.min_exclusive and not is_item
-            if (lo is not None and (v < lo or (excl and v == lo))) or (hi is not None and v > hi):
-                rel = ">" if excl else ">="
+            hexcl = spec.max_exclusive and not is_item
+            if (lo is not None and (v < lo or (excl and v == lo))) or \
+                    (hi is not None and (v > hi or (hexcl and v == hi))):
+                rel, hrel = (">" if excl else ">="), ("<" if hexcl else "<=")
                 if hi is None:
                     rng = f"{rel} {num(lo)}"
                 elif lo is None:
-                    rng = f"<= {num(hi)}"
-                elif excl:
-                    rng = f"> {num(lo)} and <= {num(hi)}"
+                    rng = f"{hrel} {num(hi)}"
+                elif excl or hexcl:
+                    rng = f"{rel} {num(lo)} and {hrel} {num(hi)}"
                 else:
                     rng = f"{num(lo)}..{num(hi)}"
                 return bad(f"{num(v)} is out of range (allowed: {rng})")

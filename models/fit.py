@@ -23,7 +23,7 @@ from .metrics import classification_report, log_loss
 from .publish import export_model, new_version, predict_in_batches, publish
 from .report import open_writer, plot_confusion, plot_curves, write_json
 from .spec import Spec, load_spec
-from .train import FitResult, LoopContext, _Interrupted, fit_forest, fit_gradient
+from .train import FitResult, LoopContext, _Interrupted
 from .zoo.base import get_kind
 
 log = logging.getLogger("malsensor.train")
@@ -155,11 +155,8 @@ def run_fit(opts: FitOptions) -> FitOutcome:
     y_va = y_all[va] if va.size else None
     t0 = time.monotonic()
     try:
-        if kind.fitted:
-            result = fit_forest(kind, ctx, ds.x[tr], y_all[tr], x_va, y_va, len(labels))
-        else:
-            cw = class_weights(y_all[tr], len(labels), tc.class_weight)
-            result = fit_gradient(kind, ctx, ds.x[tr], y_all[tr], x_va, y_va, len(labels), cw)
+        cw = class_weights(y_all[tr], len(labels), tc.class_weight)
+        result = kind.fit(ctx, ds.x[tr], y_all[tr], x_va, y_va, len(labels), cw)
     except _Interrupted:
         if writer is not None:
             writer.close()
@@ -196,7 +193,7 @@ def run_fit(opts: FitOptions) -> FitOutcome:
         ref = result.train_probs_fn(canary_x)
         check["max_abs_diff_vs_trainer"] = float(np.abs(ref.astype(np.float64) - canary_p).max())
         log.info("exported function vs trainer (%s): max |diff| %.3g on the canary rows",
-                 "scikit-learn predict_proba" if kind.fitted else "flax", check["max_abs_diff_vs_trainer"])
+                 f"{spec.kind} as fitted", check["max_abs_diff_vs_trainer"])
 
     meta = {
         "format": A.FORMAT,
@@ -206,7 +203,8 @@ def run_fit(opts: FitOptions) -> FitOutcome:
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "description": spec.description,
         "view": {"name": view.name, "version": view.version, "shape": list(view.shape), "dtype": view.dtype,
-                 "columns": list(view.columns), "semantics": ds.semantics or opts.semantics},
+                 "columns": list(view.columns), "feature_axis": view.feature_axis,
+                 "semantics": ds.semantics or opts.semantics},
         "input": {"non_finite": "replaced by 0 inside the exported function (as in training)"},
         "output": {"kind": "probabilities", "n_classes": n_cls},
         "hyper": spec.as_dict(),
@@ -246,7 +244,7 @@ def run_fit(opts: FitOptions) -> FitOutcome:
                 writer.add_scalar(f"{which}/{k}", m[k], len(result.history))
     if curves_ok:
         plot_curves(report_dir / "learning_curves.png", result.history,
-                    "chunk of trees" if kind.fitted else "epoch")
+                    "epoch (forests: a chunk of trees)")
     if writer is not None:
         writer.close()
     ckpt.clear(work)
@@ -275,7 +273,7 @@ def _run_version(work: Path, key: str, model_dir: Path, resume: bool) -> str:
 
 def _file_progress(enabled: bool):
     """A load_dataset progress callback: a bar (or log lines) once there are several files."""
-    from .progress import Progress
+    from .progress import ProgressBar
 
     state: dict = {}
 
@@ -283,7 +281,7 @@ def _file_progress(enabled: bool):
         if total < 2:
             return
         if "bar" not in state:
-            state["bar"] = Progress(total, "reading data", enabled=enabled, unit="file")
+            state["bar"] = ProgressBar("reading data", total, enabled=enabled, unit="file")
         state["bar"].update(1)
         if i == total:
             state["bar"].close()
@@ -307,7 +305,7 @@ def _sources(names: list[str], limit: int = 20) -> list[str]:
 
 
 def _short(m: dict) -> dict:
-    """Metrics for meta.json: everything but the per-class table repeated elsewhere."""
+    """A copy of one split's metrics for meta.json (the whole report, per-class table included)."""
     return {k: v for k, v in m.items()}
 
 

@@ -8,10 +8,11 @@ import time
 log = logging.getLogger("malsensor.train")
 
 
-class Progress:
-    """``with Progress(total, desc) as p: p.update(n, loss=...)``."""
+class ProgressBar:
+    """``with ProgressBar(desc, total) as p: p.update(n, loss=...)`` (increments; the daemon's
+    :class:`malsensor.daemon.progress.Progress` takes the same (what, total) and absolute amounts)."""
 
-    def __init__(self, total: int, desc: str, interval_s: float = 10.0, enabled: bool = True,
+    def __init__(self, desc: str, total: int, interval_s: float = 10.0, enabled: bool = True,
                  unit: str = "it") -> None:
         self.total = total
         self.desc = desc
@@ -48,7 +49,7 @@ class Progress:
             self._bar.close()
             self._bar = None
 
-    def __enter__(self) -> "Progress":
+    def __enter__(self) -> "ProgressBar":
         return self
 
     def __exit__(self, *exc) -> None:

@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from malsensor.daemon.runtime.tomlpos import key_lines
+
 from .errors import TrainError
 from .zoo.base import build_config, get_kind
 
@@ -78,19 +80,21 @@ def load_spec(arg: str | Path) -> Spec:
     p = Path(arg)
     if p.suffix == ".toml" or p.exists():
         try:
-            doc = tomllib.loads(p.read_text(encoding="utf-8"))
+            text = p.read_text(encoding="utf-8")
+            doc = tomllib.loads(text)
         except FileNotFoundError:
             raise TrainError(f"{p}: no such model spec") from None
         except OSError as e:
             raise TrainError(f"{p}: cannot read: {e.strerror or e}") from None
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
             raise TrainError(f"{p}: invalid TOML: {e}") from None
-        return spec_from_dict(doc, str(p))
+        return spec_from_dict(doc, str(p), key_lines(text))
     kind = get_kind(str(arg))
     return Spec(kind.name, kind.config_cls(), source=f"builtin:{kind.name}")
 
 
-def spec_from_dict(doc: dict, where: str) -> Spec:
+def spec_from_dict(doc: dict, where: str, lines: dict | None = None) -> Spec:
+    """A spec from a parsed TOML document; problems name ``where`` (and the line, with ``lines``)."""
     allowed = {"kind", "description", "model", "train", "data"}
     unknown = sorted(set(doc) - allowed)
     if unknown:
@@ -101,7 +105,7 @@ def spec_from_dict(doc: dict, where: str) -> Spec:
     for sect in ("model", "train", "data"):
         if sect in doc and not isinstance(doc[sect], dict):
             raise TrainError(f"{where}: [{sect}] must be a table")
-    model = build_config(kind.config_cls, doc.get("model", {}), f"{where}: [model]")
-    train = build_config(TrainConfig, doc.get("train", {}), f"{where}: [train]")
-    data = build_config(DataConfig, doc.get("data", {}), f"{where}: [data]")
+    model = build_config(kind.config_cls, doc.get("model", {}), where, ("model",), lines)
+    train = build_config(TrainConfig, doc.get("train", {}), where, ("train",), lines)
+    data = build_config(DataConfig, doc.get("data", {}), where, ("data",), lines)
     return Spec(kind.name, model, train, data, where, str(doc.get("description", "")))

@@ -18,7 +18,7 @@ import numpy as np
 from . import checkpoint as ckpt
 from .errors import TrainError
 from .metrics import classification_report, log_loss
-from .progress import Progress
+from .progress import ProgressBar
 from .spec import Spec
 from .zoo import norm as N
 
@@ -76,7 +76,7 @@ def fit_gradient(kind, ctx: LoopContext, x_tr: np.ndarray, y_tr: np.ndarray, x_v
     spec, tc = ctx.spec, ctx.spec.train
     cfg = spec.model
     module = kind.module(cfg, n_classes)
-    norm = N.fit_normaliser(x_tr)
+    norm = N.fit_normaliser(x_tr, kind.view(cfg).feature_axis)  # normalisation follows the view's features
     norm_j = {k: jnp.asarray(v) for k, v in norm.items()}
     n = x_tr.shape[0]
     bs = min(tc.batch_size, n)
@@ -159,7 +159,7 @@ def fit_gradient(kind, ctx: LoopContext, x_tr: np.ndarray, y_tr: np.ndarray, x_v
         perm = np.random.default_rng([tc.seed, epoch]).permutation(n)
         losses = []
         t_ep = time.monotonic()
-        with Progress(steps_per_epoch - step_in_epoch, f"epoch {epoch + 1}/{tc.epochs}", enabled=ctx.progress,
+        with ProgressBar(f"epoch {epoch + 1}/{tc.epochs}", steps_per_epoch - step_in_epoch, enabled=ctx.progress,
                       unit="step") as bar:
             for s in range(step_in_epoch, steps_per_epoch):
                 idx = perm[s * bs:(s + 1) * bs]
@@ -263,7 +263,7 @@ def fit_forest(kind, ctx: LoopContext, x_tr: np.ndarray, y_tr: np.ndarray, x_va:
             val_sum = np.array(st["val_sum"], dtype=np.float64)
         log.info("resuming from checkpoint: %d of %d chunks (%d trees) done", done, len(chunks), len(trees))
     sk_models = []
-    with Progress(cfg.n_estimators, "trees", enabled=ctx.progress, unit="tree") as bar:
+    with ProgressBar("trees", cfg.n_estimators, enabled=ctx.progress, unit="tree") as bar:
         bar.update(len(trees))
         for k in range(done, len(chunks)):
             start, m = chunks[k]

@@ -17,7 +17,7 @@ from .data.table import Dataset
 from .errors import TrainError
 from .metrics import classification_report, log_loss
 from .publish import predict_in_batches
-from .views import CONN_SERIES_VIEW, CONN_VERSION, CONN_VIEW, CONN_SERIES_VERSION, N_CONN, conn_series_view, conn_view
+from malsensor.daemon.views.base import VIEWS
 
 log = logging.getLogger("malsensor.train")
 EVAL_BATCH = 4096
@@ -42,19 +42,21 @@ def open_artifact(path: str | Path) -> Artifact:
 
 
 def data_view(art: Artifact) -> ViewInfo:
-    """The view the trainer must build from data for this artifact (or a clear refusal)."""
+    """The view the trainer must build from data for this artifact (or a clear refusal): the
+    registered view of that name@version, with the options that give the artifact's shape."""
     v = art.view
-    if v.name == CONN_VIEW and v.version == CONN_VERSION:
-        known = conn_view()
-    elif v.name == CONN_SERIES_VIEW and v.version == CONN_SERIES_VERSION and len(v.shape) == 2:
-        known = conn_series_view(v.shape[0])
-    else:
+    view = VIEWS.find(v.ref)
+    if view is None:
         raise TrainError(f"the artifact reads view {v.describe()}, which this trainer cannot build from "
-                         f"data (it builds {CONN_VIEW}@{CONN_VERSION} and {CONN_SERIES_VIEW}@{CONN_SERIES_VERSION})")
+                         f"data (views: {', '.join(VIEWS.names())})")
+    try:
+        known = view.info(view.options_for(v))
+    except ValueError as e:
+        raise TrainError(f"view mismatch: {e}") from None
     if known.shape != v.shape or (v.columns and tuple(v.columns) != tuple(known.columns)):
         raise TrainError(f"view mismatch: the artifact reads {v.describe()} with columns "
                          f"{', '.join(v.columns) or '?'}, but this trainer's {known.ref} is shape "
-                         f"{list(known.shape)} with {N_CONN} columns {', '.join(known.columns)}")
+                         f"{list(known.shape)} with {len(known.columns)} columns {', '.join(known.columns)}")
     return known
 
 

@@ -70,9 +70,9 @@ def test_replay_series_model_matches_trainer_extraction(tmp_path, models_dir):
     from malsensor.daemon.artifact import load_artifact
     from malsensor.models.data.captures import read_capture_file
     from malsensor.models.data.table import DataStats
-    from malsensor.models.views import conn_series_view
+    from malsensor.daemon.views.conn_series import CONN_SERIES, SeriesOptions
 
-    part = read_capture_file(capture, conn_series_view(LOOKBACK), DataStats())
+    part = read_capture_file(capture, CONN_SERIES.info(SeriesOptions(lookback=LOOKBACK)), DataStats())
     n = len(part.src_ip)
     assert n > 0 and len(events) == n
     assert r.stdout.startswith(f"{n} connections processed (")

@@ -163,7 +163,7 @@ def test_view_mismatch(env, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "conn_series@1 shape [2, 17]" in cli("inspect", tmp_path / "m" / "s").stdout
     assert_clean_error(cli("evaluate", tmp_path / "m" / "s", env["data"]),
-                       "conn_series@1 shape [2, 17]", "a CSV holds one row per connection")
+                       "conn_series@1 shape [2, 17]", "a CSV table holds one row per connection")
 
 
 def test_revin_with_lookback_one_is_refused(tmp_path):
@@ -176,7 +176,7 @@ def test_bad_spec(tmp_path):
     p = tmp_path / "typo.toml"
     p.write_text('kind = "forest"\n[model]\nn_estimator = 5\n')
     assert_clean_error(cli("fit", "--model", p, "--data", tmp_path, "--out", tmp_path, "--name", "x"),
-                       "unknown key(s) n_estimator")
+                       "typo.toml:3: model.n_estimator: unknown key; did you mean 'n_estimators'?")
     p.write_text('kind = "forest"\n[model\n')
     assert_clean_error(cli("fit", "--model", p, "--data", tmp_path, "--out", tmp_path, "--name", "x"),
                        "invalid TOML")

@@ -17,9 +17,10 @@ from malsensor.models.data.protocols import proto_number
 from malsensor.models.data.split import class_weights, split_dataset
 from malsensor.models.data.table import DataStats
 from malsensor.models.errors import TrainError
-from malsensor.models.views import CONN_COLUMNS, conn_series_view, conn_view
+from malsensor.daemon.views.conn import CONN, CONN_COLUMNS
+from malsensor.daemon.views.conn_series import CONN_SERIES, SeriesOptions
 
-VIEW = conn_view()
+VIEW = CONN.info()
 
 
 def test_conn_columns_come_from_the_daemon():
@@ -145,13 +146,13 @@ def test_nonfinite_and_duplicates(tmp_path):
 
 
 def test_series_view_from_jsonl(tmp_path):
-    view = conn_series_view(2)
+    view = CONN_SERIES.info(SeriesOptions(lookback=2))
     p = _jsonl(tmp_path, [{"label": "a", "series": [FTS, FTS]}, {"label": "b", "series": [FTS, FTS[:16]]}])
     with pytest.raises(TrainError, match=r":2: series\[1\] has 16 values, expected 17"):
         load_dataset([p], view)
     with pytest.raises(TrainError, match="no 'series' key"):
         load_dataset([_jsonl(tmp_path, [{"label": "a", "fts": FTS}], "flat.jsonl")], view)
-    with pytest.raises(TrainError, match="a CSV holds one row per connection"):
+    with pytest.raises(TrainError, match="a CSV table holds one row per connection"):
         load_dataset([unsw_subset(tmp_path, 5)], view)
 
 
@@ -206,7 +207,7 @@ def test_captures_labelled_by_mac_grouped_by_file():
 def test_conn_series_from_captures():
     f = sorted(require_data(IOT / "Aria").glob("*.pcap"))[0]
     flat = load_dataset([f], VIEW, DataOptions(LabelSpec(mode="folder")))
-    ds = load_dataset([f], conn_series_view(3), DataOptions(LabelSpec(mode="folder")))
+    ds = load_dataset([f], CONN_SERIES.info(SeriesOptions(lookback=3)), DataOptions(LabelSpec(mode="folder")))
     assert ds.x.shape == (flat.n, 3, 17) and set(ds.y.tolist()) == {"Aria"}
     # short connections repeat their final features; the final features of a connection with
     # at most 2 packets are its first snapshot

@@ -10,14 +10,14 @@ from train_data import unsw_subset
 
 from malsensor.models.data.csvsrc import read_csv
 from malsensor.models.data.table import DataStats
-from malsensor.models.views import conn_view
+from malsensor.daemon.views.conn import CONN
 from malsensor.models.zoo import forest as F
 
 
 @pytest.fixture(scope="module")
 def unsw(tmp_path_factory):
     path = unsw_subset(tmp_path_factory.mktemp("unsw"), per_class=150)
-    part = read_csv(path, conn_view(), "attack_cat", DataStats(), False)
+    part = read_csv(path, CONN.info(), "attack_cat", DataStats(), False)
     return part.x.astype(np.float32), np.asarray(part.label)
 
 

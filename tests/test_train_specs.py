@@ -47,9 +47,11 @@ def test_kind_name_gives_defaults():
 
 
 @pytest.mark.parametrize("doc,msg", [
-    ({"kind": "forest", "model": {"max_depth": "deep"}}, "[model].max_depth: expected an integer"),
-    ({"kind": "mlp", "model": {"hidden": [64, "x"]}}, "[model].hidden: expected a list of integers"),
-    ({"kind": "mlp", "train": {"lr": "fast"}}, "[train].lr: expected a number"),
+    ({"kind": "forest", "model": {"max_depth": "deep"}}, "x.toml: model.max_depth: expected an integer, got string"),
+    ({"kind": "mlp", "model": {"hidden": [64, "x"]}}, "x.toml: model.hidden: item 1: expected an integer"),
+    ({"kind": "mlp", "train": {"lr": "fast"}}, "x.toml: train.lr: expected a number"),
+    ({"kind": "mlp", "model": {"dropout": 1.0}}, "x.toml: model.dropout: 1 is out of range (allowed: >= 0 and < 1)"),
+    ({"kind": "itransformer", "model": {"dropout": -0.1}}, "model.dropout: -0.1 is out of range"),
     ({"kind": "mlp", "extra": 1}, "unknown top-level key(s) extra"),
     ({"model": {}}, "'kind'"),
 ])

@@ -31,8 +31,10 @@ def is_capture(path: Path) -> bool:
     return any(name.endswith(s) for s in CAPTURE_SUFFIXES)
 
 
-def read_capture_file(path: Path, view: ViewInfo, stats: DataStats, semantics: str = "malsensor") -> Part:
-    """Connections of one capture as a :class:`Part` (features in ``view``)."""
+def read_capture_file(path: Path, view: ViewInfo, stats: DataStats, semantics: str = "malsensor",
+                      lookback: int = 0) -> Part:
+    """Connections of one capture as a :class:`Part` (features in ``view``; with ``lookback``,
+    each connection's ``conn_series`` of that length)."""
     try:
         from malsensor.daemon.flows import layout as L
         from malsensor.daemon.flows.config import TrackerConfig
@@ -41,8 +43,7 @@ def read_capture_file(path: Path, view: ViewInfo, stats: DataStats, semantics: s
     except ImportError as e:  # pragma: no cover - the daemon is part of this distribution
         raise TrainError(f"{path}: the capture extractor is not available ({e})") from None
 
-    series = len(view.shape) == 2
-    lookback = view.shape[0] if series else 0
+    series = lookback > 0
     if series and lookback > len(SERIES_POINTS):
         raise TrainError(f"conn_series lookback {lookback} exceeds the {len(SERIES_POINTS)} snapshot points "
                          f"{SERIES_POINTS}")

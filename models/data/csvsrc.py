@@ -32,9 +32,6 @@ _MISSING = frozenset(("", "nan", "na", "null", "none", "?"))
 
 def read_csv(path: Path, view: ViewInfo, label_col: str | None, stats: DataStats, skip_bad: bool) -> Part:
     """Read one CSV file (header line required) into a :class:`Part`."""
-    if len(view.shape) != 1:
-        raise TrainError(f"{path}: a CSV holds one row per connection ({view.columns and 'conn'}); "
-                         f"the model reads {view.describe()}, which needs captures or JSONL 'series'")
     try:
         f = open(path, newline="", encoding="utf-8-sig")
     except OSError as e:

@@ -29,10 +29,11 @@ def _num(v: object) -> float:
     return float(v)
 
 
-def _vector(row: dict, view: ViewInfo) -> np.ndarray:
-    """The row's values for ``view`` or ValueError with the reason."""
+def _vector(row: dict, view: ViewInfo, series: bool) -> np.ndarray:
+    """The row's values for ``view`` (``series``: a (steps, columns) series under the key
+    "series"; else one value per column) or ValueError with the reason."""
     ncol = len(view.columns)
-    if len(view.shape) == 2:
+    if series:
         series = row.get("series")
         if series is None:
             raise ValueError(f"no 'series' key: view {view.ref} needs {view.shape[0]} snapshots of "
@@ -83,7 +84,8 @@ def _opt_str(v: object) -> str | None:
     return None if v is None else str(v)
 
 
-def read_jsonl(path: Path, view: ViewInfo, label_key: str | None, stats: DataStats, skip_bad: bool) -> Part:
+def read_jsonl(path: Path, view: ViewInfo, label_key: str | None, stats: DataStats, skip_bad: bool,
+               series: bool = False) -> Part:
     """Read one JSONL file into a :class:`Part` (malformed lines raise or are counted)."""
     xs: list[np.ndarray] = []
     labels: list[str | None] = []
@@ -111,7 +113,7 @@ def read_jsonl(path: Path, view: ViewInfo, label_key: str | None, stats: DataSta
                 stats.bad(where, f"expected a JSON object, got {type(row).__name__}", skip_bad)
                 continue
             try:
-                vec = _vector(row, view)
+                vec = _vector(row, view, series)
             except ValueError as e:
                 stats.bad(where, str(e), skip_bad)
                 continue

@@ -1,9 +1,10 @@
-"""Assemble a :class:`Dataset` from files and folders of any supported kind.
+"""Assemble a :class:`Dataset` for a view from files and folders.
 
-Files are recognised by name: ``*.jsonl``/``*.ndjson``/``*.json`` rows, ``*.csv``
-tables, ``*.parquet``/``*.pq`` tables (what ``malsensor extract`` writes), captures
-(``*.pcap``, ``*.pcapng``, ``*.cap``, optionally ``.gz``). A folder
-is searched recursively (sorted, so the order and the digest are reproducible).
+The view's trainer-side reader (``View.reader``) says which files it reads and how; the
+connection views' (data/readers.py) recognise files by name: ``*.jsonl``/``*.ndjson``/
+``*.json`` rows, ``*.csv`` and ``*.parquet``/``*.pq`` tables, captures (``*.pcap``,
+``*.pcapng``, ``*.cap``, optionally ``.gz``). A folder is searched recursively (sorted, so
+the order and the digest are reproducible).
 Cleaning, applied and counted here: missing and non-finite values become 0 (what
 the daemon's views emit for undefined values, and what the exported model does to
 non-finite inputs), unlabelled rows are dropped, duplicate rows are counted (and
@@ -11,6 +12,7 @@ dropped with ``dedup``).
 """
 from __future__ import annotations
 
+import importlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,14 +23,10 @@ import numpy as np
 from malsensor.daemon.artifact import ViewInfo
 
 from ..errors import TrainError
-from .captures import is_capture, read_capture_file
-from .csvsrc import read_csv
-from .jsonl import read_jsonl
 from .labels import Labeller, LabelSpec
 from .table import DataStats, Dataset, Part
 
 log = logging.getLogger("malsensor.train.data")
-ROW_SUFFIXES = (".jsonl", ".ndjson", ".json")
 
 
 @dataclass(frozen=True)
@@ -41,34 +39,43 @@ class DataOptions:
     merge: dict[str, str] = field(default_factory=dict)  # label -> replacement
 
 
-def _kind(path: Path) -> str | None:
-    name = path.name.lower()
-    if name.endswith(ROW_SUFFIXES):
-        return "jsonl"
-    if name.endswith(".csv"):
-        return "csv"
-    if name.endswith((".parquet", ".pq")):
-        return "parquet"
-    if is_capture(path):
-        return "capture"
-    return None
+def view_reader(view: ViewInfo):
+    """The trainer-side reader the view names (``View.reader``: ``module:attribute``, or the
+    object itself), from the view registry."""
+    from malsensor.daemon.views.base import VIEWS
+
+    spec = VIEWS.find(view.ref)
+    if spec is None:
+        raise TrainError(f"view {view.ref} is not registered (views: {', '.join(VIEWS.names())})")
+    reader = spec.reader
+    if isinstance(reader, str):
+        if not reader:
+            raise TrainError(f"view {view.ref} names no trainer-side reader: it cannot be read from files")
+        module, _, attr = reader.partition(":")
+        try:
+            reader = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as e:
+            raise TrainError(f"view {view.ref}: its reader {spec.reader!r} cannot be loaded ({e})") from None
+    return reader
 
 
-def list_files(paths: Sequence[str | Path]) -> list[tuple[Path, str]]:
-    """Every data file under ``paths`` with its kind; folders are walked recursively."""
+def list_files(paths: Sequence[str | Path], reader) -> list[tuple[Path, str]]:
+    """Every data file under ``paths`` that ``reader`` reads, with its file type; folders are
+    walked recursively."""
+    what = getattr(reader, "description", "data")
     out: list[tuple[Path, str]] = []
     for p in map(Path, paths):
         if p.is_dir():
-            found = [(f, k) for f in sorted(p.rglob("*")) if f.is_file() and (k := _kind(f))
+            found = [(f, t) for f in sorted(p.rglob("*")) if f.is_file() and (t := reader.file_type(f))
                      and not f.name.startswith(".") and not _is_table(f)]
             if not found:
-                raise TrainError(f"{p}: no data files (jsonl, csv, parquet, pcap, pcapng) in this folder")
+                raise TrainError(f"{p}: no data files ({what}) in this folder")
             out.extend(found)
         elif p.is_file():
-            k = _kind(p)
-            if k is None:
-                raise TrainError(f"{p}: unknown data file type (expected .jsonl, .csv, .parquet, .pcap or .pcapng)")
-            out.append((p, k))
+            t = reader.file_type(p)
+            if t is None:
+                raise TrainError(f"{p}: unknown data file type (expected {what})")
+            out.append((p, t))
         else:
             raise TrainError(f"{p}: no such file or folder")
     return out
@@ -86,24 +93,12 @@ def _is_table(f: Path) -> bool:
     return head in ("device,mac", "mac,device", "ip,label")
 
 
-def read_part(path: Path, kind: str, view: ViewInfo, opts: DataOptions, stats: DataStats) -> Part:
-    column = opts.labels.column
-    if kind == "jsonl":
-        return read_jsonl(path, view, column, stats, opts.skip_bad)
-    if kind == "csv":
-        return read_csv(path, view, column, stats, opts.skip_bad)
-    if kind == "parquet":
-        from .parquetsrc import read_parquet  # pyarrow only when a Parquet file is read
-
-        return read_parquet(path, view, column, stats)
-    return read_capture_file(path, view, stats, opts.semantics)
-
-
 def load_dataset(paths: Sequence[str | Path], view: ViewInfo, opts: DataOptions = DataOptions(),
                  progress=None) -> Dataset:
     """Read, label and clean every file under ``paths`` for ``view``."""
     stats = DataStats()
-    files = list_files(paths)
+    reader = view_reader(view)
+    files = list_files(paths, reader)
     stats.files = len(files)
     ls = opts.labels
     wanted = opts.require_labels or ls.mode != "auto" or ls.macs is not None or ls.ips is not None
@@ -111,8 +106,8 @@ def load_dataset(paths: Sequence[str | Path], view: ViewInfo, opts: DataOptions 
     xs, ys, gs, names, tss = [], [], [], [], []
     semantics = set()
     captures = False
-    for gi, (f, kind) in enumerate(files):
-        part = read_part(f, kind, view, opts, stats)
+    for gi, (f, file_type) in enumerate(files):
+        part = reader.read(f, file_type, view, opts, stats)
         if progress is not None:
             progress(gi + 1, len(files), f)
         if part.n == 0:

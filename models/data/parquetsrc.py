@@ -56,9 +56,6 @@ def read_parquet(path: Path, view: ViewInfo, label_col: str | None, stats: DataS
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    if len(view.shape) != 1:
-        raise TrainError(f"{path}: a Parquet file holds one row per connection; the model reads "
-                         f"{view.describe()}, which needs captures or JSONL 'series'")
     try:
         table = pq.read_table(path)
     except OSError as e:  # pyarrow raises ArrowInvalid (an OSError... or ValueError) for non-Parquet data

@@ -1,34 +1,35 @@
-"""The model interface every kind implements, and the registry of kinds.
+"""The model interface every kind implements, and the registry of kinds (found by name).
 
-A model kind is: a config dataclass (its hyper-parameters, ``[model]`` in a
-TOML spec), the view it reads, and a pure JAX function ``probs(params, x)``
-that maps a raw batch of that view to class probabilities. How the params are
-produced is the only fork:
+A model kind is a module of this package named after it (``forest``, ``mlp``,
+``itransformer``; a plugin may register more): a config dataclass (its hyper-parameters,
+``[model]`` in a TOML spec, validated by the daemon's one schema checker), the view it
+reads, a pure JAX function from a raw batch of that view to class probabilities, and its own
+``fit()``. How the params come about is the kind's business:
 
-* gradient kinds (``fitted = False``: mlp, itransformer, later lstm, cnn3d) give a
-  flax module; the shared training loop fits it with optax, and the artifact
-  function is softmax(module(normalise(x))).
-* fitted kinds (``fitted = True``: forest) produce their params by their own
-  fitting code.
+* gradient kinds (:class:`GradientKind`: mlp, itransformer, later lstm, cnn3d) give a flax
+  module; their ``fit`` is the shared optax loop, and the artifact function is
+  softmax(module(normalise(x)));
+* other kinds (forest) fit themselves.
 
-Everything after that (export, artifact, daemon) only sees ``probs``.
+Everything after ``fit`` (export, artifact, daemon) only sees the probabilities function.
 """
 from __future__ import annotations
 
-from dataclasses import fields
 from typing import Any, ClassVar
 
+import numpy as np
+
 from malsensor.daemon.artifact import ViewInfo
+from malsensor.daemon.plugins import Registry, RegistryError
+from malsensor.daemon.schema import Checker, ConfigError, opt  # noqa: F401 (opt: for the kinds' configs)
 
 from ..errors import TrainError
-
-REGISTRY: dict[str, "ModelKind"] = {}
 
 
 class ModelKind:
     name: ClassVar[str]
     config_cls: ClassVar[type]
-    fitted: ClassVar[bool] = False
+    fitted: ClassVar[bool] = True   # False: a flax module trained by the shared gradient loop
 
     def view(self, cfg: Any) -> ViewInfo:
         raise NotImplementedError
@@ -36,64 +37,46 @@ class ModelKind:
     def check(self, cfg: Any) -> None:
         """Raise TrainError for invalid hyper-parameter combinations."""
 
-    # gradient kinds
+    def fit(self, ctx, x_tr: np.ndarray, y_tr: np.ndarray, x_va: np.ndarray | None, y_va: np.ndarray | None,
+            n_classes: int, class_weights: np.ndarray):
+        """Fit on the training split (validation rows for model selection); a
+        :class:`malsensor.models.train.FitResult`."""
+        raise NotImplementedError
+
+
+class GradientKind(ModelKind):
+    fitted = False
+
     def module(self, cfg: Any, n_classes: int):
         """A flax.linen module: ``module.apply({'params': p}, x, train=bool) -> logits``."""
         raise NotImplementedError
 
-    # fitted kinds
-    def probs(self, cfg: Any, static: dict, params: Any, x):
-        raise NotImplementedError
+    def fit(self, ctx, x_tr, y_tr, x_va, y_va, n_classes, class_weights):
+        from ..train import fit_gradient
+
+        return fit_gradient(self, ctx, x_tr, y_tr, x_va, y_va, n_classes, class_weights)
+
+
+KINDS: Registry[ModelKind] = Registry("model kind", "malsensor.models.zoo")
 
 
 def register(cls: type[ModelKind]) -> type[ModelKind]:
-    REGISTRY[cls.name] = cls()
+    KINDS.register(cls.name, cls())
     return cls
 
 
 def get_kind(name: str) -> ModelKind:
-    from . import forest, itransformer, mlp  # noqa: F401  (registration)
-
-    if name not in REGISTRY:
-        raise TrainError(f"unknown model kind {name!r} (known: {', '.join(sorted(REGISTRY))})")
-    return REGISTRY[name]
-
-
-def build_config(cls: type, values: dict, where: str) -> Any:
-    """A config dataclass from a TOML table: unknown keys and wrong types are errors."""
-    known = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise TrainError(f"{where}: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(known)})")
-    out = {}
-    defaults = cls()
-    for k, v in values.items():
-        d = getattr(defaults, k)
-        out[k] = _coerce(v, d, f"{where}.{k}")
-    return cls(**out)
+    try:
+        return KINDS.get(name)
+    except RegistryError as e:
+        raise TrainError(str(e)) from None
 
 
-def _coerce(v: Any, default: Any, where: str) -> Any:
-    if isinstance(default, bool):
-        if not isinstance(v, bool):
-            raise TrainError(f"{where}: expected true or false, got {v!r}")
-        return v
-    if isinstance(default, int):
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise TrainError(f"{where}: expected an integer, got {v!r}")
-        return v
-    if isinstance(default, float):
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise TrainError(f"{where}: expected a number, got {v!r}")
-        return float(v)
-    if isinstance(default, str):
-        if isinstance(v, (int, float)) and not isinstance(v, bool):
-            return str(v)
-        if not isinstance(v, str):
-            raise TrainError(f"{where}: expected a string, got {v!r}")
-        return v
-    if isinstance(default, tuple):
-        if not isinstance(v, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in v):
-            raise TrainError(f"{where}: expected a list of integers, got {v!r}")
-        return tuple(v)
-    return v
+def build_config(cls: type, values: Any, where: str, path: tuple = (), lines: dict | None = None) -> Any:
+    """A config dataclass from a TOML table, through the daemon's schema checker: unknown keys,
+    wrong types and values out of range are errors naming ``where`` (file), line and key."""
+    ck = Checker(where, lines)
+    got = ck.build(cls, values, path)
+    if ck.problems:
+        raise TrainError("; ".join(map(str, ck.problems)))
+    return got

@@ -35,7 +35,8 @@ import numpy as np
 from malsensor.daemon.artifact import ViewInfo
 
 from ..errors import TrainError
-from ..views import conn_view
+from malsensor.daemon.views.conn import CONN
+
 from .base import ModelKind, register
 
 TRAVERSALS = ("auto", "perfect", "sparse")
@@ -302,10 +303,17 @@ class Forest(ModelKind):
     fitted = True
 
     def view(self, cfg: ForestConfig) -> ViewInfo:
-        return conn_view()
+        return CONN.info()
 
     def check(self, cfg: ForestConfig) -> None:
         check_config(cfg)
+
+    def fit(self, ctx, x_tr, y_tr, x_va, y_va, n_classes, class_weights):
+        """Trees in chunks (one chunk = one "epoch" of checkpoints and learning curves); the
+        forest weighs classes itself (``class_weight`` of its config)."""
+        from ..train import fit_forest
+
+        return fit_forest(self, ctx, x_tr, y_tr, x_va, y_va, n_classes)
 
     def probs(self, cfg: ForestConfig, static: dict, params: dict, x):
         if static["traversal"] == "perfect":

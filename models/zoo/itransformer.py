@@ -23,10 +23,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from malsensor.daemon.artifact import ViewInfo
+from malsensor.daemon.views.conn import CONN, N_FEATURES as N_CONN
+from malsensor.daemon.views.conn_series import CONN_SERIES, SeriesOptions
 
 from ..errors import TrainError
-from ..views import N_CONN, conn_series_view, conn_view
-from .base import ModelKind, register
+from .base import GradientKind, opt, register
 
 
 @dataclass
@@ -42,7 +43,8 @@ class ITransformerConfig:
     lookback_len: int = 1
     use_reversible_instance_norm: bool = False
     ff_mult: int = 2
-    dropout: float = 0.1
+    dropout: float = opt(0.1, "dropout rate in attention and feed-forward blocks (training only)", min=0.0,
+                         max=1.0, max_exclusive=True)
 
 
 def _module(cfg: ITransformerConfig, n_classes: int):
@@ -92,12 +94,12 @@ def _module(cfg: ITransformerConfig, n_classes: int):
 
 
 @register
-class ITransformer(ModelKind):
+class ITransformer(GradientKind):
     name = "itransformer"
     config_cls = ITransformerConfig
 
     def view(self, cfg: ITransformerConfig) -> ViewInfo:
-        return conn_view() if cfg.lookback_len == 1 else conn_series_view(cfg.lookback_len)
+        return CONN.info() if cfg.lookback_len == 1 else CONN_SERIES.info(SeriesOptions(lookback=cfg.lookback_len))
 
     def check(self, cfg: ITransformerConfig) -> None:
         for k in ("depth", "dim", "heads", "dim_head", "num_tokens_per_variate", "lookback_len", "ff_mult"):
@@ -111,8 +113,6 @@ class ITransformer(ModelKind):
                              "instance norm over a lookback of one step subtracts each value from itself, "
                              "so every input becomes 0. Set lookback_len > 1 (conn_series view) or turn "
                              "reversible instance norm off")
-        if not 0 <= cfg.dropout < 1:
-            raise TrainError("itransformer: dropout must be in [0, 1)")
 
     def module(self, cfg: ITransformerConfig, n_classes: int):
         return _module(cfg, n_classes)

@@ -6,8 +6,9 @@ from dataclasses import dataclass
 from malsensor.daemon.artifact import ViewInfo
 
 from ..errors import TrainError
-from ..views import conn_view
-from .base import ModelKind, register
+from malsensor.daemon.views.conn import CONN
+
+from .base import GradientKind, opt, register
 
 ACTIVATIONS = ("gelu", "relu", "silu", "tanh")
 
@@ -17,7 +18,8 @@ class MLPConfig:
     """Hyper-parameters (``[model]`` in etc/models/mlp.toml)."""
 
     hidden: tuple[int, ...] = (256, 256, 128)
-    dropout: float = 0.1
+    dropout: float = opt(0.1, "dropout rate after each hidden layer (training only)", min=0.0, max=1.0,
+                         max_exclusive=True)
     activation: str = "gelu"
     layer_norm: bool = True
 
@@ -43,18 +45,16 @@ def _module(cfg: MLPConfig, n_classes: int):
 
 
 @register
-class MLP(ModelKind):
+class MLP(GradientKind):
     name = "mlp"
     config_cls = MLPConfig
 
     def view(self, cfg: MLPConfig) -> ViewInfo:
-        return conn_view()
+        return CONN.info()
 
     def check(self, cfg: MLPConfig) -> None:
         if not cfg.hidden or any(h < 1 for h in cfg.hidden):
             raise TrainError("mlp: hidden must be a non-empty list of positive layer widths")
-        if not 0 <= cfg.dropout < 1:
-            raise TrainError("mlp: dropout must be in [0, 1)")
         if cfg.activation not in ACTIVATIONS:
             raise TrainError(f"mlp: activation must be one of {', '.join(ACTIVATIONS)}")
 
