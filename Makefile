@@ -12,7 +12,7 @@ RUN_DIR := .run
 # Debian packages: systemd-python's build, libpcap (BPF compilation), the reference tools the
 # conformance tests and benchmarks run side by side, and what the real-systemd test boots with.
 DEB_PACKAGES := libsystemd-dev pkg-config gcc libpcap0.8 argus-server argus-client tshark tcpreplay tcpdump \
-	iproute2 debootstrap systemd-container util-linux netbase
+	iproute2 debootstrap systemd-container util-linux netbase redis-server
 
 .PHONY: run test bench venv debs clean
 

@@ -38,10 +38,15 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 def opt(default: Any = MISSING, doc: str = "", *, choices: Iterable[Any] | None = None,
         min: float | None = None, max: float | None = None, min_exclusive: bool = False,
-        item_min: float | None = None, path: bool = False) -> Any:
-    """A configuration key: default, description and constraints (in field metadata)."""
+        item_min: float | None = None, path: bool = False, kinds: tuple[str, ...] = (),
+        required_for: tuple[str, ...] = ()) -> Any:
+    """A configuration key: default, description and constraints (in field metadata).
+
+    In a section with a ``kind`` key, ``kinds`` lists the kinds the key applies to (setting it
+    for another kind is an error) and ``required_for`` the kinds that must set it."""
     meta = {"doc": doc, "choices": tuple(choices) if choices is not None else None, "min": min,
-            "max": max, "min_exclusive": min_exclusive, "item_min": item_min, "path": path}
+            "max": max, "min_exclusive": min_exclusive, "item_min": item_min, "path": path,
+            "kinds": tuple(kinds), "required_for": tuple(required_for)}
     if isinstance(default, (list, tuple)):
         d = tuple(default)
         return field(default_factory=lambda: d, metadata=meta)
@@ -188,16 +193,57 @@ class ModelSection:
         return (self.lookback, N_FEATURES) if self.is_series else (N_FEATURES,)
 
 
+OUTPUT_KINDS = ("file", "redis")
+REDIS_MODES = ("list", "lpush", "rpush", "channel", "publish", "stream", "xadd")
+_REDIS = ("redis",)
+
+
 @dataclass(frozen=True)
 class OutputSection:
-    """[[output]]: a JSONL file of events."""
+    """[[output]]: where events go: a JSONL file, or a redis list, channel or stream (Suricata's EVE
+    redis output, with a bounded spool on disk while the server is down or slow)."""
 
-    path: str = opt(MISSING, "file events are appended to (reopened on SIGHUP for logrotate)", path=True)
+    path: str = opt("", "file: the file events are appended to (reopened on SIGHUP for logrotate)", path=True,
+                    kinds=("file",), required_for=("file",))
+    kind: str = opt("file", "file: a JSONL file; redis: a redis server (daemon/outputs/redis.py)",
+                    choices=OUTPUT_KINDS)
     format: str = opt("eve", "eve: EVE-style JSON objects; label: one JSON string (the label) per line",
                       choices=("eve", "label"))
     models: tuple[str, ...] = opt((), "models whose predictions go here ([] = all)")
     alerts_only: bool = opt(False, "write only predictions that are alerts")
     features: bool = opt(True, "eve: include the connection's features (\"conn\" object)")
+    server: str = opt("127.0.0.1", "redis: server address or name, or the path of its unix socket (a value "
+                                   "with a /)", kinds=_REDIS)
+    port: int = opt(6379, "redis: TCP port", min=1, max=65535, kinds=_REDIS)
+    database: int = opt(0, "redis: database number (SELECT)", min=0, kinds=_REDIS)
+    password: str = opt("", "redis: password (AUTH; \"\" = none)", kinds=_REDIS)
+    mode: str = opt("list", "redis: list/lpush (LPUSH), rpush (RPUSH), channel/publish (PUBLISH), "
+                            "stream/xadd (XADD, field \"eve\")", choices=REDIS_MODES, kinds=_REDIS)
+    key: str = opt("malsensor", "redis: the list, channel or stream", kinds=_REDIS)
+    stream_maxlen: int = opt(100000, "redis, stream mode: XADD MAXLEN (0 = the stream is never trimmed)", min=0,
+                             kinds=_REDIS)
+    stream_trim_exact: bool = opt(False, "redis, stream mode: trim to exactly stream_maxlen (MAXLEN =) "
+                                         "instead of approximately (MAXLEN ~, cheaper)", kinds=_REDIS)
+    pipelining: bool = opt(True, "redis: send batch_size events per round trip (false: one event per "
+                                 "command, each reply awaited)", kinds=_REDIS)
+    batch_size: int = opt(256, "redis: events per round trip when pipelining", min=1, max=100000, kinds=_REDIS)
+    timeout: float = opt(2.0, "redis: seconds to connect or to wait for a reply before the server counts as "
+                              "down (events then go to the spool)", min=0.0, min_exclusive=True, kinds=_REDIS)
+    queue_max_bytes: int = opt(16 << 20, "redis: bound of the in-memory queue between the writer and the redis "
+                                         "thread; beyond it events are dropped and counted", min=1, kinds=_REDIS)
+    spool_dir: str = opt("/var/lib/malsensor/spool/redis", "redis: directory of the on-disk spool (events "
+                                                           "waiting for the server, delivered in order)",
+                         path=True, kinds=_REDIS)
+    spool_max_bytes: int = opt(256 << 20, "redis: bound of the spool on disk; events that do not fit are dropped "
+                                          "and counted (0 = no spool)", min=0, kinds=_REDIS)
+
+    @property
+    def target(self) -> str:
+        """What this output writes to, as logs, stats and metrics name it."""
+        if self.kind == "redis":
+            where = f"unix:{self.server}" if "/" in self.server else f"{self.server}:{self.port}"
+            return f"redis://{where}/{self.database}/{self.key}"
+        return self.path
 
 
 @dataclass(frozen=True)
@@ -312,6 +358,8 @@ class KeySpec:
     min_exclusive: bool = False
     item_min: float | None = None
     path: bool = False
+    kinds: tuple[str, ...] = ()
+    required_for: tuple[str, ...] = ()
 
     @property
     def required(self) -> bool:
@@ -328,7 +376,8 @@ def _specs(cls: type) -> list[KeySpec]:
             f.default_factory() if f.default_factory is not MISSING else MISSING)  # type: ignore[misc]
         m = f.metadata
         out.append(KeySpec(f.name, hints[f.name], default, m.get("doc", ""), m.get("choices"), m.get("min"),
-                           m.get("max"), m.get("min_exclusive", False), m.get("item_min"), m.get("path", False)))
+                           m.get("max"), m.get("min_exclusive", False), m.get("item_min"), m.get("path", False),
+                           m.get("kinds", ()), m.get("required_for", ())))
     return out
 
 
@@ -448,6 +497,8 @@ class _Checker:
             if s.required and s.name not in values and s.name not in data:
                 self.problem(path, f"missing required key {s.name!r}")
                 ok = False
+        if "kind" in specs and not self._kind_keys(specs, data, values, path):
+            ok = False
         if not ok:
             return None
         if cls is TrackingSection:
@@ -464,6 +515,24 @@ class _Checker:
         except (TypeError, ValueError) as e:  # pragma: no cover - the specs above should catch it
             self.problem(path, str(e))
             return None
+
+    def _kind_keys(self, specs: dict[str, KeySpec], data: dict, values: dict, path: KeyPath) -> bool:
+        """Keys that belong to another ``kind`` of the section, and keys this kind requires."""
+        kind = values.get("kind", specs["kind"].default)
+        if data.get("kind", kind) != kind:  # an invalid kind was reported already
+            return False
+        ok = True
+        for key in data:
+            s = specs.get(key)
+            if s is not None and s.kinds and kind not in s.kinds:
+                allowed = " or ".join(f'"{k}"' for k in s.kinds)
+                self.problem((*path, key), f"only used with kind = {allowed} (here kind = \"{kind}\")")
+                ok = False
+        for s in specs.values():
+            if kind in s.required_for and data.get(s.name, "") == "":
+                self.problem(path, f"missing required key {s.name!r}")
+                ok = False
+        return ok
 
 
 def _abspath(p: str, base: Path) -> str:
@@ -571,6 +640,7 @@ def _cross_check(cfg: Config, ck: _Checker, model_names: set) -> None:
         if m.artifact and ("/" in m.artifact or m.artifact in (".", "..")):
             ck.problem(("model", i, "artifact"), f"{m.artifact!r} must be a folder name inside models_dir")
     paths: dict[str, int] = {}
+    spools: dict[str, int] = {}
     for i, o in enumerate(cfg.outputs):
         if o is None:
             continue
@@ -578,11 +648,17 @@ def _cross_check(cfg: Config, ck: _Checker, model_names: set) -> None:
             if name not in model_names:
                 ck.problem(("output", i, "models"), f"no model named {name!r} (models: "
                                                     f"{', '.join(sorted(map(str, model_names))) or 'none configured'})")
-        if o.path in paths:
-            ck.problem(("output", i, "path"), f"{o.path} is also output[{paths[o.path]}]'s file")
-        paths.setdefault(o.path, i)
-        if o.path == cfg.stats.path:
+        if o.target in paths:
+            key, what = ("path", "file") if o.kind == "file" else ("key", "redis key")
+            ck.problem(("output", i, key), f"{o.target} is also output[{paths[o.target]}]'s {what}")
+        paths.setdefault(o.target, i)
+        if o.kind == "file" and o.path == cfg.stats.path:
             ck.problem(("output", i, "path"), "is also the stats file")
+        if o.kind == "redis" and o.spool_max_bytes:
+            if o.spool_dir in spools:
+                ck.problem(("output", i, "spool_dir"), f"{o.spool_dir} is also output[{spools[o.spool_dir]}]'s "
+                                                       "spool_dir (each redis output needs its own)")
+            spools.setdefault(o.spool_dir, i)
     names: dict[str, int] = {}
     for i, itf in enumerate(cfg.interfaces):
         if itf is None:

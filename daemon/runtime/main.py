@@ -62,7 +62,8 @@ def apply_overrides(cfg: Config, a: argparse.Namespace) -> Config:
         rep["models"] = tuple(dataclasses.replace(m, models_dir=d) for m in cfg.models)
     if a.log_dir:
         d = Path(a.log_dir).resolve()
-        rep["outputs"] = tuple(dataclasses.replace(o, path=str(d / Path(o.path).name)) for o in cfg.outputs)
+        rep["outputs"] = tuple(dataclasses.replace(o, path=str(d / Path(o.path).name)) if o.kind == "file" else o
+                               for o in cfg.outputs)
         if cfg.stats.path:
             rep["stats"] = dataclasses.replace(cfg.stats, path=str(d / Path(cfg.stats.path).name))
     if a.user is not None:
@@ -83,7 +84,7 @@ def config_warnings(cfg: Config) -> list[str]:
             out.append(f"model {m.name}: {p} does not exist (yet); the model serves once it is published")
         if m.labels and not os.path.exists(m.labels):
             out.append(f"model {m.name}: labels file {m.labels} does not exist")
-    for path in [o.path for o in cfg.outputs] + ([cfg.stats.path] if cfg.stats.path else []):
+    for path in [o.path for o in cfg.outputs if o.kind == "file"] + ([cfg.stats.path] if cfg.stats.path else []):
         d = os.path.dirname(path) or "."
         if not os.path.isdir(d):
             out.append(f"output directory {d} does not exist")
