@@ -167,7 +167,7 @@ class RedisOutput:
                 stopping = self._stop.is_set()
                 for data, n in items:
                     self._take(data, n)
-                if self._spooled() and self._may_try():
+                if self._spooled() and (self._may_try() or stopping):
                     self._drain(time.monotonic() + (self.cfg.timeout if stopping else 0.5))
                 if stopping and not self.queue.events:
                     break

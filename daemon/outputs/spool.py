@@ -56,6 +56,7 @@ class Spool:
         self.bytes = 0                  # on disk, all segments
         self.events = 0                 # lines not yet delivered
         self.next_seq = 1               # the next segment's number (never reused: the cursor names it)
+        self.full = False               # a line was refused: refuse all until delivery makes room
         self._fd: int | None = None     # the tail segment, open for appending
 
     # ------------------------------------------------------------------ open / close
@@ -151,11 +152,17 @@ class Spool:
 
     def append(self, data: bytes) -> int:
         """Append whole lines (``data`` ends with ``\\n``) as far as the bound allows; returns how many
-        lines were kept (the first ones). Raises OSError when the disk refuses (nothing kept)."""
-        if not data:
+        lines were kept (the first ones). Raises OSError when the disk refuses (nothing kept).
+
+        The bound counts the segment files on disk, so room comes back a segment at a time as
+        delivery deletes them (all of it once delivery catches up)."""
+        if not data or self.full:
             return 0
         room = self.max_bytes - self.bytes
         if len(data) > room:
+            # what is kept is always the oldest part of the stream, without gaps: once a line is
+            # refused, so are all later ones until delivery makes room
+            self.full = True
             ends = line_ends(data)
             k = int(np.searchsorted(ends, room, side="right"))
             if k == 0:
@@ -232,6 +239,7 @@ class Spool:
             return
         self.head_offset = offset
         self.events -= n_lines
+        self.full = False
         if self.events <= 0:
             self._reset()
             return
