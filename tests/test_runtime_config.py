@@ -262,3 +262,32 @@ def test_argus_semantics_takes_argus_lifecycle_unless_set():
     cfg = C.parse_config('[tracking]\nsemantics = "argus"\nudp_idle_timeout = 5.0\n', "t.toml")
     assert cfg.tracking.tracker == TrackerConfig.for_semantics("argus", udp_idle_timeout=5.0)
     assert C.parse_config("", "t.toml").tracking.tracker == TrackerConfig()
+
+
+def test_output_kinds_redis_keys_and_their_rules():
+    cfg = C.parse_config('[[output]]\nkind = "redis"\nkey = "k"\nspool_dir = "sp"\n', "t.toml", "/base")
+    o = cfg.outputs[0]
+    assert (o.kind, o.path, o.key, o.mode, o.spool_dir) == ("redis", "", "k", "list", "/base/sp")
+    assert o.target == "redis://127.0.0.1:6379/0/k"
+    assert C.parse_config('[[output]]\nkind = "redis"\nserver = "/run/redis/redis.sock"\n', "t.toml",
+                          "/base").outputs[0].target == "redis://unix:/run/redis/redis.sock/0/malsensor"
+    assert problems('[[output]]\nkind = "redis"\npath = "e.json"\nmode = "queue"\nport = 0\n') == [
+        "t.toml:4: output[0].mode: 'queue' is not allowed (allowed: list, lpush, rpush, channel, publish, stream, "
+        "xadd)",
+        "t.toml:5: output[0].port: 0 is out of range (allowed: >= 1 and <= 65535)",
+        't.toml:3: output[0].path: only used with kind = "file" (here kind = "redis")',
+    ]
+    assert problems('[[output]]\nkind = "file"\nserver = "x"\n') == [
+        't.toml:3: output[0].server: only used with kind = "redis" (here kind = "file")',
+        "t.toml:1: output[0]: missing required key 'path'",
+    ]
+    assert problems('[[output]]\nkind = "kafka"\n') == [
+        "t.toml:2: output[0].kind: 'kafka' is not allowed (allowed: file, redis)"]
+    # two outputs on one list, or sharing a spool, would mix their events
+    assert problems('[[output]]\nkind = "redis"\n[[output]]\nkind = "redis"\nmode = "stream"\n') == [
+        "t.toml:3: output[1].key: redis://127.0.0.1:6379/0/malsensor is also output[0]'s redis key",
+        "t.toml:3: output[1].spool_dir: /var/lib/malsensor/spool/redis is also output[0]'s spool_dir (each redis "
+        "output needs its own)",
+    ]
+    assert C.parse_config('[[output]]\nkind = "redis"\n[[output]]\nkind = "redis"\nkey = "b"\nspool_max_bytes = 0\n',
+                          "t.toml", "/base").outputs[1].spool_max_bytes == 0
