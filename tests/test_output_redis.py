@@ -257,3 +257,20 @@ def test_spool_full_keeps_the_oldest_lines_without_gaps(tmp_path):
     assert sp.append(b"d\n") == 0  # it would fit, but it is newer than a refused line
     got, pos = sp.peek(10)
     assert got == [b"a" * 20, b"b" * 20]
+
+
+def test_a_full_queue_drops_and_counts_without_waiting(tmp_path):
+    """The writer's side alone (the sender not started): a batch that does not fit is refused at once."""
+    from malsensor.daemon.outputs.redis import RedisOutput
+
+    out = RedisOutput(_output(free_port(), "eve", tmp_path / "spool", queue_max_bytes=1000))
+    line = b'{"event_type":"prediction","pad":"' + b"x" * 60 + b'"}\n'
+    assert len(line) * 10 <= 1000 < len(line) * 20
+    t0 = time.monotonic()
+    assert out.write(line * 10, 10) is True
+    assert out.write(line * 10, 10) is False
+    assert out.write(line * 3, 3) is False
+    assert time.monotonic() - t0 < 0.5
+    assert out.lost_lines == 13 and out.counters()["dropped"] == {"queue_full": 13, "spool_full": 0,
+                                                                   "spool_error": 0}
+    assert out.counters()["queued"] == 10 and "queue full" in out.last_error
