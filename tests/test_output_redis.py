@@ -45,7 +45,9 @@ def server(tmp_path_factory):
 
 
 def redis_output(port: int, key: str, spool: Path, **kw) -> str:
-    keys = {"kind": "redis", "server": "127.0.0.1", "port": port, "key": key, "spool_dir": str(spool), **kw}
+    # timeout: a reply slower than this (a loaded test machine) would be sent again (at least once)
+    keys = {"kind": "redis", "server": "127.0.0.1", "port": port, "key": key, "spool_dir": str(spool),
+            "timeout": 10.0, **kw}
     return "[[output]]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in keys.items())
 
 
@@ -134,7 +136,7 @@ def test_server_stopped_and_restarted_mid_run_every_event_arrives_in_order(tmp_p
     lines = replayed[0]
     srv = RedisServer(tmp_path / "redis")
     srv.start()
-    out = RedisOutput(_output(srv.port, "eve", tmp_path / "spool", batch_size=16, timeout=1.0))
+    out = RedisOutput(_output(srv.port, "eve", tmp_path / "spool", batch_size=16, timeout=10.0))
     batches = [lines[i:i + 25] for i in range(0, len(lines), 25)]
     third = len(batches) // 3
     try:
@@ -174,7 +176,7 @@ def test_spool_bound_counts_what_it_drops_and_a_restart_delivers_what_it_kept(tm
     spool = tmp_path / "spool"
     bound = 40_000
     outputs = (f'[[output]]\npath = "{logs}/eve.json"\n'
-               + redis_output(port, "eve", spool, spool_max_bytes=bound, timeout=0.5))
+               + redis_output(port, "eve", spool, spool_max_bytes=bound))
     cfg = write_config(tmp_path / "m.toml", models_dir, logs, outputs=outputs)
     target = f"redis://127.0.0.1:{port}/0/eve"
 
