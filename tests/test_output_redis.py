@@ -276,3 +276,40 @@ def test_a_full_queue_drops_and_counts_without_waiting(tmp_path):
     assert out.lost_lines == 13 and out.counters()["dropped"] == {"queue_full": 13, "spool_full": 0,
                                                                    "spool_error": 0}
     assert out.counters()["queued"] == 10 and "queue full" in out.last_error
+
+
+def test_reload_replaces_the_output_and_the_new_one_takes_over_its_spool(tmp_path):
+    """EventWriter (the daemon's writer thread): a configuration reload while events wait in the spool."""
+    from test_runtime_units import _pb
+
+    from malsensor.daemon.runtime.stats import LatencyStats
+    from malsensor.daemon.runtime.writer import EventWriter
+
+    srv = RedisServer(tmp_path / "redis")
+    srv.start()
+    outputs = (OutputSection(path=str(tmp_path / "eve.json")),
+               _output(srv.port, "eve", tmp_path / "spool", timeout=10.0))
+    target = outputs[1].target
+    w = EventWriter(outputs, LatencyStats())
+    assert w.open_all() == []
+    w.start()
+    try:
+        w.submit(_pb())
+        _wait(lambda: w.counters()[target]["lines"] == 2, "the first batch delivered")
+        srv.stop()
+        w.submit(_pb())
+        _wait(lambda: w.counters()[target]["spooled"] == 2, "the second batch in the spool")
+        assert w.reconfigure(outputs).wait(30)
+        _wait(lambda: w.counters()[target]["spooled"] == 2, "the new output holding the spool")
+        assert w.counters()[target]["lines"] == 2  # counting goes on where it was
+        srv.start()
+        w.submit(_pb())
+        _wait(lambda: w.counters()[target]["lines"] == 6, "everything delivered")
+    finally:
+        w.stop()
+    try:
+        file_lines = (tmp_path / "eve.json").read_bytes().splitlines()
+        assert len(file_lines) == 6
+        assert list_in_order(srv.client(), "eve") == file_lines
+    finally:
+        srv.stop()
