@@ -38,7 +38,7 @@ RECONNECT_S = 1.0
 REPORT_EVERY_S = 60.0
 DROP_REASONS = ("queue_full", "spool_full", "spool_error")
 SPOOL_READ_BYTES = 1 << 20
-"""Most bytes read from the spool per round trip (about 4 kB per event asked for; EVE lines are ~1 kB)."""
+"""Most bytes read from the spool per round trip."""
 
 
 class ByteQueue:
@@ -236,7 +236,8 @@ class RedisOutput:
         step = self.cfg.batch_size if self.cfg.pipelining else 1
         before = sp.events
         while sp.events:
-            lines, pos = sp.peek(step, min(SPOOL_READ_BYTES, step * 4096))
+            # read about twice what ``step`` lines of the spool's mean size take (peek completes a cut line)
+            lines, pos = sp.peek(step, min(SPOOL_READ_BYTES, step * (2 * sp.bytes // max(sp.events, 1) + 64)))
             if not lines:
                 break
             if not self._send(lines):
