@@ -42,6 +42,13 @@ def eve_file(tmp_path_factory) -> Path:
     return logs / "eve.json"
 
 
+def rsyslogd() -> str:
+    """rsyslogd lives in /usr/sbin, which a non-login PATH may lack."""
+    if Path("/usr/sbin/rsyslogd").exists():
+        return "/usr/sbin/rsyslogd"
+    return require_tool("rsyslogd")
+
+
 def shipped_config(name: str, work: Path, **replace: str) -> Path:
     text = (FLEET / name).read_text().replace("/var/spool/rsyslog", str(work))
     for old, new in replace.items():
@@ -53,7 +60,7 @@ def shipped_config(name: str, work: Path, **replace: str) -> Path:
 
 
 def test_rsyslog_ships_the_eve_file_to_redis_unchanged(tmp_path, eve_file):
-    rsyslogd = require_tool("rsyslogd")
+    exe = rsyslogd()
     lines = eve_file.read_bytes().splitlines()
     assert len(lines) > 50
     srv = RedisServer(tmp_path / "redis")
@@ -62,7 +69,7 @@ def test_rsyslog_ships_the_eve_file_to_redis_unchanged(tmp_path, eve_file):
     work.mkdir()
     conf = shipped_config("rsyslog-redis.conf", work, **{"/var/log/malsensor/eve.json": str(eve_file),
                                                          'serverport="6379"': f'serverport="{srv.port}"'})
-    proc = subprocess.Popen([rsyslogd, "-n", "-f", str(conf), "-i", str(work / "rsyslogd.pid")],
+    proc = subprocess.Popen([exe, "-n", "-f", str(conf), "-i", str(work / "rsyslogd.pid")],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         c = srv.client()
@@ -84,9 +91,8 @@ def test_rsyslog_ships_the_eve_file_to_redis_unchanged(tmp_path, eve_file):
 
 @pytest.mark.parametrize("name", ["rsyslog-kafka.conf", "rsyslog-elasticsearch.conf", "rsyslog-redis.conf"])
 def test_rsyslog_validates_the_shipped_configurations(tmp_path, name):
-    rsyslogd = require_tool("rsyslogd")
     conf = shipped_config(name, tmp_path)
-    r = subprocess.run([rsyslogd, "-N1", "-f", str(conf)], capture_output=True, text=True, timeout=60)
+    r = subprocess.run([rsyslogd(), "-N1", "-f", str(conf)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "error" not in (r.stdout + r.stderr).lower(), r.stdout + r.stderr
 
 
