@@ -236,8 +236,8 @@ class RedisOutput:
         step = self.cfg.batch_size if self.cfg.pipelining else 1
         before = sp.events
         while sp.events:
-            # read about twice what ``step`` lines of the spool's mean size take (peek completes a cut line)
-            lines, pos = sp.peek(step, min(SPOOL_READ_BYTES, step * (2 * sp.bytes // max(sp.events, 1) + 64)))
+            # read a little more than ``step`` lines of the spool's mean size take
+            lines, pos = sp.peek(step, min(SPOOL_READ_BYTES, step * (sp.bytes // max(sp.events, 1) * 5 // 4 + 64)))
             if not lines:
                 break
             if not self._send(lines):

@@ -12,7 +12,7 @@ spool that is not needed takes no disk. The byte bound counts the segment files 
 on disk; lines that do not fit are refused whole and the caller counts them: nothing is
 dropped silently, and what is kept stays in order.
 
-Crash safety: a line is acknowledged only by moving the cursor (rename of a temporary file)
+Crash safety: a line is acknowledged only by moving the cursor (a 64-byte record rewritten in place)
 after the server accepted it, so an unclean stop may deliver a line twice, never lose it. A
 torn last line (the process died inside a write) is cut off when the spool is opened.
 """
@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import typing
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,7 @@ SEGMENT_MAX_BYTES = 8 << 20
 SEGMENT_MIN_BYTES = 4096
 _SUFFIX = ".seg"
 _CURSOR = "cursor"
+_CURSOR_BYTES = 64
 
 
 def _seg_name(seq: int) -> str:
@@ -58,6 +60,8 @@ class Spool:
         self.next_seq = 1               # the next segment's number (never reused: the cursor names it)
         self.full = False               # a line was refused: refuse all until delivery makes room
         self._fd: int | None = None     # the tail segment, open for appending
+        self._cursor_fd: int | None = None
+        self._reader: tuple[int, typing.BinaryIO] | None = None  # (segment, file) being read
 
     # ------------------------------------------------------------------ open / close
 
@@ -83,6 +87,13 @@ class Spool:
             self._reset()
 
     def close(self) -> None:
+        self._close_tail()
+        self._close_reader()
+        if self._cursor_fd is not None:
+            os.close(self._cursor_fd)
+            self._cursor_fd = None
+
+    def _close_tail(self) -> None:
         if self._fd is not None:
             try:
                 os.fsync(self._fd)
@@ -140,7 +151,8 @@ class Spool:
     def _reset(self) -> None:
         """Everything delivered: remove the segments; the cursor names the next one (numbers only grow,
         so a cursor left by a crash never points past lines appended later)."""
-        self.close()
+        self._close_tail()
+        self._close_reader()
         self.segments, self.sizes = [], {}
         self.head_offset = self.bytes = self.events = 0
         self._write_cursor()
@@ -199,7 +211,7 @@ class Spool:
                 if self._fd is None:
                     self._fd = os.open(self.dir / _seg_name(seq), os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
                 return self._fd
-        self.close()
+        self._close_tail()
         seq = self.next_seq
         self._fd = os.open(self.dir / _seg_name(seq), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
         self.next_seq += 1
@@ -216,21 +228,31 @@ class Spool:
             seq = self.segments[0]
             size = self.sizes[seq]
             if self.head_offset < size:
-                with open(self.dir / _seg_name(seq), "rb") as f:
-                    f.seek(self.head_offset)
-                    chunk = f.read(min(max_bytes, size - self.head_offset))
-                    if b"\n" not in chunk:  # one line longer than max_bytes
-                        chunk += f.readline()
-                cut = chunk.rfind(b"\n") + 1
-                lines = chunk[:cut].split(b"\n")[:-1]
-                if len(lines) > max_lines:
-                    lines = lines[:max_lines]
-                    cut = sum(len(x) + 1 for x in lines)
+                f = self._head_file(seq)
+                f.seek(self.head_offset)
+                chunk = f.read(min(max_bytes, size - self.head_offset))
+                if b"\n" not in chunk:  # one line longer than max_bytes
+                    chunk += f.readline()
+                parts = chunk.split(b"\n", max_lines)  # the last part: the rest (or a cut line)
+                lines = parts[:-1]
+                cut = len(chunk) - len(parts[-1])
                 return lines, (seq, self.head_offset + cut)
             if len(self.segments) == 1:
                 break
             self._drop_head()
         return [], (0, 0)
+
+    def _head_file(self, seq: int):
+        """The oldest segment, open for reading (kept open while it is the oldest)."""
+        if self._reader is None or self._reader[0] != seq:
+            self._close_reader()
+            self._reader = (seq, open(self.dir / _seg_name(seq), "rb"))
+        return self._reader[1]
+
+    def _close_reader(self) -> None:
+        if self._reader is not None:
+            self._reader[1].close()
+            self._reader = None
 
     def commit(self, position: tuple[int, int], n_lines: int) -> None:
         """Mark the lines up to ``position`` (from :meth:`peek`) as delivered."""
@@ -249,6 +271,7 @@ class Spool:
             self._write_cursor()
 
     def _drop_head(self) -> None:
+        self._close_reader()
         seq = self.segments.pop(0)
         (self.dir / _seg_name(seq)).unlink(missing_ok=True)
         self.bytes -= self.sizes.pop(seq)
@@ -256,7 +279,11 @@ class Spool:
         self._write_cursor()
 
     def _write_cursor(self) -> None:
+        """Overwrite the cursor in place: one fixed-size record in the first sector (a write of a
+        temporary file and a rename took 2 ms on an overlay file system, 30 times a round trip's
+        parsing; this takes microseconds)."""
         seg = self.segments[0] if self.segments else self.next_seq
-        tmp = self.dir / (_CURSOR + ".tmp")
-        tmp.write_text(json.dumps({"segment": seg, "offset": self.head_offset}))
-        os.replace(tmp, self.dir / _CURSOR)
+        rec = json.dumps({"segment": seg, "offset": self.head_offset}).encode().ljust(_CURSOR_BYTES - 1) + b"\n"
+        if self._cursor_fd is None:
+            self._cursor_fd = os.open(self.dir / _CURSOR, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        os.pwrite(self._cursor_fd, rec, 0)
