@@ -173,7 +173,7 @@ def main() -> None:
         for what, dt, put in rows:
             eps = n / dt
             print(f"{what:<58} {eps:>12,.0f} {eps / ref:>10.2f}x "
-                  f"{(put / n * 1e6 if put is not None else float("nan")):>16.3f}")
+                  f"{(put / n * 1e6 if put is not None else float('nan')):>16.3f}")
 
 
 if __name__ == "__main__":
