@@ -6,6 +6,7 @@
 - rsyslog validates the Kafka and Elasticsearch configurations (``rsyslogd -N1`` loads the
   output modules and checks every parameter); no broker or cluster is installable here.
 - The Elasticsearch index template maps every field of real events with a type their values fit.
+- The Vector and Filebeat files (not installable here) parse and follow the EVE file to both sinks.
 """
 from __future__ import annotations
 
@@ -145,3 +146,28 @@ def test_index_template_maps_every_event_field_with_a_type_its_values_fit(eve_fi
                 pytest.fail(f"{path}: unexpected type {t}")
     assert {"src_ip", "dest_ip", "timestamp", "prediction.label", "prediction.alert", "flow.start",
             "conn.dur"} <= seen
+
+
+def test_vector_and_filebeat_configurations_parse_and_follow_the_eve_file(eve_file):
+    """Vector and Filebeat are not installable here: their files are only parsed (TOML, YAML) and
+    checked for the path they follow and the chain from it to Kafka and Elasticsearch."""
+    import tomllib
+
+    import yaml
+
+    v = tomllib.loads((FLEET / "vector.toml").read_text())
+    assert v["sources"]["malsensor_eve"]["include"] == ["/var/log/malsensor/eve.json"]
+    assert v["transforms"]["malsensor_events"]["inputs"] == ["malsensor_eve"]
+    assert {v["sinks"][k]["type"] for k in ("kafka", "elasticsearch")} == {"kafka", "elasticsearch"}
+    assert all(s["inputs"] == ["malsensor_events"] for s in v["sinks"].values())
+    assert v["sinks"]["elasticsearch"]["bulk"]["index"].startswith("malsensor-eve-")  # the template's pattern
+    fb = yaml.safe_load((FLEET / "filebeat.yml").read_text())
+    (inp,) = fb["filebeat.inputs"]
+    assert inp["type"] == "filestream" and inp["paths"] == ["/var/log/malsensor/eve.json"]
+    assert inp["parsers"] == [{"ndjson": {"target": "", "add_error_key": True}}]
+    ts = fb["processors"][0]["timestamp"]
+    assert ts["field"] == "timestamp"
+    # the processor's own self-test value has the shape of malsensor's timestamps
+    real = json.loads(eve_file.read_text().splitlines()[0])["timestamp"]
+    assert len(ts["test"][0]) == len(real) and ts["test"][0][-5:] == real[-5:] == "+0000"
+    assert fb["output.kafka"]["topic"] == "malsensor-eve"
