@@ -10,9 +10,11 @@ DATA ?= ../shared/data
 CAPTURE ?=
 RUN_DIR := .run
 # Debian packages: systemd-python's build, libpcap (BPF compilation), the reference tools the
-# conformance tests and benchmarks run side by side, and what the real-systemd test boots with.
+# conformance tests and benchmarks run side by side, what the real-systemd test boots with, and the
+# redis server and the log shipper (rsyslog) the fleet-output tests run.
 DEB_PACKAGES := libsystemd-dev pkg-config gcc libpcap0.8 argus-server argus-client tshark tcpreplay tcpdump \
-	iproute2 debootstrap systemd-container util-linux netbase libipt2 libipt-dev
+	iproute2 debootstrap systemd-container util-linux netbase libipt2 libipt-dev redis-server \
+	rsyslog rsyslog-hiredis rsyslog-kafka rsyslog-elasticsearch
 
 .PHONY: run test bench venv debs clean
 

@@ -26,11 +26,14 @@ from .runtime.tomlpos import KeyPath, format_path, line_of
 def opt(default: Any = MISSING, doc: str = "", *, choices: Iterable[Any] | None = None,
         min: float | None = None, max: float | None = None, min_exclusive: bool = False,
         max_exclusive: bool = False, item_min: float | None = None, item_max: float | None = None,
-        path: bool = False) -> Any:
-    """A configuration key: default, description and constraints (in field metadata)."""
+        path: bool = False, kinds: tuple[str, ...] = (), required_for: tuple[str, ...] = ()) -> Any:
+    """A configuration key: default, description and constraints (in field metadata).
+
+    In a table with a ``kind`` key, ``kinds`` lists the kinds the key applies to (setting it
+    for another kind is an error) and ``required_for`` the kinds that must set it."""
     meta = {"doc": doc, "choices": tuple(choices) if choices is not None else None, "min": min,
             "max": max, "min_exclusive": min_exclusive, "max_exclusive": max_exclusive, "item_min": item_min,
-            "item_max": item_max, "path": path}
+            "item_max": item_max, "path": path, "kinds": tuple(kinds), "required_for": tuple(required_for)}
     if isinstance(default, (list, tuple)):
         d = tuple(default)
         return field(default_factory=lambda: d, metadata=meta)
@@ -53,6 +56,8 @@ class KeySpec:
     item_max: float | None = None
     path: bool = False
     max_exclusive: bool = False
+    kinds: tuple[str, ...] = ()
+    required_for: tuple[str, ...] = ()
 
     @property
     def required(self) -> bool:
@@ -72,7 +77,8 @@ def specs_of(cls: type, skip: Iterable[str] = ()) -> list[KeySpec]:
         m = f.metadata
         out.append(KeySpec(f.name, hints[f.name], default, m.get("doc", ""), m.get("choices"), m.get("min"),
                            m.get("max"), m.get("min_exclusive", False), m.get("item_min"), m.get("item_max"),
-                           m.get("path", False), m.get("max_exclusive", False)))
+                           m.get("path", False), m.get("max_exclusive", False), m.get("kinds", ()),
+                           m.get("required_for", ())))
     return out
 
 
@@ -157,17 +163,14 @@ class Checker:
             hi = spec.item_max if is_item else spec.max
             excl = spec.min_exclusive and not is_item
             hexcl = spec.max_exclusive and not is_item
-            if (lo is not None and (v < lo or (excl and v == lo))) or \
-                    (hi is not None and (v > hi or (hexcl and v == hi))):
-                rel, hrel = (">" if excl else ">="), ("<" if hexcl else "<=")
-                if hi is None:
-                    rng = f"{rel} {num(lo)}"
-                elif lo is None:
-                    rng = f"{hrel} {num(hi)}"
-                elif excl or hexcl:
-                    rng = f"{rel} {num(lo)} and {hrel} {num(hi)}"
-                else:
-                    rng = f"{num(lo)}..{num(hi)}"
+            rel, hrel = (">" if excl else ">="), ("<" if hexcl else "<=")
+            rng = None
+            if lo is not None and (v < lo or (excl and v == lo)):
+                rng = f"{rel} {num(lo)}" + (f" and {hrel} {num(hi)}" if hi is not None else "")
+            elif hi is not None and (v > hi or (hexcl and v == hi)):
+                rng = (f"{rel} {num(lo)} and {hrel} {num(hi)}" if excl or hexcl
+                       else f"{num(lo) if lo is not None else '-inf'}..{num(hi)}")
+            if rng is not None:
                 return bad(f"{num(v)} is out of range (allowed: {rng})")
         return True, v
 
@@ -204,7 +207,26 @@ class Checker:
             if s.required and s.name not in data:
                 self.problem(path, f"missing required key {s.name!r}")
                 ok = False
+        if "kind" in by_name and (data.get("kind") is None or "kind" in values) and \
+                not self._kind_keys(by_name, data, values, path):
+            ok = False
         return values if ok else None
+
+    def _kind_keys(self, specs: dict[str, KeySpec], data: dict, values: dict, path: KeyPath) -> bool:
+        """Keys that belong to another ``kind`` of the table, and keys this kind requires."""
+        kind = values.get("kind", specs["kind"].default)
+        ok = True
+        for key in data:
+            s = specs.get(key)
+            if s is not None and s.kinds and kind not in s.kinds:
+                allowed = " or ".join(f'"{k}"' for k in s.kinds)
+                self.problem((*path, key), f"only used with kind = {allowed} (here kind = \"{kind}\")")
+                ok = False
+        for s in specs.values():
+            if kind in s.required_for and data.get(s.name, "") == "":
+                self.problem(path, f"missing required key {s.name!r}")
+                ok = False
+        return ok
 
     def build(self, cls: type, data: Any, path: KeyPath, base_dir: Path | None = None) -> Any:
         """A dataclass instance from a table (None after a problem)."""

@@ -60,7 +60,7 @@ def test_shipped_config_is_valid_and_documents_every_key_with_its_default():
             while before and re.match(r"^[a-z_]+\s*=", before[-1]):  # keys documented as a group
                 before.pop()
             assert before and before[-1].lstrip().startswith("#"), f"{toml_name}.{spec.name} has no comment"
-            if spec.required:
+            if spec.required or spec.required_for:
                 continue
             # the value shown is the default
             shown = tomllib.loads(f"v = {m.group(2)}")["v"] if m.group(1) else active[spec.name]
@@ -289,7 +289,8 @@ def test_model_tables_take_the_keys_of_their_view():
     assert problems('[[model]]\nname = "s"\nview = "conn_series@1"\nlookback = 4\ntrigger = "early"\n'
                     '[[model]]\nname = "c"\nview = "conn_series@2"\n'
                     '[[model]]\nname = "d"\nlookbak = 3\n') == [
-        "t.toml:5: model[0].trigger: 'early' is not allowed (allowed: end)",
+        "t.toml:5: model[0].trigger: a conn_series@1 model classifies at its last series point or at the "
+        "connection's end: trigger must be \"end\"",
         "t.toml:8: model[1].view: unknown view 'conn_series@2' (known: conn@1, conn_series@1)",
         "t.toml:11: model[2].lookbak: unknown key; did you mean 'lookback'? (allowed: name, models_dir, artifact, "
         "path, view, labels, topk, alert_threshold, benign_labels, trigger, early_packets, lookback)",
@@ -297,3 +298,32 @@ def test_model_tables_take_the_keys_of_their_view():
     cfg = C.parse_config('[[model]]\nname = "s"\nview = "conn_series@1"\nlookback = 3\n', "m.toml", "/x")
     assert cfg.models[0].input_shape() == (3, 17)
     assert cfg.tracker_config().snapshot_packets == (2, 4, 8)
+
+
+def test_output_kinds_redis_keys_and_their_rules():
+    cfg = C.parse_config('[[output]]\nkind = "redis"\nkey = "k"\nspool_dir = "sp"\n', "t.toml", "/base")
+    o = cfg.outputs[0]
+    assert (o.kind, o.path, o.key, o.mode, o.spool_dir) == ("redis", "", "k", "list", "/base/sp")
+    assert o.target == "redis://127.0.0.1:6379/0/k"
+    assert C.parse_config('[[output]]\nkind = "redis"\nserver = "/run/redis/redis.sock"\n', "t.toml",
+                          "/base").outputs[0].target == "redis://unix:/run/redis/redis.sock/0/malsensor"
+    assert problems('[[output]]\nkind = "redis"\npath = "e.json"\nmode = "queue"\nport = 0\n') == [
+        "t.toml:4: output[0].mode: 'queue' is not allowed (allowed: list, lpush, rpush, channel, publish, stream, "
+        "xadd)",
+        "t.toml:5: output[0].port: 0 is out of range (allowed: >= 1 and <= 65535)",
+        't.toml:3: output[0].path: only used with kind = "file" (here kind = "redis")',
+    ]
+    assert problems('[[output]]\nkind = "file"\nserver = "x"\n') == [
+        't.toml:3: output[0].server: only used with kind = "redis" (here kind = "file")',
+        "t.toml:1: output[0]: missing required key 'path'",
+    ]
+    assert problems('[[output]]\nkind = "kafka"\n') == [
+        "t.toml:2: output[0].kind: 'kafka' is not allowed (allowed: file, redis)"]
+    # two outputs on one list, or sharing a spool, would mix their events
+    assert problems('[[output]]\nkind = "redis"\n[[output]]\nkind = "redis"\nmode = "stream"\n') == [
+        "t.toml:3: output[1].key: redis://127.0.0.1:6379/0/malsensor is also output[0]'s redis key",
+        "t.toml:3: output[1].spool_dir: /var/lib/malsensor/spool/redis is also output[0]'s spool_dir (each redis "
+        "output needs its own)",
+    ]
+    assert C.parse_config('[[output]]\nkind = "redis"\n[[output]]\nkind = "redis"\nkey = "b"\nspool_max_bytes = 0\n',
+                          "t.toml", "/base").outputs[1].spool_max_bytes == 0

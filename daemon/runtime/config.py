@@ -155,11 +155,20 @@ class ModelSection:
         return tuple(self.view_spec().shape(self.options))
 
 
+OUTPUT_KINDS = ("file", "redis")
+REDIS_MODES = ("list", "lpush", "rpush", "channel", "publish", "stream", "xadd")
+_REDIS = ("redis",)
+
+
 @dataclass(frozen=True)
 class OutputSection:
-    """[[output]]: a JSONL file of events."""
+    """[[output]]: where events go: a JSONL file, or a redis list, channel or stream (Suricata's EVE
+    redis output, with a bounded spool on disk while the server is down or slow)."""
 
-    path: str = opt(MISSING, "file events are appended to (reopened on SIGHUP for logrotate)", path=True)
+    path: str = opt("", "file: the file events are appended to (reopened on SIGHUP for logrotate)", path=True,
+                    kinds=("file",), required_for=("file",))
+    kind: str = opt("file", "file: a JSONL file; redis: a redis server (daemon/outputs/redis.py)",
+                    choices=OUTPUT_KINDS)
     format: str = opt("eve", "eve: EVE-style JSON objects; label: one JSON string (the label) per line",
                       choices=("eve", "label"))
     models: tuple[str, ...] = opt((), "models whose predictions go here ([] = all)")
@@ -167,6 +176,38 @@ class OutputSection:
     features: bool = opt(True, "eve: include the connection's features (\"conn\" object)")
     community_id_seed: int = opt(0, "eve: seed of each event's Community ID (community_id); Zeek's and "
                                  "Suricata's logs must use the same seed for the IDs to match", min=0, max=65535)
+    server: str = opt("127.0.0.1", "redis: server address or name, or the path of its unix socket (a value "
+                                   "with a /)", kinds=_REDIS)
+    port: int = opt(6379, "redis: TCP port", min=1, max=65535, kinds=_REDIS)
+    database: int = opt(0, "redis: database number (SELECT)", min=0, kinds=_REDIS)
+    password: str = opt("", "redis: password (AUTH; \"\" = none)", kinds=_REDIS)
+    mode: str = opt("list", "redis: list/lpush (LPUSH), rpush (RPUSH), channel/publish (PUBLISH), "
+                            "stream/xadd (XADD, field \"eve\")", choices=REDIS_MODES, kinds=_REDIS)
+    key: str = opt("malsensor", "redis: the list, channel or stream", kinds=_REDIS)
+    stream_maxlen: int = opt(100000, "redis, stream mode: XADD MAXLEN (0 = the stream is never trimmed)", min=0,
+                             kinds=_REDIS)
+    stream_trim_exact: bool = opt(False, "redis, stream mode: trim to exactly stream_maxlen (MAXLEN =) "
+                                         "instead of approximately (MAXLEN ~, cheaper)", kinds=_REDIS)
+    pipelining: bool = opt(True, "redis: send batch_size events per round trip (false: one event per "
+                                 "command, each reply awaited)", kinds=_REDIS)
+    batch_size: int = opt(256, "redis: events per round trip when pipelining", min=1, max=100000, kinds=_REDIS)
+    timeout: float = opt(2.0, "redis: seconds to connect or to wait for a reply before the server counts as "
+                              "down (events then go to the spool)", min=0.0, min_exclusive=True, kinds=_REDIS)
+    queue_max_bytes: int = opt(16 << 20, "redis: bound of the in-memory queue between the writer and the redis "
+                                         "thread; beyond it events are dropped and counted", min=1, kinds=_REDIS)
+    spool_dir: str = opt("/var/lib/malsensor/spool/redis", "redis: directory of the on-disk spool (events "
+                                                           "waiting for the server, delivered in order)",
+                         path=True, kinds=_REDIS)
+    spool_max_bytes: int = opt(256 << 20, "redis: bound of the spool on disk; events that do not fit are dropped "
+                                          "and counted (0 = no spool)", min=0, kinds=_REDIS)
+
+    @property
+    def target(self) -> str:
+        """What this output writes to, as logs, stats and metrics name it."""
+        if self.kind == "redis":
+            where = f"unix:{self.server}" if "/" in self.server else f"{self.server}:{self.port}"
+            return f"redis://{where}/{self.database}/{self.key}"
+        return self.path
 
 
 @dataclass(frozen=True)
@@ -456,6 +497,7 @@ def _cross_check(cfg: Config, ck: Checker, model_names: set, sources: list[tuple
         if m.artifact and ("/" in m.artifact or m.artifact in (".", "..")):
             ck.problem(("model", i, "artifact"), f"{m.artifact!r} must be a folder name inside models_dir")
     paths: dict[str, int] = {}
+    spools: dict[str, int] = {}
     for i, o in enumerate(cfg.outputs):
         if o is None:
             continue
@@ -463,11 +505,17 @@ def _cross_check(cfg: Config, ck: Checker, model_names: set, sources: list[tuple
             if name not in model_names:
                 ck.problem(("output", i, "models"), f"no model named {name!r} (models: "
                                                     f"{', '.join(sorted(map(str, model_names))) or 'none configured'})")
-        if o.path in paths:
-            ck.problem(("output", i, "path"), f"{o.path} is also output[{paths[o.path]}]'s file")
-        paths.setdefault(o.path, i)
-        if o.path == cfg.stats.path:
+        if o.target in paths:
+            key, what = ("path", "file") if o.kind == "file" else ("key", "redis key")
+            ck.problem(("output", i, key), f"{o.target} is also output[{paths[o.target]}]'s {what}")
+        paths.setdefault(o.target, i)
+        if o.kind == "file" and o.path == cfg.stats.path:
             ck.problem(("output", i, "path"), "is also the stats file")
+        if o.kind == "redis" and o.spool_max_bytes:
+            if o.spool_dir in spools:
+                ck.problem(("output", i, "spool_dir"), f"{o.spool_dir} is also output[{spools[o.spool_dir]}]'s "
+                                                       "spool_dir (each redis output needs its own)")
+            spools.setdefault(o.spool_dir, i)
     by_kind: dict[str, list[tuple[Any, KeyPath]]] = {}
     for s, path in sources:
         if s is not None:

@@ -50,7 +50,7 @@ def config_warnings(cfg: Config) -> list[str]:
             out.append(f"model {m.name}: {p} does not exist (yet); the model serves once it is published")
         if m.labels and not os.path.exists(m.labels):
             out.append(f"model {m.name}: labels file {m.labels} does not exist")
-    for path in [o.path for o in cfg.outputs] + ([cfg.stats.path] if cfg.stats.path else []):
+    for path in [o.path for o in cfg.outputs if o.kind == "file"] + ([cfg.stats.path] if cfg.stats.path else []):
         d = os.path.dirname(path) or "."
         if not os.path.isdir(d):
             out.append(f"output directory {d} does not exist")

@@ -33,7 +33,8 @@ def apply_overrides(cfg: Config, a: argparse.Namespace) -> Config:
         rep["models"] = tuple(dataclasses.replace(m, models_dir=d) for m in cfg.models)
     if a.log_dir:
         d = Path(a.log_dir).resolve()
-        rep["outputs"] = tuple(dataclasses.replace(o, path=str(d / Path(o.path).name)) for o in cfg.outputs)
+        rep["outputs"] = tuple(dataclasses.replace(o, path=str(d / Path(o.path).name)) if o.kind == "file" else o
+                               for o in cfg.outputs)
         if cfg.stats.path:
             rep["stats"] = dataclasses.replace(cfg.stats, path=str(d / Path(cfg.stats.path).name))
     if a.user is not None:

@@ -216,6 +216,18 @@ class PrometheusCollector:
         for key, doc in (("lines", "Events written"), ("errors", "Open/write failures"),
                          ("lost", "Events lost because the output failed")):
             yield counter(f"malsensor_output_{key}", doc, None, ["path"], [([p], o[key]) for p, o in outs.items()])
+        yield counter("malsensor_output_dropped", "Events a redis output dropped, by reason (queue_full, spool_full, "
+                      "spool_error)", None, ["path", "reason"],
+                      [([p, r], v) for p, o in outs.items() for r, v in o.get("dropped", {}).items()])
+        for key, doc in (("spooled", "Events waiting in a redis output's spool on disk"),
+                         ("spool_bytes", "Bytes of a redis output's spool on disk"),
+                         ("queued", "Events waiting in memory for a redis output's sender"),
+                         ("connected", "1 while a redis output's server answers")):
+            g = GaugeMetricFamily(f"malsensor_output_{key}", doc, labels=["path"])
+            for p, o in outs.items():
+                if o.get("kind") == "redis":
+                    g.add_metric([p], float(o[key]))
+            yield g
         yield counter("malsensor_config_reloads", "Configuration reloads by result", None, ["result"],
                       [([r], v) for r, v in s.get("reloads", {}).items()])
         h = HistogramMetricFamily("malsensor_event_latency_seconds",

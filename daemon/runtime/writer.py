@@ -25,10 +25,19 @@ _STOP = object()
 REPORT_EVERY_S = 60.0
 
 
+def open_output(cfg: OutputSection):
+    """The object that takes an output's lines: a file, or a redis sender (imported only when used)."""
+    if cfg.kind == "redis":
+        from ..outputs.redis import RedisOutput
+
+        return RedisOutput(cfg)
+    return EventFile(cfg.path)
+
+
 @dataclass
 class Output:
     cfg: OutputSection
-    file: EventFile
+    file: EventFile  # or a RedisOutput: the same open/write/close and counters
     reported: str | None = None
     reported_at: float = 0.0
 
@@ -41,7 +50,7 @@ class EventWriter(threading.Thread):
         super().__init__(name="malsensor-writer", daemon=True)
         self.q: queue.Queue = queue.Queue(maxsize=maxsize)
         self.latency = latency
-        self.outputs: list[Output] = [Output(o, EventFile(o.path)) for o in outputs]
+        self.outputs: list[Output] = [Output(o, open_output(o)) for o in outputs]
         self.heartbeat = time.monotonic()
         self.events = 0          # predictions handled (written to every output that wants them)
         self.busy_since: float | None = None
@@ -57,7 +66,7 @@ class EventWriter(threading.Thread):
         errs = []
         for o in self.outputs:
             if not o.file.open():
-                errs.append(o.file.last_error or o.cfg.path)
+                errs.append(o.file.last_error or o.cfg.target)
                 o.reported = o.file.last_error
         return errs
 
@@ -78,9 +87,7 @@ class EventWriter(threading.Thread):
     def counters(self) -> dict[str, dict]:
         out = dict(self.retired)
         for o in self.outputs:
-            f = o.file
-            out[o.cfg.path] = {"lines": f.lines, "bytes": f.bytes, "errors": f.errors, "lost": f.lost_lines,
-                               "format": o.cfg.format, "error": f.last_error}
+            out[o.cfg.target] = _counters(o)
         return out
 
     # ---------------------------------------------------------------- writer thread
@@ -117,13 +124,11 @@ class EventWriter(threading.Thread):
             elif what == "reconfigure":
                 for o in self.outputs:
                     o.file.close()
-                    f = o.file
-                    self.retired[o.cfg.path] = {"lines": f.lines, "bytes": f.bytes, "errors": f.errors,
-                                                "lost": f.lost_lines, "format": o.cfg.format, "error": f.last_error}
+                    self.retired[o.cfg.target] = _counters(o)
                 new = []
                 for cfg in arg:
-                    prev = self.retired.pop(cfg.path, None)
-                    f = EventFile(cfg.path)
+                    prev = self.retired.pop(cfg.target, None)
+                    f = open_output(cfg)
                     if prev:  # the same file again: keep counting where it was
                         f.lines, f.bytes, f.errors, f.lost_lines = (prev["lines"], prev["bytes"], prev["errors"],
                                                                     prev["lost"])
@@ -137,11 +142,11 @@ class EventWriter(threading.Thread):
     def _open(self, o: Output) -> None:
         if o.file.open():
             if o.reported:
-                log.info("output %s: open again", o.cfg.path)
+                log.info("output %s: open again", o.cfg.target)
             o.reported = None
         elif o.reported != o.file.last_error:
             o.reported = o.file.last_error
-            log.error("output %s: %s; its events are counted as lost until it works", o.cfg.path,
+            log.error("output %s: %s; its events are counted as lost until it works", o.cfg.target,
                       o.file.last_error)
 
     def _write(self, pb: PredictionBatch) -> None:
@@ -165,9 +170,19 @@ class EventWriter(threading.Thread):
                 # a nearly full disk alternates between failing and working: say it once a minute
                 o.reported, o.reported_at = o.file.last_error, now
                 log.error("output %s: %s; %d event(s) lost (lines already written are kept; %d lost in all)",
-                          c.path, o.file.last_error, n, o.file.lost_lines)
+                          c.target, o.file.last_error, n, o.file.lost_lines)
             elif ok and o.reported is not None and now - o.reported_at >= REPORT_EVERY_S:
-                log.info("output %s: writing again (%d events lost in all)", c.path, o.file.lost_lines)
+                log.info("output %s: writing again (%d events lost in all)", c.target, o.file.lost_lines)
                 o.reported = None
         self.events += pb.n
         self.latency.record(time.monotonic_ns() - pb.t_ns)
+
+
+def _counters(o: Output) -> dict:
+    f = o.file
+    c = {"lines": f.lines, "bytes": f.bytes, "errors": f.errors, "lost": f.lost_lines, "format": o.cfg.format,
+         "error": f.last_error}
+    extra = getattr(f, "counters", None)  # a redis output: its queue, spool and drops by reason
+    if extra is not None:
+        c.update(extra())
+    return c
