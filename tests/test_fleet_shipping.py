@@ -164,7 +164,7 @@ def test_vector_and_filebeat_configurations_parse_and_follow_the_eve_file(eve_fi
     fb = yaml.safe_load((FLEET / "filebeat.yml").read_text())
     (inp,) = fb["filebeat.inputs"]
     assert inp["type"] == "filestream" and inp["paths"] == ["/var/log/malsensor/eve.json"]
-    assert inp["parsers"] == [{"ndjson": {"target": "", "add_error_key": True}}]
+    assert inp["parsers"] == [{"ndjson": {"target": "", "overwrite_keys": True, "add_error_key": True}}]
     ts = fb["processors"][0]["timestamp"]
     assert ts["field"] == "timestamp"
     # the processor's own self-test value has the shape of malsensor's timestamps
