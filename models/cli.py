@@ -139,10 +139,16 @@ def run(a: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     from malsensor.daemon.logs import setup_logging
+    from malsensor.daemon.plugins import load_plugins
 
     a = build_parser().parse_args(argv)
     setup_logging(getattr(a, "log_level_sub", None) or a.log_level, journal=False)
     logging.getLogger("jax").setLevel(logging.WARNING)
+    try:
+        load_plugins()  # $MALSENSOR_PLUGINS: more views (and their readers) and model kinds
+    except ImportError as e:
+        print(f"malsensor-train: {e}", file=sys.stderr)
+        return 2
     try:
         return run(a)
     except TrainError as e:

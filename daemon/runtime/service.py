@@ -626,7 +626,8 @@ def run_service(cfg: Config, config_path: str | None = None, argv_overrides: arg
         passes = s["sources"].get("passes", 0)
         preds = ", ".join(f"{n} {m['predictions']}" for n, m in s["models"].items()) or "none"
         drops = sum(m["queue_dropped"] for m in s["models"].values())
-        print(f"{s['connections']} connections processed ({s['packets']} packets, {passes} pass"
+        what = ", ".join(f"{n} {k}" for k, n in s["entities"].items() if k != "snapshots") or "0 connections"
+        print(f"{what} processed ({s['packets']} packets, {passes} pass"
               f"{'es' if passes != 1 else ''}, {el:.2f} s, {cpu:.2f} CPU s; predictions: {preds}; queue drops {drops})",
               file=sys.stdout, flush=True)
     return status
