@@ -49,7 +49,7 @@ def test_live_capture_unprivileged_events_match_extract(workdir):
         cfg = workdir / "live.toml"
         cfg.write_text('[service]\nuser = "nobody"\n[metrics]\nenabled = false\n'
                        f'[stats]\npath = "{workdir}/stats.jsonl"\ninterval = 1.0\n'
-                       f'[[interface]]\nname = "{v.host}"\nthreads = 2\n'
+                       f'[[source]]\nkind = "afpacket"\nname = "{v.host}"\nthreads = 2\n'
                        f'[[model]]\nname = "m1"\nmodels_dir = "{workdir}/models"\n'
                        f'[[output]]\npath = "{workdir}/eve.json"\n')
         d = Daemon(cfg, prefix=["ip", "netns", "exec", v.cap_ns])
@@ -84,7 +84,7 @@ def test_default_interface_without_default_route_is_a_clear_error(workdir):
 
     cfg = workdir / "c.toml"
     cfg.write_text('[service]\nuser = ""\n[metrics]\nenabled = false\n[stats]\npath = ""\n'
-                   '[[interface]]\nname = "default"\n')
+                   '[[interface]]\nname = "default"\n')  # the old spelling still loads
     with VethPair(prefix="msd") as v:
         d = Daemon(cfg, prefix=["ip", "netns", "exec", v.cap_ns])
         try:
@@ -92,4 +92,5 @@ def test_default_interface_without_default_route_is_a_clear_error(workdir):
         finally:
             d.kill()
     assert ('cannot start: capture: interface "default": this host has no default route; name the interface '
-            'in [[interface]] name') in d.log_text()
+            'in [[source]] name') in d.log_text()
+    assert '[[interface]] is deprecated: write [[source]] kind = "afpacket" with the same keys' in d.log_text()

@@ -34,7 +34,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import threading
 import time
 from dataclasses import dataclass
 from functools import lru_cache
@@ -328,7 +327,6 @@ class EventFile:
         self.lost_lines = 0
         self.last_error: str | None = None
         self._next_open = 0.0
-        self._lock = threading.Lock()
 
     def open(self) -> bool:
         """(Re)open the file; False (and ``last_error``) when it cannot be opened."""
