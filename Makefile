@@ -55,7 +55,8 @@ bench: venv
 # makes a rebuild fast; the first one needs the network), then dpkg-buildpackage offline.
 # The wheels are made by Debian's own python3.11 (a build environment in build/deb), not
 # by whatever python made .venv: systemd-python is compiled there, against Debian's
-# headers, with no run path into another interpreter's installation.
+# headers, with no run path into another interpreter's installation (pip's wheel cache is
+# keyed by the source, not by the interpreter, so this environment keeps its own cache).
 DEB_VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 DEB_ARCH = $(shell dpkg --print-architecture)
 DEB_EXTRAS ?=
@@ -72,7 +73,8 @@ deb: venv
 	$(VPY) -m pip freeze --exclude-editable > $(DEB_SRC)/wheels/constraints.txt
 	echo '$(DEB_EXTRAS)' > $(DEB_SRC)/wheels/extras
 	/usr/bin/python3.11 -m venv $(DEB_DIR)/buildenv
-	$(DEB_DIR)/buildenv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip wheel setuptools
+	export PIP_CACHE_DIR=$(CURDIR)/build/pip-cache-deb; \
+	$(DEB_DIR)/buildenv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip wheel setuptools && \
 	$(DEB_DIR)/buildenv/bin/python -m pip wheel -q --disable-pip-version-check -w $(DEB_SRC)/wheels \
 	  -c $(DEB_SRC)/wheels/constraints.txt \
 	  '$(CURDIR)/$(DEB_SRC)$(if $(DEB_EXTRAS),[$(DEB_EXTRAS)])'
