@@ -2,6 +2,8 @@
 #              with etc/malsensor.toml and the shipped default model (CAPTURE=FILE replays a file)
 # make test  - set up .venv (and, as root, the Debian tools the tests use) and run the whole suite
 # make bench - run the benchmarks under bench/ side by side with the reference tools
+# make deb   - build malsensor_VERSION_ARCH.deb (docs/packaging.md), check it with lintian
+#              (DEB_EXTRAS=train also packages malsensor-train and its dependencies)
 SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
@@ -14,9 +16,10 @@ RUN_DIR := .run
 # redis server and the log shipper (rsyslog) the fleet-output tests run.
 DEB_PACKAGES := libsystemd-dev pkg-config gcc libpcap0.8 argus-server argus-client tshark tcpreplay tcpdump \
 	iproute2 debootstrap systemd-container util-linux netbase libipt2 libipt-dev redis-server \
-	rsyslog rsyslog-hiredis rsyslog-kafka rsyslog-elasticsearch
+	rsyslog rsyslog-hiredis rsyslog-kafka rsyslog-elasticsearch \
+	dpkg-dev debhelper fakeroot lintian python3.11 python3.11-venv python3.11-dev
 
-.PHONY: run test bench venv debs clean
+.PHONY: run test bench venv debs deb clean
 
 debs:
 	@if [ "$$(id -u)" = 0 ]; then \
@@ -48,5 +51,41 @@ test: venv
 bench: venv
 	$(VPY) bench/run.py
 
+# The package is built from a copy of the sources in build/deb/malsensor-VERSION (so the
+# checkout stays clean and dpkg-buildpackage's outputs land in build/deb): wheels of
+# malsensor and of its dependencies at the versions pinned by this .venv (pip's cache
+# makes a rebuild fast; the first one needs the network), then dpkg-buildpackage offline.
+# The wheels are made by Debian's own python3.11 (a build environment in build/deb), not
+# by whatever python made .venv: systemd-python is compiled there, against Debian's
+# headers, with no run path into another interpreter's installation (pip's wheel cache is
+# keyed by the source, not by the interpreter, so this environment keeps its own cache).
+DEB_VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+DEB_ARCH = $(shell dpkg --print-architecture)
+DEB_EXTRAS ?=
+DEB_DIR := build/deb
+DEB_SRC := $(DEB_DIR)/malsensor-$(DEB_VERSION)
+DEB_FILE = malsensor_$(DEB_VERSION)_$(DEB_ARCH).deb
+
+deb: venv
+	@grep -q '^malsensor ($(DEB_VERSION))' debian/changelog || \
+	  { echo "debian/changelog: no entry for version $(DEB_VERSION) of pyproject.toml" >&2; exit 2; }
+	rm -rf $(DEB_DIR) && mkdir -p $(DEB_SRC)/wheels
+	tar -c --exclude=__pycache__ --exclude='*.pyc' --exclude='_aot*.so' pyproject.toml setup.py README.md daemon models etc \
+	  contrib debian \
+	  | tar -x -C $(DEB_SRC)
+	$(VPY) -m pip freeze --exclude-editable > $(DEB_SRC)/wheels/constraints.txt
+	echo '$(DEB_EXTRAS)' > $(DEB_SRC)/wheels/extras
+	/usr/bin/python3.11 -m venv $(DEB_DIR)/buildenv
+	export PIP_CACHE_DIR=$(CURDIR)/build/pip-cache-deb MALSENSOR_AOT_CPU=generic; \
+	$(DEB_DIR)/buildenv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip wheel setuptools && \
+	$(DEB_DIR)/buildenv/bin/python -m pip wheel -q --disable-pip-version-check -w $(DEB_SRC)/wheels \
+	  -c $(DEB_SRC)/wheels/constraints.txt \
+	  '$(CURDIR)/$(DEB_SRC)$(if $(DEB_EXTRAS),[$(DEB_EXTRAS)])'
+	rm -rf $(DEB_SRC)/build $(DEB_SRC)/*.egg-info
+	cd $(DEB_SRC) && dpkg-buildpackage -b -us -uc
+	cp $(DEB_DIR)/$(DEB_FILE) .
+	lintian --fail-on error,warning $(DEB_FILE)
+	@echo "built $(DEB_FILE)"
+
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info malsensor_*.deb
