@@ -35,6 +35,9 @@ class BuildAot(build_ext):
     """Builds what it can; an extension that could not be built is left out of the install
     (setuptools would otherwise fail copying a file that does not exist)."""
 
+    def _built(self, ext: Extension) -> bool:
+        return os.path.exists(os.path.join(self.build_lib, self.get_ext_filename(self.get_ext_fullname(ext.name))))
+
     def get_outputs(self) -> list[str]:
         return [p for p in super().get_outputs() if os.path.exists(p)]
 
@@ -43,7 +46,7 @@ class BuildAot(build_ext):
 
     def copy_extensions_to_source(self) -> None:
         keep = self.extensions
-        self.extensions = [e for e in keep if os.path.exists(self.get_ext_fullpath(e.name))]
+        self.extensions = [e for e in keep if self._built(e)]
         try:
             super().copy_extensions_to_source()
         finally:

@@ -30,11 +30,15 @@ DAEMON = Path(__file__).resolve().parent
 # every module whose code or constants end up inside a kernel
 KERNEL_SOURCES = ("jit.py", "aot.py", "intrinsics.py", "intrinsics_llvm.py", "decode.py", "capture/batch.py",
                   "capture/pcapfile.py", "flows/layout.py", "flows/config.py", "flows/table.py", "views/conn.py",
-                  "views/argus.py", "outputs/jsontext.py", "outputs/rows.py", "outputs/parquet.py")
+                  "views/argus.py", "outputs/jsontext.py", "outputs/rows.py", "outputs/parquet.py",
+                  "outputs/community_id.py")
 
 # kernel ("module.function") -> signatures; from `collect` over pcap and pcapng files, both
 # semantics, every row format
 SPEC: dict[str, tuple[str, ...]] = {
+    'community_id._record_ids': (
+        'none(i8[:, ::1], i8, u1[:, ::1])',
+    ),
     'argus._argus_rows': (
         'none(i8[:, ::1], f8[:, ::1])',
     ),

@@ -228,8 +228,10 @@ def test_ahead_of_time_kernels_give_the_jit_rows_without_importing_numba(tmp_pat
 
     from malsensor.daemon import jit
 
-    if not jit._load_aot():
-        pytest.skip("no ahead-of-time kernels built (pip install builds them)")
+    if not jit._load_aot():  # make test installs them; without them start-up is the JIT's again
+        from conftest import _unavailable
+
+        _unavailable("no ahead-of-time kernels built (pip install builds them)")
     cap = require_data(PCAPS / "ndpi_1kxun.pcap")
     ng = require_data(PCAPS / "http_espn.pcapng")
     # run the CLI in a child; it fails unless numba was imported exactly when the JIT was asked for

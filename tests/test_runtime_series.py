@@ -68,11 +68,13 @@ def test_replay_series_model_matches_trainer_extraction(tmp_path, models_dir):
 
     # the trainer's extraction of the same capture
     from malsensor.daemon.artifact import load_artifact
-    from malsensor.models.data.captures import read_capture_file
-    from malsensor.models.data.table import DataStats
     from malsensor.daemon.views.conn_series import CONN_SERIES, SeriesOptions
+    from malsensor.models.data.load import DataOptions, view_reader
+    from malsensor.models.data.table import DataStats
 
-    part = read_capture_file(capture, CONN_SERIES.info(SeriesOptions(lookback=LOOKBACK)), DataStats())
+    view = CONN_SERIES.info(SeriesOptions(lookback=LOOKBACK))
+    reader = view_reader(view)  # the view's own reader, as malsensor-train fit uses it
+    part = reader.read(capture, reader.file_type(capture), view, DataOptions(), DataStats())
     n = len(part.src_ip)
     assert n > 0 and len(events) == n
     assert r.stdout.startswith(f"{n} connections processed (")

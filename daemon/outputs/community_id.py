@@ -33,7 +33,7 @@ from __future__ import annotations
 import ipaddress
 
 import numpy as np
-from numba import njit
+from ..jit import njit
 
 from ..flows import layout as L
 

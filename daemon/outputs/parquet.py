@@ -111,7 +111,7 @@ class ParquetRows:
 
         n = rec.shape[0]
         text = np.empty((n, TEXT_LEN), dtype=np.uint8)
-        _record_ids(rec, self.seed, text)
+        _record_ids(rec, np.int64(self.seed), text)
         offsets = (np.arange(n + 1, dtype=np.int32) * TEXT_LEN)
         return self.pa.StringArray.from_buffers(n, self.pa.py_buffer(offsets), self.pa.py_buffer(text.reshape(-1)))
 

@@ -8,9 +8,6 @@ import sys
 
 import numpy as np
 
-from .decoder import Errata, decode, errata_for_cpu
-from .listing import ListingOptions, listing_lines
-
 log = logging.getLogger("malsensor")
 
 _FLAGS = (
@@ -31,14 +28,15 @@ def add_parser(sub) -> None:
                        description="One packet a line: offset, mnemonic, payload (docs/pt.md).")
     p.add_argument("trace", help="raw Intel PT byte stream")
     for flag, dest, value, text in _FLAGS:
-        p.add_argument(flag, dest=dest, action="store_const", const=value,
-                       default=ListingOptions.__dataclass_fields__[dest].default, help=text)
+        p.add_argument(flag, dest=dest, action="store_const", const=value, default=not value, help=text)
     p.add_argument("--cpu", metavar="FAMILY/MODEL", help="apply this CPU's packet errata (SKD007, SKZ84)")
     p.add_argument("--summary", action="store_true",
                    help="print the counters (packets by type, errors by kind, bytes) as JSON on stderr")
 
 
-def _errata(cpu: str | None) -> Errata:
+def _errata(cpu: str | None):
+    from .decoder import Errata, errata_for_cpu  # (numba: only when the command runs)
+
     if not cpu:
         return Errata()
     try:
@@ -53,6 +51,9 @@ def _errata(cpu: str | None) -> Errata:
 
 
 def cmd_ptdump(a: argparse.Namespace) -> int:
+    from .decoder import decode
+    from .listing import ListingOptions, listing_lines
+
     try:
         data = np.fromfile(a.trace, np.uint8)
     except OSError as exc:
