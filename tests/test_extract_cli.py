@@ -182,3 +182,17 @@ def test_unwritable_or_full_output_is_a_clear_error(tmp_path):
     proc = extract(str(cap), "-o", "/dev/full", check=False)
     assert proc.returncode == 1 and "No space left on device" in proc.stderr and "Traceback" not in proc.stderr
     assert "connections 1,994" in proc.stderr  # the summary still comes
+
+
+def test_gzip_with_trailing_garbage_extracts_every_connection(tmp_path):
+    """Issue 10.1: `extract` reported packets 0 for a gzip capture with bytes after the member."""
+    import gzip
+
+    cap = require_data(PCAPS / "synscan.pcapng")
+    gz = tmp_path / "g.gz"
+    gz.write_bytes(gzip.compress(cap.read_bytes()) + b"JUNK")
+    out = tmp_path / "o.jsonl"
+    proc = extract(str(gz), "-o", str(out))
+    assert "packets 2,011  connections 1,994" in proc.stderr
+    assert "trailing garbage ignored" in proc.stderr
+    assert len(jsonl(out)) == 1994
