@@ -33,9 +33,15 @@ def _tracking_args(p: argparse.ArgumentParser) -> None:
 
 
 def _tracker_config(a: argparse.Namespace) -> TrackerConfig:
+    """Raises ValueError (one line per problem) for an option out of its [tracking] range."""
+    from .runtime.config import ConfigError, tracker_from_options
+
     names = {f.name for f in fields(TrackerConfig)}
     given = {k: v for k, v in vars(a).items() if k in names and v is not None}
-    return TrackerConfig.for_semantics(a.semantics, **given)
+    try:
+        return tracker_from_options(a.semantics, given)
+    except ConfigError as e:
+        raise ValueError(str(e)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:

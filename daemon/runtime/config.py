@@ -34,14 +34,16 @@ SERIES_VIEW = f"{CONN_SERIES_VIEW}@{CONN_SERIES_VERSION}"
 """Views the daemon computes live (``name@version``); a model must read one of them."""
 _RING = RingConfig()
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+HOUR, DAY, YEAR = 3600.0, 86400.0, 365 * 86400.0
 
 
 def opt(default: Any = MISSING, doc: str = "", *, choices: Iterable[Any] | None = None,
         min: float | None = None, max: float | None = None, min_exclusive: bool = False,
-        item_min: float | None = None, path: bool = False) -> Any:
+        item_min: float | None = None, item_max: float | None = None, path: bool = False) -> Any:
     """A configuration key: default, description and constraints (in field metadata)."""
     meta = {"doc": doc, "choices": tuple(choices) if choices is not None else None, "min": min,
-            "max": max, "min_exclusive": min_exclusive, "item_min": item_min, "path": path}
+            "max": max, "min_exclusive": min_exclusive, "item_min": item_min, "item_max": item_max,
+            "path": path}
     if isinstance(default, (list, tuple)):
         d = tuple(default)
         return field(default_factory=lambda: d, metadata=meta)
@@ -62,9 +64,9 @@ class ServiceSection:
                                "end_reason \"shutdown\") or discarded (drop)", choices=("emit", "drop"))
     watchdog_stall: float = opt(20.0, "seconds a pipeline stage (a capture thread, a model worker, the "
                                       "writer) may make no progress before the health check fails",
-                                min=0.0, min_exclusive=True)
+                                min=0.0, min_exclusive=True, max=HOUR)
     status_interval: float = opt(5.0, "seconds between STATUS= updates to systemd", min=0.0,
-                                 min_exclusive=True)
+                                 min_exclusive=True, max=HOUR)
 
 
 @dataclass(frozen=True)
@@ -88,11 +90,12 @@ class InterfaceSection:
     ignore_outgoing: bool = opt(False, "skip packets this host sends")
     bpf: str = opt("", "BPF filter expression (tcpdump syntax, compiled by libpcap); \"\" = all")
     block_size: int = opt(_RING.block_size, "ring block size in bytes (a multiple of the page size; "
-                                            "the kernel hands over whole blocks)", min=4096)
+                                            "the kernel hands over whole blocks)", min=4096, max=1 << 30)
     block_count: int = opt(_RING.block_count, "ring blocks per thread (ring memory = block_size * "
-                                              "block_count per thread)", min=2)
+                                              "block_count per thread)", min=2, max=1 << 16)
     frame_size: int = opt(_RING.frame_size, "ring frame size (multiple of 16 dividing block_size; "
-                                            "TPACKET_V3 packs packets regardless)", min=64)
+                                            "TPACKET_V3 packs packets regardless)", min=64,
+                            max=1 << 30)
     retire_timeout_ms: int = opt(_RING.retire_timeout_ms, "a partly filled block is handed over this "
                                                           "long after its first packet", min=1, max=60000)
     snaplen: int = opt(_RING.snaplen, "bytes of each packet copied into the ring", min=64, max=262144)
@@ -103,10 +106,11 @@ class ReplaySection:
     """[replay]: replay a capture file instead of capturing live."""
 
     file: str = opt("", "pcap or pcapng file (optionally gzip-compressed); \"\" = no replay", path=True)
-    repeat: int = opt(1, "passes over the file (0 = forever); the daemon exits after the last", min=0)
-    pause: float = opt(0.0, "seconds to wait between passes", min=0.0)
+    repeat: int = opt(1, "passes over the file (0 = forever); the daemon exits after the last", min=0,
+                      max=1_000_000)
+    pause: float = opt(0.0, "seconds to wait between passes", min=0.0, max=DAY)
     rate: float = opt(0.0, "pace the replay to this many finished connections per second (0 = as fast as "
-                           "possible)", min=0.0)
+                           "possible)", min=0.0, max=1e9)
 
 
 def _tracker_doc() -> dict[str, str]:
@@ -145,13 +149,13 @@ class InferenceSection:
 
     batch_sizes: tuple[int, ...] = opt((1, 16, 128, 1024), "batch sizes each model is compiled for "
                                                            "(a batch is padded to the next one)",
-                                       item_min=1)
+                                       item_min=1, item_max=1 << 16)
     max_delay_ms: float = opt(5.0, "a partial batch is sent to the model this long after its oldest "
-                                   "connection arrived (latency bound)", min=0.0)
+                                   "connection arrived (latency bound)", min=0.0, max=60_000.0)
     queue_size: int = opt(65536, "connections waiting per model; beyond that live connections are "
-                                 "dropped and counted", min=1)
+                                 "dropped and counted", min=1, max=1 << 24)
     watch_interval: float = opt(1.0, "seconds between checks of each models directory's current link",
-                                min=0.0, min_exclusive=True)
+                                min=0.0, min_exclusive=True, max=HOUR)
 
 
 @dataclass(frozen=True)
@@ -168,10 +172,12 @@ class ModelSection:
     trigger: str = opt("end", "classify at connection end, or early once a connection has early_packets "
                               "packets (connections ending before that are classified at their end)",
                        choices=("end", "early"))
-    early_packets: int = opt(0, "packets (both directions) for trigger = \"early\"", min=0)
+    early_packets: int = opt(0, "packets (both directions) for trigger = \"early\"", min=0,
+                             max=1_000_000)
     lookback: int = opt(0, "view = \"conn_series@1\" only: series length L (2..10); the model reads the conn "
                            "features after 2, 4, 8, ... packets and classifies a connection at "
-                           "2**L packets or at its end, whichever comes first (trigger = \"end\")", min=0)
+                           "2**L packets or at its end, whichever comes first (trigger = \"end\")", min=0,
+                       max=64)  # (the cross-checks narrow it to 2..10 for conn_series@1)
     labels: str = opt("", "JSON array of label strings overriding the artifact's labels.json", path=True)
     topk: int = opt(3, "classes listed in an event's prediction.topk", min=1, max=100)
     alert_threshold: float = opt(0.5, "a prediction is an alert when its label is not benign and its "
@@ -204,7 +210,7 @@ class OutputSection:
 class StatsSection:
     """[stats]"""
 
-    interval: float = opt(10.0, "seconds between stats records", min=0.0, min_exclusive=True)
+    interval: float = opt(10.0, "seconds between stats records", min=0.0, min_exclusive=True, max=DAY)
     path: str = opt("/var/log/malsensor/stats.jsonl", "stats JSONL file (\"\" = none)", path=True)
     log: bool = opt(True, "also write a one-line summary to the log")
 
@@ -312,6 +318,7 @@ class KeySpec:
     min_exclusive: bool = False
     item_min: float | None = None
     path: bool = False
+    item_max: float | None = None
 
     @property
     def required(self) -> bool:
@@ -328,8 +335,26 @@ def _specs(cls: type) -> list[KeySpec]:
             f.default_factory() if f.default_factory is not MISSING else MISSING)  # type: ignore[misc]
         m = f.metadata
         out.append(KeySpec(f.name, hints[f.name], default, m.get("doc", ""), m.get("choices"), m.get("min"),
-                           m.get("max"), m.get("min_exclusive", False), m.get("item_min"), m.get("path", False)))
+                           m.get("max"), m.get("min_exclusive", False), m.get("item_min"), m.get("path", False),
+                           m.get("item_max")))
     return out
+
+
+# (min, max, min exclusive) of the tracker's numeric keys. Times are seconds of packet time
+# turned into int64 nanoseconds and added to packet times (~1.7e18 ns now): a year bounds the
+# sum far below 2**63 (8e9 s wrapped it and every connection ended with "unknown_0"). The table
+# takes ~250 bytes per flow (the extract summary's bytes/flow): 2**26 flows are ~16 GiB.
+TRACKER_RANGES: dict[str, tuple[float, float, bool]] = {
+    "max_flows": (1, 1 << 26, False),
+    "tcp_idle_timeout": (0.0, YEAR, True),
+    "udp_idle_timeout": (0.0, YEAR, True),
+    "other_idle_timeout": (0.0, YEAR, True),
+    "active_timeout": (0.0, YEAR, True),
+    "handshake_timeout": (0.0, YEAR, True),
+    "close_linger": (0.0, YEAR, False),
+    "sweep_interval": (0.0, HOUR, True),
+    "evict_candidates": (1, 1024, False),
+}
 
 
 def _tracker_specs() -> list[KeySpec]:
@@ -338,11 +363,8 @@ def _tracker_specs() -> list[KeySpec]:
     d = TrackerConfig()
     out = []
     for name in TRACKER_KEYS:
-        typ = hints[name]
-        lo = 1 if typ is int else (0.0 if name == "close_linger" else None)
-        excl = typ is float and name != "close_linger"
-        out.append(KeySpec(name, typ, getattr(d, name), docs.get(name, ""), None,
-                           lo if lo is not None else (0.0 if excl else None), None, excl))
+        lo, hi, excl = TRACKER_RANGES.get(name, (None, None, False))
+        out.append(KeySpec(name, hints[name], getattr(d, name), docs.get(name, ""), None, lo, hi, excl))
     return out
 
 
@@ -411,14 +433,10 @@ class _Checker:
             return bad(f"{v!r} is not allowed (allowed: {', '.join(map(str, spec.choices))})")
         if t in (int, float):
             lo = spec.item_min if is_item else spec.min
-            hi = None if is_item else spec.max
-            if lo is not None and (v < lo or (spec.min_exclusive and not is_item and v == lo)):
-                rel = ">" if spec.min_exclusive and not is_item else ">="
-                rng = f"{rel} {_num(lo)}" + (f" and <= {_num(hi)}" if hi is not None else "")
-                return bad(f"{_num(v)} is out of range (allowed: {rng})")
-            if hi is not None and v > hi:
-                return bad(f"{_num(v)} is out of range (allowed: {_num(lo) if lo is not None else '-inf'}.."
-                           f"{_num(hi)})")
+            hi = spec.item_max if is_item else spec.max
+            excl = spec.min_exclusive and not is_item
+            if (lo is not None and (v < lo or (excl and v == lo))) or (hi is not None and v > hi):
+                return bad(f"{_num(v)} is out of range (allowed: {_range_text(lo, hi, excl)})")
         return True, v
 
     def section(self, toml_name: str, data: Any, path: KeyPath, base_dir: Path) -> Any:
@@ -466,6 +484,35 @@ class _Checker:
             return None
 
 
+def check_override(toml_name: str, key: str, value: Any, option: str) -> Any:
+    """One value given outside the file (a command-line option) through the file's type and
+    range checks; raises :class:`ConfigError` reading ``OPTION: section.key: problem``."""
+    spec = next(s for s in section_specs(toml_name) if s.name == key)
+    ck = _Checker(option, {})
+    ok, conv = ck.value(spec, value, (toml_name, key))
+    if not ok:
+        raise ConfigError(ck.problems)
+    return conv
+
+
+def tracker_from_options(semantics: str, given: dict[str, Any]) -> TrackerConfig:
+    """The TrackerConfig of command-line tracking options (``--tcp-idle-timeout`` ...), each
+    checked against the [tracking] key's range; raises :class:`ConfigError`."""
+    problems: list[Problem] = []
+    for key, v in given.items():
+        if key in TRACKER_KEYS:
+            try:
+                check_override("tracking", key, v, "--" + key.replace("_", "-"))
+            except ConfigError as e:
+                problems += e.problems
+    if problems:
+        raise ConfigError(problems)
+    try:
+        return TrackerConfig.for_semantics(semantics, **given)
+    except ValueError as e:
+        raise ConfigError([Problem("command line", None, "", str(e))]) from None
+
+
 def _abspath(p: str, base: Path) -> str:
     pp = Path(os.path.expanduser(p))
     return str(pp if pp.is_absolute() else (base / pp))
@@ -489,10 +536,25 @@ def _describe(v: Any) -> str:
     return type(v).__name__
 
 
+def range_text(spec: KeySpec) -> str:
+    """A numeric key's allowed range as messages and docs/daemon.md write it."""
+    return _range_text(spec.min, spec.max, spec.min_exclusive)
+
+
+def _range_text(lo: float | None, hi: float | None, excl: bool) -> str:
+    if lo is None:
+        return f"<= {_num(hi)}"
+    if hi is None:
+        return f"{'>' if excl else '>='} {_num(lo)}"
+    return f"> {_num(lo)} and <= {_num(hi)}" if excl else f"{_num(lo)}..{_num(hi)}"
+
+
 def _num(v: float | None) -> str:
     if v is None:
         return "?"
-    return str(int(v)) if float(v).is_integer() else repr(v)
+    if isinstance(v, int):
+        return str(v)
+    return str(int(v)) if float(v).is_integer() and abs(v) < 1e16 else repr(v)
 
 
 def parse_config(text: str, file: str = "<config>", base_dir: str | os.PathLike | None = None) -> Config:

@@ -16,7 +16,8 @@ import sys
 from pathlib import Path
 
 from ..logs import LEVELS
-from .config import DEFAULT_CONFIG, Config, ConfigError, check_sources, load_config, model_artifact_path
+from .config import (DEFAULT_CONFIG, Config, ConfigError, check_override, check_sources, load_config,
+                     model_artifact_path)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,8 +41,28 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# numeric options -> the [section] key whose range they are checked against
+NUMERIC_OPTIONS = {"repeat": ("replay", "repeat"), "rate": ("replay", "rate"),
+                   "metrics_port": ("metrics", "port")}
+
+
+def check_options(a: argparse.Namespace) -> None:
+    """The numeric options through the file's range checks (raises ConfigError, every problem)."""
+    problems = []
+    for attr, (section, key) in NUMERIC_OPTIONS.items():
+        v = getattr(a, attr, None)
+        if v is not None:
+            try:
+                check_override(section, key, v, "--" + attr.replace("_", "-"))
+            except ConfigError as e:
+                problems += e.problems
+    if problems:
+        raise ConfigError(problems)
+
+
 def apply_overrides(cfg: Config, a: argparse.Namespace) -> Config:
     """Command-line options on top of the file (they win)."""
+    check_options(a)
     rep = {}
     if a.replay:
         rep["replay"] = dataclasses.replace(cfg.replay, file=str(Path(a.replay).resolve()),
