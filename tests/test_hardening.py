@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from malsensor.daemon.runtime import config as C
@@ -86,3 +87,134 @@ def test_malsensord_options_are_range_checked(args, message):
     r = run([*MALSENSORD, "-c", str(SHIPPED), "--check-config", *args])
     assert r.returncode == 2
     assert r.stderr.splitlines() == [message, f"malsensord: {SHIPPED}: invalid configuration (1 problem)"]
+
+
+# ---------------------------------------------------------------- 3, 10, 11. artifacts
+
+
+def _artifact(tmp_path: Path, name: str = "a", sums: bool = True, **kw) -> Path:
+    from runtime_artifacts import write_artifact
+
+    from malsensor.daemon import artifact as A
+
+    root = write_artifact(tmp_path / name, **kw)
+    if sums:
+        (root / A.CHECKSUMS_FILE).write_text(A.checksums_text(root, (A.META_FILE, *A.ARTIFACT_FILES)))
+    return root
+
+
+def _edit_meta(root: Path, edit, resum: bool = True) -> None:
+    import json
+
+    from malsensor.daemon import artifact as A
+
+    meta = json.loads((root / A.META_FILE).read_text())
+    edit(meta)
+    (root / A.META_FILE).write_text(json.dumps(meta))
+    if resum:
+        (root / A.CHECKSUMS_FILE).write_text(A.checksums_text(root, (A.META_FILE, *A.ARTIFACT_FILES)))
+
+
+def _load_error(root: Path) -> str:
+    from malsensor.daemon import artifact as A
+
+    with pytest.raises(A.ArtifactError) as ei:
+        A.load_artifact(root)
+    return str(ei.value)
+
+
+def test_meta_json_is_covered_by_the_checksums(tmp_path):
+    """Issue 10.3: meta.json (canary tolerance, view) was outside every checksum."""
+    root = _artifact(tmp_path)
+    _edit_meta(root, lambda m: m["canary"].update(atol=1e-4), resum=False)
+    assert _load_error(root) == (f"{root / 'meta.json'}: sha256 differs from SHA256SUMS "
+                                 "(truncated, corrupt or replaced)")
+    (root / "SHA256SUMS").write_text((root / "SHA256SUMS").read_text().replace("meta.json", "other.json"))
+    assert _load_error(root) == f"{root / 'SHA256SUMS'}: no checksum for meta.json"
+
+
+@pytest.mark.parametrize("atol", [float("nan"), float("inf"), -1.0, 0.5, "1e-5", True, None])
+def test_canary_tolerance_is_finite_and_small(tmp_path, atol):
+    """Issue 10.3: "canary": {"atol": NaN} passed every comparison, even with swapped classes."""
+    root = _artifact(tmp_path, labels=["benign", "scan", "c2"])
+    _edit_meta(root, lambda m: m["canary"].update(atol=atol))
+    msg = _load_error(root)
+    assert msg.startswith(f"{root / 'meta.json'}: key 'canary.atol': ") and "within 0..0.001" in msg
+
+
+def test_swapped_classes_fail_the_canary_whatever_meta_json_says(tmp_path):
+    """Issue 10.3: an artifact whose expected canary outputs have classes swapped is refused; NaN in
+    the expected outputs is a failure, not a pass."""
+    import msgpack
+
+    from malsensor.daemon import artifact as A
+
+    root = _artifact(tmp_path)
+    doc = msgpack.unpackb((root / A.CANARY_FILE).read_bytes())
+    probs = A.unpack_array(doc["probs"], "x", "probs").copy()
+    for expected in (probs[:, ::-1].copy(), np.where(np.arange(probs.shape[1]) == 0, np.nan, probs)):
+        doc["probs"] = A.pack_array(expected.astype(np.float32))
+        (root / A.CANARY_FILE).write_bytes(msgpack.packb(doc))
+        _edit_meta(root, lambda m: m["files"].__setitem__(
+            A.CANARY_FILE, {"sha256": A.sha256_file(root / A.CANARY_FILE),
+                            "bytes": (root / A.CANARY_FILE).stat().st_size}))
+        msg = _load_error(root)
+        assert msg.startswith(f"{root / A.CANARY_FILE}: canary outputs differ from the expected ones by ")
+
+
+def test_artifacts_published_before_sha256sums_still_load(tmp_path):
+    """The shipped default model and artifacts from before SHA256SUMS are read (covers_meta False)."""
+    import shutil
+
+    from malsensor.daemon import artifact as A
+
+    shipped = A.load_artifact(REPO / "contrib" / "models" / "default", check_canary=False)
+    assert shipped.covers_meta
+    old = tmp_path / "old"
+    shutil.copytree(shipped.path, old)
+    (old / A.CHECKSUMS_FILE).unlink()
+    art = A.load_artifact(old)
+    assert not art.covers_meta and art.labels == shipped.labels
+
+
+def test_artifact_text_is_escaped_for_logs(tmp_path):
+    """Issue 10.10: a newline in meta.json's version forged a log line."""
+    root = _artifact(tmp_path)
+    _edit_meta(root, lambda m: m.update(version="v1\n2026-01-01 00:00:00 INFO forged", kind="k\x1b[2J"))
+    from malsensor.daemon import artifact as A
+
+    art = A.load_artifact(root)
+    assert art.version == "v1\\n2026-01-01 00:00:00 INFO forged"
+    assert art.kind == "k\\x1b[2J"
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda m: m["view"].update(columns=5), "key 'view.columns' must be a list of strings"),
+    (lambda m: m.update(canary=5), "key 'canary' must be an object, got int"),
+    (lambda m: m["view"].update(dtype=["float32"]), "unexpected content (TypeError: "),
+])
+def test_artifact_rejections_name_the_file_and_key(tmp_path, edit, message):
+    """Issue 10.10: some rejections printed only the models directory and a raw TypeError."""
+    root = _artifact(tmp_path)
+    _edit_meta(root, edit)
+    assert _load_error(root).startswith(f"{root / 'meta.json'}: {message}")
+
+
+def test_current_link_outside_its_model_folder_is_refused(tmp_path):
+    """Issue 10.11: a `current` link to a directory outside the model folder was loaded."""
+    import os
+
+    from malsensor.daemon import artifact as A
+
+    elsewhere = _artifact(tmp_path, "elsewhere")
+    folder = tmp_path / "models" / "m"
+    folder.mkdir(parents=True)
+    os.symlink(elsewhere, folder / A.CURRENT_LINK)
+    with pytest.raises(A.ArtifactError, match="points outside its model folder"):
+        A.resolve(folder)
+    with pytest.raises(A.ArtifactError, match="points outside its model folder"):
+        A.resolve(folder / A.CURRENT_LINK)
+    inside = _artifact(folder, "v1")
+    os.unlink(folder / A.CURRENT_LINK)
+    os.symlink("v1", folder / A.CURRENT_LINK)
+    assert A.resolve(folder) == inside.resolve()
