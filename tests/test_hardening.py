@@ -218,3 +218,83 @@ def test_current_link_outside_its_model_folder_is_refused(tmp_path):
     os.unlink(folder / A.CURRENT_LINK)
     os.symlink("v1", folder / A.CURRENT_LINK)
     assert A.resolve(folder) == inside.resolve()
+
+
+# ---------------------------------------------------------------- 4. --rate pacing
+
+
+class _TimedDispatcher:
+    """A real Dispatcher (no routes) that also notes when each connection was handed on."""
+
+    def __new__(cls, stop):
+        from malsensor.daemon.runtime.inference import Dispatcher
+
+        class Timed(Dispatcher):
+            def __init__(self) -> None:
+                super().__init__(block=True, stop=stop)
+                self.times: list[float] = []
+
+            def dispatch(self, cb, beat=None) -> None:
+                import time
+
+                super().dispatch(cb, beat)
+                self.times += [time.monotonic()] * int((~cb.is_snapshot).sum())
+
+        return Timed()
+
+
+def test_rate_paces_end_of_file_flushes_and_every_pass(tmp_path):
+    """Issue 10.4: --rate 100 sent synscan's 1,994 end-of-file connections in 0.06 s, and each
+    pass restarted the schedule. Now every connection keeps the rate, across two passes."""
+    import threading
+
+    from malsensor.daemon.runtime.sources import ReplaySource
+
+    cap = require_data(PCAPS / "synscan.pcapng")
+    rate = 2000.0
+    cfg = C.parse_config(f'[replay]\nfile = "{cap}"\nrepeat = 2\nrate = {rate}\n', "t.toml")
+    stop = threading.Event()
+    disp = _TimedDispatcher(stop)
+    src = ReplaySource(cfg, cfg.tracker_config(), disp, emit_at_stop=lambda: True)
+    src.start()
+    assert src.done.wait(60) and src.error is None
+    t = np.array(disp.times)
+    assert len(t) == 2 * 1994
+    span = t[-1] - t[0]
+    assert span >= 0.95 * (len(t) - rate * 0.01) / rate  # ~1.99 s; it was ~0.1 s
+    # no burst: in any 0.1 s, at most 0.1 s worth of connections plus one slice and the catch-up
+    window = np.searchsorted(t, t + 0.1) - np.arange(len(t))
+    assert window.max() <= rate * (0.1 + 0.01 + 0.1) + 1
+
+
+def test_pacer_keeps_one_schedule_and_does_not_burst_after_a_pause():
+    """The schedule is continuous; lateness (a pause between passes) is made up for at most
+    CATCH_UP_S. A clock that moves only when the pacer waits makes the times exact."""
+    import threading
+
+    from malsensor.daemon.flows import layout as L
+    from malsensor.daemon.pipeline import ConnBatch
+    from malsensor.daemon.runtime.pacing import Pacer
+
+    now = [100.0]
+    slept: list[float] = []
+
+    class Clock:
+        def __call__(self) -> float:
+            return now[0]
+
+    class Stop(threading.Event):
+        def wait(self, timeout=None) -> bool:  # the clock moves when the pacer waits
+            slept.append(timeout)
+            now[0] += timeout
+            return False
+
+    p = Pacer(100.0, clock=Clock())
+    cb = ConnBatch(np.zeros((50, L.N_COLS), np.int64), np.zeros((50, 17)))
+    stop = Stop()
+    assert sum(part.n for part in p.pace(cb, stop)) == 50
+    assert now[0] == pytest.approx(100.49)  # 50 connections at 100/s: the last goes at +0.49 s
+    now[0] += 30.0  # a pause between passes: no catch-up burst beyond CATCH_UP_S
+    list(p.pace(cb, stop))
+    # (due was 100.50; now 130.49: due restarts at now - 0.1, the last of 50 goes 0.49 s later)
+    assert now[0] == pytest.approx(130.39 + 0.49)

@@ -16,6 +16,7 @@ from ..flows.config import TrackerConfig
 from ..pipeline import ConnPipeline
 from .config import Config, InterfaceSection, ring_config
 from .inference import Dispatcher
+from .pacing import Pacer
 
 log = logging.getLogger("malsensor.capture")
 
@@ -35,13 +36,19 @@ class PipelineConsumer:
         self.heartbeat = time.monotonic()
         self.finished = False
         self.dropped_at_stop = 0
+        self.pacer: Pacer | None = None  # a paced replay (--rate): every batch goes through it
+        self.stop_pacing = threading.Event()
 
     def beat(self) -> None:
         self.heartbeat = time.monotonic()
 
     def _send(self, cbs) -> None:
         for cb in cbs:
-            self.dispatcher.dispatch(cb, beat=self.beat)
+            if self.pacer is None:
+                self.dispatcher.dispatch(cb, beat=self.beat)
+                continue
+            for part in self.pacer.pace(cb, self.stop_pacing, self.beat):
+                self.dispatcher.dispatch(part, beat=self.beat)
 
     def consume(self, batch) -> None:
         self.heartbeat = time.monotonic()
@@ -103,6 +110,9 @@ class ReplaySource:
         self.stop_event = threading.Event()
         pipe = ConnPipeline(tracking, cfg.tracking.semantics, cfg.protocol_numbers())
         self.consumer = PipelineConsumer("replay", pipe, dispatcher, lag_ns=0, emit_at_stop=emit_at_stop)
+        if self.rate:  # one schedule for every pass, end-of-file flushes included
+            self.consumer.pacer = Pacer(self.rate)
+            self.consumer.stop_pacing = self.stop_event
         self.consumers = [self.consumer]
         self.thread = threading.Thread(target=self._run, name="malsensor-replay", daemon=True)
         self.passes = 0
@@ -137,19 +147,12 @@ class ReplaySource:
                         break
                 try:
                     chunk = PACED_CHUNK if self.rate else 2 << 20
-                    t0 = time.monotonic()
-                    n0 = c.dispatcher.connections
-                    # (reuse: the pipeline is done with a batch before it asks for the next)
+                    # (reuse: the pipeline is done with a batch before it asks for the next;
+                    # pacing happens as the consumer hands connections on: pacing.py)
                     for batch in read_capture(self.path, chunk_bytes=chunk, reuse_buffers=True):
                         c.consume(batch)
                         if self.stop_event.is_set():
                             break
-                        if self.rate:  # wait until the wall clock catches up with the connections sent
-                            ahead = (c.dispatcher.connections - n0) / self.rate - (time.monotonic() - t0)
-                            while ahead > 0 and not self.stop_event.is_set():
-                                c.beat()
-                                self.stop_event.wait(min(ahead, 0.2))
-                                ahead = (c.dispatcher.connections - n0) / self.rate - (time.monotonic() - t0)
                 except CaptureFormatError as e:
                     self.error = str(e)
                     log.error("replay: %s", e)
