@@ -298,3 +298,38 @@ def test_pacer_keeps_one_schedule_and_does_not_burst_after_a_pause():
     list(p.pace(cb, stop))
     # (due was 100.50; now 130.49: due restarts at now - 0.1, the last of 50 goes 0.49 s later)
     assert now[0] == pytest.approx(130.39 + 0.49)
+
+
+# ---------------------------------------------------------------- 5. one file, two outputs
+
+
+def test_outputs_that_resolve_to_one_file_are_rejected(tmp_path):
+    """Issue 10.5: `logs/../logs/eve.json` next to `logs/eve.json` (or a link to it) passed
+    --check-config, and EVE objects and label strings went into one file."""
+    import os
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    os.symlink(logs, tmp_path / "link")
+    got = problems(f'[[output]]\npath = "{logs}/eve.json"\n'
+                   f'[[output]]\npath = "{logs}/../logs/eve.json"\nformat = "label"\n'
+                   f'[[output]]\npath = "{tmp_path}/link/eve.json"\n'
+                   f'[stats]\npath = "{tmp_path}/link/s.jsonl"\n'
+                   f'[[output]]\npath = "{logs}/s.jsonl"\n')
+    assert got == [
+        f"t.toml:4: output[1].path: {logs}/../logs/eve.json is also output[0]'s file ({logs}/eve.json)",
+        f"t.toml:7: output[2].path: {tmp_path}/link/eve.json is also output[0]'s file ({logs}/eve.json)",
+        "t.toml:11: output[3].path: is also the stats file",
+    ]
+
+
+def test_log_dir_collapsing_two_outputs_is_rejected(tmp_path):
+    """Issue 10.5: --log-dir puts outputs with one base name into one file."""
+    cfg = tmp_path / "m.toml"
+    cfg.write_text('[service]\nuser = ""\n[metrics]\nenabled = false\n[replay]\nfile = "x.pcap"\n'
+                   f'[[output]]\npath = "{tmp_path}/a/eve.json"\n'
+                   f'[[output]]\npath = "{tmp_path}/b/eve.json"\nformat = "label"\n')
+    r = run([*MALSENSORD, "-c", str(cfg), "--check-config", "--log-dir", str(tmp_path / "logs")])
+    assert r.returncode == 2
+    assert r.stderr.splitlines()[0] == (f"--log-dir: output[1].path: {tmp_path}/logs/eve.json is also "
+                                        "output[0]'s file")

@@ -632,7 +632,8 @@ def _cross_check(cfg: Config, ck: _Checker, model_names: set) -> None:
             ck.problem(("model", i), "set either path (a fixed artifact) or models_dir")
         if m.artifact and ("/" in m.artifact or m.artifact in (".", "..")):
             ck.problem(("model", i, "artifact"), f"{m.artifact!r} must be a folder name inside models_dir")
-    paths: dict[str, int] = {}
+    for path, message in output_clashes(cfg):
+        ck.problem(path, message)
     for i, o in enumerate(cfg.outputs):
         if o is None:
             continue
@@ -640,11 +641,6 @@ def _cross_check(cfg: Config, ck: _Checker, model_names: set) -> None:
             if name not in model_names:
                 ck.problem(("output", i, "models"), f"no model named {name!r} (models: "
                                                     f"{', '.join(sorted(map(str, model_names))) or 'none configured'})")
-        if o.path in paths:
-            ck.problem(("output", i, "path"), f"{o.path} is also output[{paths[o.path]}]'s file")
-        paths.setdefault(o.path, i)
-        if o.path == cfg.stats.path:
-            ck.problem(("output", i, "path"), "is also the stats file")
     names: dict[str, int] = {}
     for i, itf in enumerate(cfg.interfaces):
         if itf is None:
@@ -677,6 +673,26 @@ def _cross_check(cfg: Config, ck: _Checker, model_names: set) -> None:
         ck.problem(("inference", "batch_sizes"), "needs at least one batch size")
     elif list(bs) != sorted(set(bs)):
         ck.problem(("inference", "batch_sizes"), f"{list(bs)} must be strictly increasing")
+
+
+def output_clashes(cfg: Config) -> list[tuple[KeyPath, str]]:
+    """Outputs (and the stats file) that would write one file: paths compared once resolved
+    (``..``, symbolic links), so that EVE objects and label strings never share a file."""
+    out: list[tuple[KeyPath, str]] = []
+    seen: dict[str, int] = {}
+    stats = os.path.realpath(cfg.stats.path) if cfg.stats.path else None
+    for i, o in enumerate(cfg.outputs):
+        if o is None:
+            continue
+        real = os.path.realpath(o.path)
+        if real in seen:
+            j = seen[real]
+            same = "" if o.path == cfg.outputs[j].path else f" ({real})"
+            out.append((("output", i, "path"), f"{o.path} is also output[{j}]'s file{same}"))
+        seen.setdefault(real, i)
+        if real == stats:
+            out.append((("output", i, "path"), "is also the stats file"))
+    return out
 
 
 def load_config(path: str | os.PathLike) -> Config:

@@ -16,8 +16,9 @@ import sys
 from pathlib import Path
 
 from ..logs import LEVELS
-from .config import (DEFAULT_CONFIG, Config, ConfigError, check_override, check_sources, load_config,
-                     model_artifact_path)
+from .config import (DEFAULT_CONFIG, Config, ConfigError, Problem, check_override, check_sources, load_config,
+                     model_artifact_path, output_clashes)
+from .tomlpos import format_path
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -92,7 +93,12 @@ def apply_overrides(cfg: Config, a: argparse.Namespace) -> Config:
         rep["metrics"] = dataclasses.replace(cfg.metrics, port=a.metrics_port)
     if a.log_level:
         rep["logging"] = dataclasses.replace(cfg.logging, level=a.log_level)
-    return dataclasses.replace(cfg, **rep) if rep else cfg
+    new = dataclasses.replace(cfg, **rep) if rep else cfg
+    if a.log_dir:  # outputs with one base name would now share a file
+        clashes = output_clashes(new)
+        if clashes:
+            raise ConfigError([Problem("--log-dir", None, format_path(p), m) for p, m in clashes])
+    return new
 
 
 def config_warnings(cfg: Config) -> list[str]:
