@@ -333,3 +333,65 @@ def test_log_dir_collapsing_two_outputs_is_rejected(tmp_path):
     assert r.returncode == 2
     assert r.stderr.splitlines()[0] == (f"--log-dir: output[1].path: {tmp_path}/logs/eve.json is also "
                                         "output[0]'s file")
+
+
+# ---------------------------------------------------------------- 7. extract's input and outputs
+
+
+def test_extract_never_overwrites_its_capture(tmp_path):
+    """Issue 10.7: `extract x.pcapng -o x.pcapng` truncated the capture before reading it."""
+    import os
+    import shutil
+
+    cap = tmp_path / "x.pcapng"
+    shutil.copy(require_data(PCAPS / "synscan.pcapng"), cap)
+    data = cap.read_bytes()
+    os.link(cap, tmp_path / "hard.pcapng")
+    for opt, target in (("-o", cap), ("-o", tmp_path / "hard.pcapng"), ("--summary-json", cap)):
+        r = run([*MALSENSOR, "extract", str(cap), opt, str(target)])
+        assert r.returncode == 2 and "Traceback" not in r.stderr
+        assert f"{opt} {target} is the capture being read ({cap}); refusing to overwrite it" in r.stderr
+        assert cap.read_bytes() == data
+
+
+def test_extract_summary_json_errors_are_one_line(tmp_path):
+    """Issue 10.7: --summary-json DIR or an unwritable path gave a traceback."""
+    cap = require_data(PCAPS / "synscan.pcapng")
+    r = run([*MALSENSOR, "extract", str(cap), "-o", str(tmp_path / "o.jsonl"), "--summary-json", str(tmp_path)])
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert f"--summary-json {tmp_path} is a directory" in r.stderr
+    bad = tmp_path / "no-such-dir" / "s.json"
+    r = run([*MALSENSOR, "extract", str(cap), "-o", str(tmp_path / "o.jsonl"), "--summary-json", str(bad)])
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert f"cannot write summary {bad}: No such file or directory" in r.stderr
+    assert len((tmp_path / "o.jsonl").read_text().splitlines()) == 1994  # the rows are all there
+
+
+def test_extract_reads_standard_input_and_a_fifo(tmp_path):
+    """Issue 10.7: `-` (standard input) and a FIFO work, plain or gzip: nothing seeks."""
+    import gzip
+    import os
+    import threading
+
+    cap = require_data(PCAPS / "synscan.pcapng")
+    want = run([*MALSENSOR, "extract", str(cap)]).stdout
+    assert len(want.splitlines()) == 1994
+    for data in (cap.read_bytes(), gzip.compress(cap.read_bytes())):
+        r = subprocess.run([*MALSENSOR, "extract", "-"], input=data, capture_output=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.decode() == want
+        fifo = tmp_path / "f"
+        if fifo.exists():
+            fifo.unlink()
+        os.mkfifo(fifo)
+
+        def feed(d=data) -> None:
+            with open(fifo, "wb") as f:
+                f.write(d)
+
+        t = threading.Thread(target=feed)
+        t.start()
+        r = run([*MALSENSOR, "extract", str(fifo)])
+        t.join(10)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == want

@@ -568,21 +568,57 @@ class _Gunzip:
         pass
 
 
+class _Prefixed:
+    """A non-seekable stream (a pipe) with the bytes already read from it put back in front."""
+
+    def __init__(self, head: bytes, raw: BinaryIO) -> None:
+        self.head = head
+        self.raw = raw
+
+    def readinto(self, view: memoryview) -> int:
+        if self.head:
+            n = min(len(view), len(self.head))
+            view[:n] = self.head[:n]
+            self.head = self.head[n:]
+            return n
+        return self.raw.readinto(view)  # type: ignore[attr-defined]
+
+    def read(self, n: int) -> bytes:
+        if self.head:
+            out, self.head = self.head[:n], self.head[n:]
+            return out
+        return self.raw.read(n)
+
+    def close(self) -> None:
+        pass
+
+
 def _open(path: str) -> tuple[BinaryIO, BinaryIO, bool]:
-    """(stream to read, underlying file to close, compressed?)."""
+    """(stream to read, underlying file to close, compressed?). ``-`` is standard input; a
+    FIFO or a pipe works too (nothing seeks: what was read to look for the gzip magic is put
+    back in front)."""
     try:
-        raw = open(path, "rb")
+        raw = os.fdopen(os.dup(0), "rb") if path == "-" else open(path, "rb")
     except OSError as e:
         raise CaptureFormatError(path, None, f"cannot open: {e.strerror or e}") from e
     try:
         head = raw.read(2)
-        raw.seek(0)
+        while 0 < len(head) < 2:  # a pipe may hand out one byte at a time
+            more = raw.read(2 - len(head))
+            if not more:
+                break
+            head += more
+        if raw.seekable():
+            raw.seek(0)
+            f: BinaryIO = raw
+        else:
+            f = _Prefixed(head, raw)  # type: ignore[assignment]
     except OSError as e:
         raw.close()
         raise CaptureFormatError(path, 0, f"cannot read: {e.strerror or e}") from e
     if head == GZIP_MAGIC:
-        return _Gunzip(raw), raw, True  # type: ignore[return-value]
-    return raw, raw, False
+        return _Gunzip(f), raw, True  # type: ignore[return-value]
+    return f, raw, False
 
 
 # ---------------------------------------------------------------------------- readers
