@@ -395,3 +395,25 @@ def test_extract_reads_standard_input_and_a_fifo(tmp_path):
         t.join(10)
         assert r.returncode == 0, r.stderr
         assert r.stdout == want
+
+
+# ---------------------------------------------------------------- 9. shutdown counts
+
+
+def test_shutdown_counts_only_events_that_reached_the_file(tmp_path):
+    """Issue 10.9: with every write failing, the daemon logged "N events written"."""
+    from runtime_artifacts import publish
+
+    cap = require_data(PCAPS / "synscan.pcapng")
+    models = tmp_path / "models"
+    publish(models, "m1", "v1", seed=1)
+    cfg = tmp_path / "m.toml"
+    cfg.write_text('[service]\nuser = ""\n[metrics]\nenabled = false\n[stats]\npath = ""\n'
+                   '[inference]\nbatch_sizes = [1, 256]\n'
+                   f'[[model]]\nname = "m1"\nmodels_dir = "{models}"\n'
+                   '[[output]]\npath = "/dev/full"\n'  # every write fails: ENOSPC
+                   f'[[output]]\npath = "{tmp_path}/labels.jsonl"\nformat = "label"\n')
+    r = run([*MALSENSORD, "-c", str(cfg), "--replay", str(cap)])
+    assert r.returncode == 0, r.stderr
+    assert "stopped: 1994 connections, 1994 events written, 1994 lost (1994 predictions)" in r.stderr
+    assert len((tmp_path / "labels.jsonl").read_text().splitlines()) == 1994

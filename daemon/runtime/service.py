@@ -520,7 +520,9 @@ class Service:
         rec = self.stats.tick()
         self.stats.close()
         dropped = sum(c.dropped_at_stop for c in (self.source.consumers if self.source else []))
-        log.info("stopped: %d connections, %d events written%s", rec["connections"], self.writer.events,
+        written, lost = self.writer.line_totals()  # lines that reached the files, not predictions made
+        log.info("stopped: %d connections, %d events written, %d lost (%d predictions)%s", rec["connections"],
+                 written, lost, self.writer.events,
                  f", {dropped} open connections dropped (on_stop = drop)" if dropped else "")
 
     def _unwritten(self) -> int:
