@@ -417,3 +417,61 @@ def test_shutdown_counts_only_events_that_reached_the_file(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "stopped: 1994 connections, 1994 events written, 1994 lost (1994 predictions)" in r.stderr
     assert len((tmp_path / "labels.jsonl").read_text().splitlines()) == 1994
+
+
+# ---------------------------------------------------------------- 11. evictions, metrics server
+
+
+def test_evictions_are_in_the_daemon_stats_and_metrics(tmp_path):
+    """Issue 10.11: evictions (a full flow table) were in extract's summary only."""
+    import json
+
+    cap = require_data(PCAPS / "synscan.pcapng")
+    r = run([*MALSENSOR, "extract", str(cap), "-o", "/dev/null", "--max-flows", "64"])
+    evicted = int(r.stderr.split("evicted ")[1].split()[0].replace(",", ""))
+    assert evicted > 1000
+    cfg = tmp_path / "m.toml"
+    cfg.write_text('[service]\nuser = ""\n[metrics]\nenabled = false\n'
+                   f'[stats]\npath = "{tmp_path}/stats.jsonl"\n[tracking]\nmax_flows = 64\n')
+    r = run([*MALSENSORD, "-c", str(cfg), "--replay", str(cap)])
+    assert r.returncode == 0, r.stderr
+    last = json.loads((tmp_path / "stats.jsonl").read_text().splitlines()[-1])
+    assert last["flows_evicted"] == evicted
+    from malsensor.daemon.runtime.stats import LatencyStats, PrometheusCollector
+
+    fams = {f.name: f for f in PrometheusCollector(lambda: {**last, "models": {}, "outputs": {}},
+                                                   LatencyStats()).collect()}
+    assert fams["malsensor_flows_evicted"].samples[0].value == evicted
+
+
+def test_metrics_server_bounds_idle_connections():
+    """Issue 10.11: each idle connection held a thread forever (300 connections, 325 threads)."""
+    import socket
+    import threading
+    import time
+    import urllib.request
+
+    from malsensor.daemon.runtime import metrics_server as MS
+    from malsensor.daemon.runtime.stats import LatencyStats, start_metrics_server
+
+    snap = {"packets": 1, "wire_bytes": 2, "kernel_packets": 0, "kernel_drops": 0, "connections": 3,
+            "snapshots": 0, "flows_active": 0, "flows_evicted": 0, "models": {}, "outputs": {}}
+    server, port = start_metrics_server("127.0.0.1", 0, lambda: snap, LatencyStats())
+    idle = []
+    try:
+        before = threading.active_count()
+        for _ in range(100):
+            idle.append(socket.create_connection(("127.0.0.1", port)))
+        for _ in range(30):  # the server accepts them (and closes those beyond its bound)
+            time.sleep(0.1)
+            assert threading.active_count() - before <= MS.MAX_CLIENTS
+        assert server.refused > 0
+        time.sleep(MS.CLIENT_TIMEOUT_S + 1.0)  # the idle ones are dropped ...
+        assert threading.active_count() - before <= 1
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        assert "malsensor_connections_total 3.0" in body  # ... and a scrape is served
+    finally:
+        for s in idle:
+            s.close()
+        server.shutdown()
+        server.server_close()

@@ -252,7 +252,7 @@ class Service:
         src = self.source
         consumers = src.consumers if src is not None else []
         packets = wire = 0
-        flows = 0
+        flows = evicted = 0
         status = np.zeros(256, dtype=np.int64)
         for c in consumers:
             pc = c.pipe.counters
@@ -260,6 +260,7 @@ class Service:
             wire += pc.wire_bytes
             status += pc.status
             flows += c.pipe.tracker.active
+            evicted += c.pipe.tracker.stats()["flows_evicted"]
         kp, kd = src.kernel() if src is not None else (0, 0)
         models = {}
         for name, slot in list(self.registry.slots.items()):
@@ -288,7 +289,7 @@ class Service:
             "packets": packets, "wire_bytes": wire,
             "kernel_packets": kp, "kernel_drops": kd,
             "connections": self.dispatcher.connections, "snapshots": self.dispatcher.snapshots,
-            "flows_active": flows,
+            "flows_active": flows, "flows_evicted": evicted,
             "malformed_by_reason": {n: int(status[c]) for c, n in MALFORMED_REASONS.items() if status[c]},
             "models": models,
             "events": self.writer.events,
