@@ -475,3 +475,95 @@ def test_metrics_server_bounds_idle_connections():
             s.close()
         server.shutdown()
         server.server_close()
+
+
+# ---------------------------------------------------------------- 6. trainer inputs
+
+
+def _row(i: int) -> dict:
+    from malsensor.models.views import CONN_COLUMNS
+
+    return {"fts": [float(i + j) for j in range(len(CONN_COLUMNS))], "label": "a" if i % 2 else "b"}
+
+
+@pytest.mark.parametrize("bad, problem", [
+    ('{"fts": [' + "9" * 400 + ', 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16], "label": "a"}',
+     "fts[0] (dur) is an integer of 400 digits, not a number"),
+    ("[" * 100_000 + "]" * 100_000, "invalid JSON (nested too deep)"),
+    ('{"fts": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17], "label": ' + "[" * 50_000 + "]" * 50_000 + "}",
+     "invalid JSON (nested too deep)"),
+    ('{"fts": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17], "label": {"x": 1}}',
+     "label 'label' is a JSON dict, expected a string or number"),
+    ('{"fts": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17], "label": "a", "ts": ' + "9" * 400 + "}",
+     None),  # a timestamp out of range is no timestamp, the row is fine
+])
+def test_jsonl_hostile_numbers_and_nesting_are_row_errors(tmp_path, bad, problem):
+    """Issue 10.6: a 400-digit integer or 100,000-deep nesting gave OverflowError/RecursionError
+    tracebacks, even with --skip-bad."""
+    import json
+
+    from malsensor.models.data.jsonl import read_jsonl
+    from malsensor.models.data.table import DataStats
+    from malsensor.models.errors import TrainError
+    from malsensor.models.views import conn_view
+
+    p = tmp_path / "r.jsonl"
+    p.write_text("\n".join([json.dumps(_row(0)), bad, json.dumps(_row(1))]) + "\n")
+    if problem is None:
+        assert read_jsonl(p, conn_view(), None, DataStats(), False).x.shape == (3, 17)
+        return
+    with pytest.raises(TrainError) as ei:
+        read_jsonl(p, conn_view(), None, DataStats(), False)
+    assert str(ei.value).startswith(f"{p}:2: {problem}")
+    st = DataStats()
+    part = read_jsonl(p, conn_view(), None, st, True)
+    assert st.bad_rows == 1 and part.x.shape == (2, 17) and part.label == ["b", "a"]
+
+
+def test_csv_non_utf8_byte_is_reported_at_its_line_and_skips_only_its_row(tmp_path):
+    """Issue 10.6: a latin-1 byte on line 1502 was reported at line 1458 and --skip-bad dropped
+    44 valid rows with it."""
+    from malsensor.models.data.csvsrc import read_csv
+    from malsensor.models.data.table import DataStats
+    from malsensor.models.errors import TrainError
+    from malsensor.models.views import CONN_COLUMNS, conn_view
+
+    lines = [",".join([*CONN_COLUMNS, "label"])]
+    lines += [",".join([*(str(i + j) for j in range(17)), "a" if i % 2 else "b"]) for i in range(3000)]
+    data = ("\n".join(lines) + "\n").encode()
+    cut = data.index(b"\n1500,")  # line 1502 starts after this newline
+    p = tmp_path / "t.csv"
+    p.write_bytes(data[:cut + 1] + b"1500,1501,1502,1503,1504,1505,1506,1507,1508,1509,1510,1511,1512,1513,"
+                  b"1514,1515,1516,caf\xe9" + data[data.index(b"\n", cut + 1):])
+    with pytest.raises(TrainError) as ei:
+        read_csv(p, conn_view(), None, DataStats(), False)
+    assert str(ei.value).startswith(f"{p}:1502: not UTF-8 (byte 88 of the line)")
+    st = DataStats()
+    part = read_csv(p, conn_view(), None, st, True)
+    assert st.bad_rows == 1 and st.rows_read == 3000 and part.x.shape == (2999, 17)
+
+
+def test_csv_duplicated_header_column_is_an_error(tmp_path):
+    """Issue 10.6: a duplicated header column silently used its last copy."""
+    from malsensor.models.data.csvsrc import read_csv
+    from malsensor.models.data.table import DataStats
+    from malsensor.models.errors import TrainError
+    from malsensor.models.views import CONN_COLUMNS, conn_view
+
+    p = tmp_path / "d.csv"
+    p.write_text(",".join([*CONN_COLUMNS, "label", "dur"]) + "\n" + ",".join(["1"] * 19) + "\n")
+    with pytest.raises(TrainError, match=r":1: column 'dur' appears 2 times \(fields 1, 19\)"):
+        read_csv(p, conn_view(), None, DataStats(), False)
+
+
+def test_tiny_dataset_warns_that_validation_and_test_are_empty(tmp_path):
+    """Issue 10.6: a 3-row dataset published with empty validation and test splits, no warning."""
+    import json
+
+    p = tmp_path / "tiny.jsonl"
+    p.write_text("".join(json.dumps(_row(i)) + "\n" for i in range(3)))
+    r = run([sys.executable, "-m", "malsensor.models.cli", "fit", "--model", str(REPO / "etc/models/forest.toml"),
+             "--data", str(p), "--label", "label", "--out", str(tmp_path / "m"), "--name", "tiny"])
+    assert r.returncode == 0, r.stderr
+    assert "the validation split is empty (3 rows in all)" in r.stderr
+    assert "the test split is empty (3 rows in all)" in r.stderr
