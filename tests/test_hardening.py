@@ -567,3 +567,62 @@ def test_tiny_dataset_warns_that_validation_and_test_are_empty(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "the validation split is empty (3 rows in all)" in r.stderr
     assert "the test split is empty (3 rows in all)" in r.stderr
+
+
+# ---------------------------------------------------------------- 8. checkpoints
+
+
+@pytest.fixture(scope="module")
+def mlp_checkpoint(tmp_path_factory):
+    """A real checkpoint of an MLP run stopped after one epoch, and the options to resume it."""
+    from train_data import unsw_subset, write_spec
+
+    from malsensor.models.fit import FitOptions, run_fit
+    from malsensor.models.train import _Interrupted
+
+    d = tmp_path_factory.mktemp("ckpt")
+    data = unsw_subset(d, per_class=20)
+    spec = write_spec(d, "mlp", {"hidden": [8]}, {"epochs": 4, "batch_size": 32, "patience": 0})
+    opts = dict(model=str(spec), data=[str(data)], name="m", label="attack_cat", progress=False,
+                out=d / "out", reports=d / "r")
+    with pytest.raises(_Interrupted):
+        run_fit(FitOptions(stop_after_epochs=1, **opts))
+    path = d / "out" / "m" / ".work" / "checkpoint.msgpack"
+    return path, path.read_bytes(), opts
+
+
+def _drop(st, key):
+    del st[key]
+
+
+def _wrong_shape(st):
+    first = next(iter(st["params"].values()))
+    first["kernel"] = np.zeros((3, 3), np.float32)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda st: _drop(st, "stale"), "missing key 'stale'"),
+    (lambda st: st.update(epoch=-1), "epoch = -1 is not an integer within 0..4 for this run"),
+    (lambda st: st.update(epoch=10 ** 6), "epoch = 1000000 is not an integer within 0..4 for this run"),
+    (lambda st: st.update(best_loss=float("nan")), "best_loss = nan is not a number"),
+    (_wrong_shape, "params: /dense_0/kernel has shape [3, 3], this run's model needs [17, 8]"),
+])
+def test_resume_checks_the_checkpoint_against_the_run(mlp_checkpoint, edit, message):
+    """Issue 10.8: checkpoints that parse but are wrong gave KeyError/ValueError/flax tracebacks,
+    and epoch = 10**6 published an under-trained model."""
+    from flax import serialization
+
+    from malsensor.models.errors import TrainError
+    from malsensor.models.fit import FitOptions, run_fit
+
+    path, good, opts = mlp_checkpoint
+    doc = serialization.msgpack_restore(good)
+    edit(doc["state"])
+    path.write_bytes(serialization.msgpack_serialize(doc))
+    try:
+        with pytest.raises(TrainError) as ei:
+            run_fit(FitOptions(resume=True, **opts))
+        assert str(ei.value).startswith(f"{path}: {message}"), str(ei.value)
+        assert not (path.parent.parent / "current").exists()  # nothing was published
+    finally:
+        path.write_bytes(good)
