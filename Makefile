@@ -1,6 +1,8 @@
 # make run   - set up .venv and start the sensor in the foreground on the default-route interface
 #              with etc/malsensor.toml and the shipped default model (CAPTURE=FILE replays a file)
 # make test  - set up .venv (and, as root, the Debian tools the tests use) and run the whole suite
+# make fuzz  - the fuzz harnesses (captures, configs, artifacts, trainer files) with many more cases
+#              (FUZZ_CASES per harness, default 2000; MALSENSOR_FUZZ_SEED=N replays from seed N)
 # make bench - run the benchmarks under bench/ side by side with the reference tools
 SHELL := /bin/bash
 PY ?= python3
@@ -14,7 +16,7 @@ RUN_DIR := .run
 DEB_PACKAGES := libsystemd-dev pkg-config gcc libpcap0.8 argus-server argus-client tshark tcpreplay tcpdump \
 	iproute2 debootstrap systemd-container util-linux netbase
 
-.PHONY: run test bench venv debs clean
+.PHONY: run test fuzz bench venv debs clean
 
 debs:
 	@if [ "$$(id -u)" = 0 ]; then \
@@ -42,6 +44,10 @@ run: venv
 
 test: venv
 	$(VPY) -m pytest $(PYTEST_ARGS)
+
+FUZZ_CASES ?= 2000
+fuzz: venv
+	MALSENSOR_FUZZ_CASES=$(FUZZ_CASES) $(VPY) -m pytest -m fuzz $(PYTEST_ARGS)
 
 bench: venv
 	$(VPY) bench/run.py

@@ -24,7 +24,7 @@ from malsensor.daemon.capture.pcapfile import (
     read_capture,
 )
 
-from conftest import PCAPS, require_data, require_tool
+from conftest import PCAPS, fuzz_cases, require_data, require_tool
 
 NS = 1_000_000_000
 
@@ -768,7 +768,8 @@ def _seed_files() -> list[bytes]:
 SEEDS = _seed_files()
 
 
-@settings(max_examples=300, deadline=None,
+@pytest.mark.fuzz
+@settings(max_examples=fuzz_cases(300), deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(seed=hs.integers(0, len(SEEDS) - 1),
        edits=hs.lists(hs.tuples(hs.integers(0, 1 << 20), hs.integers(0, 255)), max_size=8),

@@ -423,7 +423,10 @@ class _Checker:
         elif t is float:
             if isinstance(v, bool) or not isinstance(v, (int, float)):
                 return bad(f"expected a number, got {_describe(v)}")
-            v = float(v)
+            try:
+                v = float(v)
+            except OverflowError:  # a TOML integer of hundreds of digits
+                return bad(f"{_num(v)} is out of range (allowed: {_range_text(spec.min, spec.max, spec.min_exclusive)})")
             if v != v or v in (float("inf"), float("-inf")):
                 return bad("expected a finite number")
         elif t is str:
@@ -526,7 +529,7 @@ def _describe(v: Any) -> str:
     if isinstance(v, bool):
         return f"boolean {str(v).lower()}"
     if isinstance(v, (int, float)):
-        return f"number {v!r}"
+        return f"number {_num(v) if isinstance(v, int) else repr(v)}"
     if isinstance(v, str):
         return f"string {v!r}"
     if isinstance(v, list):
@@ -553,7 +556,7 @@ def _num(v: float | None) -> str:
     if v is None:
         return "?"
     if isinstance(v, int):
-        return str(v)
+        return str(v) if abs(v) < 10 ** 30 else f"an integer of {len(str(abs(v)))} digits"
     return str(int(v)) if float(v).is_integer() and abs(v) < 1e16 else repr(v)
 
 
@@ -596,7 +599,7 @@ def parse_config(text: str, file: str = "<config>", base_dir: str | os.PathLike 
     partial = {k: v for k, v in values.items() if v is not None}
     cfg = Config(**partial)
     raw_models = doc.get("model") if isinstance(doc.get("model"), list) else []
-    model_names = {m.get("name") for m in raw_models if isinstance(m, dict)}
+    model_names = {m.get("name") for m in raw_models if isinstance(m, dict) and isinstance(m.get("name"), str)}
     _cross_check(cfg, ck, model_names)
     if ck.problems:
         raise ConfigError(ck.problems)
