@@ -280,3 +280,37 @@ def test_fuzz_trainer_file(tmp_path, kind, seed):
     empty = sum(1 for i in mutated if not out[i].strip())
     assert st.rows_read == n - empty, f"seed {seed}"
     assert st.bad_rows == st.rows_read - len(kept), f"seed {seed}"
+
+
+@pytest.mark.parametrize("seed", _cases(3))
+def test_fuzz_config_accepted_means_the_daemon_runs(tmp_path, seed):
+    """A mutated etc/malsensor.toml that --check-config accepts also runs: the daemon replays a
+    capture with it (models from contrib/models, outputs in a temporary folder) and exits 0,
+    or stops with a one-line error - never a traceback."""
+    import subprocess
+    import sys
+
+    from conftest import PCAPS, require_data
+
+    cap = require_data(PCAPS / "synscan.pcapng")
+    rng = random.Random(seed)
+    for _ in range(200):  # the first mutant of this seed's stream that is accepted
+        text = _mutate_toml(SHIPPED.read_text(), rng)
+        try:
+            C.parse_config(text, "f.toml", tmp_path)
+            break
+        except C.ConfigError:
+            continue
+    cfg = tmp_path / "f.toml"
+    cfg.write_text(text)
+    (tmp_path / "logs").mkdir()
+    daemon = [sys.executable, "-m", "malsensor.daemon.runtime.main", "-c", str(cfg)]
+    check = subprocess.run([*daemon, "--check-config"], capture_output=True, text=True, timeout=120)
+    assert "Traceback" not in check.stderr, check.stderr
+    r = subprocess.run([*daemon, "--replay", str(cap), "--models-dir", str(REPO / "contrib" / "models"),
+                        "--log-dir", str(tmp_path / "logs"), "--user", "", "--metrics-port", "0"],
+                       capture_output=True, text=True, timeout=300)
+    assert "Traceback" not in r.stderr, f"seed {seed}:\n{text}\n{r.stderr[-3000:]}"
+    if check.returncode == 0:  # accepted: it runs, and every event reaches its file
+        assert r.returncode == 0, f"seed {seed}:\n{text}\n{r.stderr[-3000:]}"
+        assert re.search(r"stopped: \d+ connections, \d+ events written, 0 lost", r.stderr), r.stderr[-2000:]
