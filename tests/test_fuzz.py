@@ -314,3 +314,34 @@ def test_fuzz_config_accepted_means_the_daemon_runs(tmp_path, seed):
     if check.returncode == 0:  # accepted: it runs, and every event reaches its file
         assert r.returncode == 0, f"seed {seed}:\n{text}\n{r.stderr[-3000:]}"
         assert re.search(r"stopped: \d+ connections, \d+ events written, 0 lost", r.stderr), r.stderr[-2000:]
+
+
+# ---------------------------------------------------------------------------- compressed captures
+
+
+@pytest.mark.parametrize("seed", _cases(40))
+def test_fuzz_gzip_capture(tmp_path, seed):
+    """Mutations of a gzip-compressed capture (the uncompressed ones: test_pcapfile.py): the
+    reader yields packets in bounds and ends normally or with a CaptureFormatError naming the
+    file - whatever the bytes of the compressed stream."""
+    import gzip
+
+    from conftest import PCAPS, require_data
+
+    from malsensor.daemon.capture.pcapfile import CaptureFormatError, ReaderStats, read_capture
+
+    raw = require_data(PCAPS / "synscan.pcapng").read_bytes()
+    rng = random.Random(seed)
+    comp = gzip.compress(raw[:rng.randrange(1000, len(raw))], mtime=0)
+    if rng.random() < 0.3:  # several members
+        comp += b"\0" * rng.randrange(3) + gzip.compress(raw[:5000], mtime=0)
+    data = _mutate_bytes(comp, rng)
+    p = tmp_path / "c.gz"
+    p.write_bytes(data)
+    st = ReaderStats()
+    try:
+        for b in read_capture(p, chunk_bytes=rng.choice([100, 4096, 1 << 20]), stats=st):
+            assert (b.caplen >= 0).all() and (b.caplen <= b.wirelen).all()
+            assert (b.offset >= 0).all() and (b.offset + b.caplen <= b.buf.shape[0]).all()
+    except CaptureFormatError as e:
+        assert e.path == str(p) and "\n" not in str(e), f"seed {seed}: {e!r}"
