@@ -15,6 +15,7 @@ import os
 import sys
 from pathlib import Path
 
+from ..artifact import log_text
 from ..logs import LEVELS
 from .config import (DEFAULT_CONFIG, Config, ConfigError, Problem, check_override, check_sources, load_config,
                      model_artifact_path, output_clashes)
@@ -131,7 +132,7 @@ def check_config(cfg: Config) -> int:
     for e in errors:
         print(e, file=sys.stderr)
     for w in config_warnings(cfg):
-        print(f"{cfg.path}: warning: {w}", file=sys.stderr)
+        print(f"{cfg.path}: warning: {log_text(w, 2000)}", file=sys.stderr)  # one line, whatever a path holds
     if errors:
         return 2
     src = (f"{len(cfg.interfaces)} interface(s)" if cfg.interfaces else f"replay {cfg.replay.file}")

@@ -175,7 +175,8 @@ class ModelRegistry:
                 resolve(model_artifact_path(slot.cfg))
             except ArtifactError as e:  # nothing published yet: wait for it, this is no rejection
                 if slot.last_error != str(e):
-                    log.warning("model %s: %s; waiting for an artifact to be published", slot.name, e)
+                    log.warning("model %s: %s; waiting for an artifact to be published", slot.name,
+                                log_text(str(e), 1000))
                 slot.last_error = str(e)
                 return False
         with self._load_lock:
@@ -242,7 +243,8 @@ class ModelRegistry:
                 if slot.last_error != str(e):
                     # report a missing or unreadable model directory once per distinct problem
                     slot.last_error = str(e)
-                    log.warning("model %s: %s; waiting for an artifact to be published", slot.name, e)
+                    log.warning("model %s: %s; waiting for an artifact to be published", slot.name,
+                                log_text(str(e), 1000))
             elif slot.rejected_signature != ("unresolvable", str(e)):
                 self._reject(slot, e)  # e.g. current now dangles: keep serving, say so once
             return False

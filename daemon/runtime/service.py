@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from ..artifact import log_text
 from ..decode import MALFORMED_REASONS
 from ..logs import setup_logging
 from ..views.conn_series import SERIES_POINTS
@@ -603,7 +604,7 @@ def run_service(cfg: Config, config_path: str | None = None, argv_overrides: arg
     try:
         svc.start()
     except StartError as e:
-        log.error("cannot start: %s", e)
+        log.error("cannot start: %s", log_text(str(e), 2000))  # one line, whatever a path holds
         svc.notifier.status(f"failed to start: {e}")
         try:
             svc.shutdown()
