@@ -1,6 +1,8 @@
 # make run   - set up .venv and start the sensor in the foreground on the default-route interface
 #              with etc/malsensor.toml and the shipped default model (CAPTURE=FILE replays a file)
 # make test  - set up .venv (and, as root, the Debian tools the tests use) and run the whole suite
+# make fuzz  - the fuzz harnesses (captures, configs, artifacts, trainer files) with many more cases
+#              (FUZZ_CASES per harness, default 2000; MALSENSOR_FUZZ_SEED=N replays from seed N)
 # make bench - run the benchmarks under bench/ side by side with the reference tools
 # make deb   - build malsensor_VERSION_ARCH.deb (docs/packaging.md), check it with lintian
 #              (DEB_EXTRAS=train also packages malsensor-train and its dependencies)
@@ -19,7 +21,7 @@ DEB_PACKAGES := libsystemd-dev pkg-config gcc libpcap0.8 argus-server argus-clie
 	rsyslog rsyslog-hiredis rsyslog-kafka rsyslog-elasticsearch \
 	dpkg-dev debhelper fakeroot lintian python3.11 python3.11-venv python3.11-dev
 
-.PHONY: run test bench venv debs deb clean
+.PHONY: run test fuzz bench venv debs deb clean
 
 debs:
 	@if [ "$$(id -u)" = 0 ]; then \
@@ -47,6 +49,10 @@ run: venv
 
 test: venv
 	$(VPY) -m pytest $(PYTEST_ARGS)
+
+FUZZ_CASES ?= 2000
+fuzz: venv
+	MALSENSOR_FUZZ_CASES=$(FUZZ_CASES) $(VPY) -m pytest -m fuzz $(PYTEST_ARGS)
 
 bench: venv
 	$(VPY) bench/run.py

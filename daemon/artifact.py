@@ -10,6 +10,9 @@ An artifact is a directory (docs/architecture.md, "Artifacts")::
     meta.json        kind, hyper-parameters, view, normalisation, data digest, metrics,
                      library versions, creation time, sha256 of every other file
     canary.msgpack   {"x": array, "probs": array}: inputs and the outputs the trainer got
+    SHA256SUMS       sha256 of the five files above, meta.json included (``sha256sum -c``
+                     format); artifacts published before it existed are still read, with
+                     the other files checked against meta.json and ``covers_meta`` False
 
 The exported function takes the *raw* view (no normalisation on the caller's
 side: it is inside the function, its numbers are leaves of ``params``) and returns
@@ -39,9 +42,11 @@ LABELS_FILE = "labels.json"
 META_FILE = "meta.json"
 CANARY_FILE = "canary.msgpack"
 ARTIFACT_FILES = (MODEL_FILE, PARAMS_FILE, LABELS_FILE, CANARY_FILE)  # checksummed in meta.json
+CHECKSUMS_FILE = "SHA256SUMS"
 CURRENT_LINK = "current"
 BATCH_DIM = "b"
 DEFAULT_CANARY_ATOL = 1e-5
+MAX_CANARY_ATOL = 1e-3  # probabilities in [0, 1]: a looser tolerance would let a different model pass
 _DTYPES = frozenset(("float32", "float64", "int32", "int64", "uint8", "int8", "uint32", "bool", "float16"))
 
 
@@ -161,10 +166,75 @@ def _view_from_meta(meta: dict, where: Path) -> ViewInfo:
     if dtype not in _DTYPES:
         raise ArtifactError(where, f"view dtype {dtype!r} is not supported")
     cols = v.get("columns", [])
+    if not isinstance(cols, list) or not all(isinstance(c, str) for c in cols):
+        raise ArtifactError(where, "key 'view.columns' must be a list of strings")
     axis = v.get("feature_axis", -1)  # artifacts from before the view registry: the last axis
     if not isinstance(axis, int) or isinstance(axis, bool) or not -len(shape) <= axis < len(shape):
         raise ArtifactError(where, f"view feature_axis {axis!r} is not an axis of shape {shape}")
     return ViewInfo(name, version, tuple(shape), dtype, tuple(cols), axis)
+
+
+def log_text(v: Any, limit: int = 120) -> str:
+    """Text from an artifact as it may go into a log line: control characters escaped (a
+    newline in meta.json must not forge a log line), at most ``limit`` characters."""
+    s = v if isinstance(v, str) else str(v)
+    if s.isprintable() and len(s) <= limit:
+        return s
+    out = s.encode("unicode_escape").decode("ascii") if not s.isprintable() else s
+    return out[:limit] + ("..." if len(out) > limit else "")
+
+
+def canary_atol(meta: dict, where: Path) -> float:
+    """meta.json's canary tolerance: finite, 0 <= atol <= MAX_CANARY_ATOL (NaN passed every
+    comparison and let an artifact with swapped classes in)."""
+    canary = meta.get("canary", {})
+    if not isinstance(canary, dict):
+        raise ArtifactError(where, f"key 'canary' must be an object, got {type(canary).__name__}")
+    atol = canary.get("atol", DEFAULT_CANARY_ATOL)
+    if isinstance(atol, bool) or not isinstance(atol, (int, float)) or not (0.0 <= atol <= MAX_CANARY_ATOL):
+        raise ArtifactError(where, f"key 'canary.atol': {log_text(atol)!s} is not a number within "
+                                   f"0..{MAX_CANARY_ATOL:g}")
+    return float(atol)
+
+
+def read_checksums(path: Path) -> dict[str, str]:
+    """SHA256SUMS: ``HEX  NAME`` lines (``sha256sum`` format, ``*`` binary marker allowed)."""
+    raw = _read_bytes(path)
+    out: dict[str, str] = {}
+    try:
+        text = raw.decode("ascii")
+    except UnicodeDecodeError as e:
+        raise ArtifactError(path, f"not ASCII at byte {e.start}") from None
+    for i, line in enumerate(text.splitlines(), 1):
+        hexd, sep, name = line.partition(" ")
+        name = name[1:] if name[:1] in (" ", "*") else name
+        if not sep or len(hexd) != 64 or any(c not in "0123456789abcdef" for c in hexd) or not name:
+            raise ArtifactError(path, f"line {i}: expected '<64 hex digits>  <file name>'")
+        if name in out:
+            raise ArtifactError(path, f"line {i}: {log_text(name)} listed twice")
+        out[name] = hexd
+    return out
+
+
+def checksums_text(root: Path, names: Iterable[str]) -> str:
+    return "".join(f"{sha256_file(root / n)}  {n}\n" for n in names)
+
+
+def _verify_checksums(root: Path) -> bool:
+    """Check every file against SHA256SUMS; False when the artifact has none (older form)."""
+    sums_path = root / CHECKSUMS_FILE
+    if not sums_path.exists() and not sums_path.is_symlink():
+        return False
+    sums = read_checksums(sums_path)
+    for name in (META_FILE, *ARTIFACT_FILES):
+        if name not in sums:
+            raise ArtifactError(sums_path, f"no checksum for {name}")
+        fp = root / name
+        if not fp.exists():
+            raise ArtifactError(fp, "missing")
+        if sha256_file(fp) != sums[name]:
+            raise ArtifactError(fp, f"sha256 differs from {CHECKSUMS_FILE} (truncated, corrupt or replaced)")
+    return True
 
 
 @dataclass
@@ -185,16 +255,18 @@ class Artifact:
     exported: Any
     canary_x: np.ndarray
     canary_probs: np.ndarray
+    covers_meta: bool = True  # meta.json is under SHA256SUMS (False: an artifact from before it)
     _call: Any = field(default=None, repr=False)
     _params_dev: Any = field(default=None, repr=False)
 
     @property
     def kind(self) -> str:
-        return str(self.meta.get("kind", "?"))
+        return log_text(self.meta.get("kind", "?"))
 
     @property
     def version(self) -> str:
-        return str(self.meta.get("version", self.path.name))
+        """meta.json's version as it may go into logs, events and metrics labels."""
+        return log_text(self.meta.get("version", self.path.name))
 
     @property
     def n_classes(self) -> int:
@@ -253,7 +325,7 @@ class Artifact:
     def check_canary(self) -> float:
         """Replay the canary inputs; raise ArtifactError unless they reproduce the expected
         outputs within the tolerance in meta.json. Returns the largest difference."""
-        atol = float(self.meta.get("canary", {}).get("atol", DEFAULT_CANARY_ATOL))
+        atol = canary_atol(self.meta, self.path / META_FILE)
         try:
             got = self.predict_proba(self.canary_x)
         except Exception as e:  # an XLA failure here means the artifact is unusable on this host
@@ -262,7 +334,8 @@ class Artifact:
             raise ArtifactError(self.path / CANARY_FILE, f"canary outputs have shape {got.shape}, "
                                                           f"expected {self.canary_probs.shape}")
         diff = float(np.max(np.abs(got.astype(np.float64) - self.canary_probs), initial=0.0))
-        if not np.isfinite(got).all() or diff > atol:
+        # NaN anywhere (got or expected) makes diff NaN, which no comparison may let pass
+        if not np.isfinite(got).all() or not np.isfinite(diff) or not diff <= atol:
             raise ArtifactError(self.path / CANARY_FILE, f"canary outputs differ from the expected ones "
                                                           f"by {diff:.3g} (tolerance {atol:g})")
         return diff
@@ -288,12 +361,20 @@ def resolve(path: str | os.PathLike) -> Path:
     p = Path(path)
     if not p.exists() and not p.is_symlink():
         raise ArtifactError(p, "no such artifact or model directory")
+    folder = None
     if p.is_dir() and not (p / META_FILE).exists() and (p / CURRENT_LINK).is_symlink():
-        p = p / CURRENT_LINK
+        folder, p = p, p / CURRENT_LINK
+    elif p.name == CURRENT_LINK and p.is_symlink():
+        folder = p.parent
     try:
         real = p.resolve(strict=True)
-    except (FileNotFoundError, RuntimeError):
+    except (FileNotFoundError, RuntimeError, OSError):
         raise ArtifactError(p, "dangling link") from None
+    # a `current` link names a version inside its model folder (publish writes it so); one
+    # that leads elsewhere is refused: whoever may write the link could otherwise make the
+    # sensor load any directory on the host
+    if folder is not None and not real.is_relative_to(folder.resolve()):
+        raise ArtifactError(p, f"points outside its model folder ({log_text(str(real))}); refused")
     if not real.is_dir():
         raise ArtifactError(p, "not a directory")
     return real
@@ -307,6 +388,18 @@ def load_artifact(path: str | os.PathLike, *, expect_view: ViewInfo | tuple | No
     will feed; a mismatch is an :class:`ArtifactError`.
     """
     root = resolve(path)
+    where = [root / META_FILE]  # the file being checked, named by an unexpected failure
+    try:
+        return _load(root, where, expect_view, check_canary, verify_checksums)
+    except ArtifactError:
+        raise
+    except (TypeError, ValueError, KeyError, AttributeError, IndexError, OverflowError) as e:
+        raise ArtifactError(where[0], f"unexpected content ({type(e).__name__}: {log_text(e)})") from None
+
+
+def _load(root: Path, where: list[Path], expect_view: ViewInfo | tuple | None, check_canary: bool,
+          verify_checksums: bool) -> Artifact:
+    covers_meta = _verify_checksums(root) if verify_checksums else False
     meta_path = root / META_FILE
     meta = _read_json(meta_path)
     if not isinstance(meta, dict):
@@ -332,12 +425,13 @@ def load_artifact(path: str | os.PathLike, *, expect_view: ViewInfo | tuple | No
             if sha256_file(fp) != rec["sha256"]:
                 raise ArtifactError(fp, "sha256 differs from meta.json (corrupt or replaced)")
 
-    labels_path = root / LABELS_FILE
+    canary_atol(meta, meta_path)
+    labels_path = where[0] = root / LABELS_FILE
     labels = _read_json(labels_path)
     if not isinstance(labels, list) or not labels or not all(isinstance(s, str) for s in labels):
         raise ArtifactError(labels_path, "must be a non-empty JSON array of strings")
 
-    params_path = root / PARAMS_FILE
+    params_path = where[0] = root / PARAMS_FILE
     pdoc = _read_msgpack(params_path)
     if not isinstance(pdoc, dict) or pdoc.get("format") != FORMAT or not isinstance(pdoc.get("leaves"), list):
         raise ArtifactError(params_path, f"expected {{'format': {FORMAT}, 'leaves': [...]}}")
@@ -347,7 +441,7 @@ def load_artifact(path: str | os.PathLike, *, expect_view: ViewInfo | tuple | No
         leaves.append(unpack_array(rec, params_path, what))
         paths.append(str(rec.get("path", i)))
 
-    model_path = root / MODEL_FILE
+    model_path = where[0] = root / MODEL_FILE
     raw = _read_bytes(model_path)
     try:
         from jax import export as jax_export
@@ -358,6 +452,7 @@ def load_artifact(path: str | os.PathLike, *, expect_view: ViewInfo | tuple | No
 
     _check_signature(exported, leaves, view, len(labels), model_path)
 
+    where[0] = root / CANARY_FILE
     cdoc = _read_msgpack(root / CANARY_FILE)
     if not isinstance(cdoc, dict):
         raise ArtifactError(root / CANARY_FILE, "must be a msgpack map with x and probs")
@@ -367,7 +462,8 @@ def load_artifact(path: str | os.PathLike, *, expect_view: ViewInfo | tuple | No
         raise ArtifactError(root / CANARY_FILE, f"canary shapes x{list(cx.shape)} probs{list(cp.shape)} do "
                                                 f"not match view {list(view.shape)} and {len(labels)} labels")
 
-    art = Artifact(root, meta, labels, view, leaves, paths, exported, cx.astype(view.dtype), cp)
+    where[0] = meta_path
+    art = Artifact(root, meta, labels, view, leaves, paths, exported, cx.astype(view.dtype), cp, covers_meta)
     if expect_view is not None:
         check_view(art, expect_view)
     if check_canary:

@@ -36,9 +36,15 @@ def _tracking_args(p: argparse.ArgumentParser) -> None:
 
 
 def _tracker_config(a: argparse.Namespace) -> TrackerConfig:
+    """Raises ValueError (one line per problem) for an option out of its [tracking] range."""
+    from .runtime.config import ConfigError, tracker_from_options
+
     names = {f.name for f in fields(TrackerConfig)}
     given = {k: v for k, v in vars(a).items() if k in names and v is not None}
-    return TrackerConfig.for_semantics(a.semantics, **given)
+    try:
+        return tracker_from_options(a.semantics, given)
+    except ConfigError as e:
+        raise ValueError(str(e)) from None
 
 
 def _seed(text: str) -> int:
@@ -54,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("extract", help="connections and their 17 conn features from a capture",
                        description="Write one row per connection (JSONL, CSV or Parquet) and a summary on stderr.")
-    e.add_argument("capture", nargs="?", help="pcap or pcapng file, optionally gzip-compressed")
+    e.add_argument("capture", nargs="?", help="pcap or pcapng file, optionally gzip-compressed "
+                                              "(- = standard input; a FIFO works too)")
     e.add_argument("--semantics", choices=("malsensor", "argus"), default="malsensor",
                    help="feature definitions (docs/features.md): malsensor (default) or argus (UNSW-NB15)")
     e.add_argument("--filter", dest="protocols", metavar="PROTOS",
@@ -140,9 +147,13 @@ def cmd_extract(a: argparse.Namespace) -> int:
         log.error("extract needs a capture file or --interface")
         return 2
     try:
-        size = os.path.getsize(a.capture)
+        size = _capture_size(a.capture)
     except OSError as exc:
         log.error("cannot read capture %s: %s", a.capture, exc.strerror)
+        return 2
+    problem = _clobbers_input(a)
+    if problem:
+        log.error("%s", problem)
         return 2
     pipe = ConnPipeline(tracking, a.semantics, protocols, emit_rows=OFFLINE_EMIT_ROWS)
     stats = ReaderStats()
@@ -153,14 +164,14 @@ def cmd_extract(a: argparse.Namespace) -> int:
         log.error("cannot write %s: %s", a.output, exc.strerror)
         return 2
     writer = RowWriter(out, _row_format(a), a.community_id_seed)
-    progress = Progress(f"extract {os.path.basename(a.capture)}", size)
+    progress = Progress(f"extract {os.path.basename(a.capture) if a.capture != '-' else 'stdin'}", size)
     try:
         try:
             for batch in read_capture(a.capture, stats=stats, reuse_buffers=True):
                 for cb in pipe.feed(batch):
                     cb = cb.select(~cb.is_snapshot)
                     writer.write_batch(cb.records, cb.features)
-                progress.update(min(stats.bytes, size))
+                progress.update(min(stats.bytes, size) if size else stats.bytes)
         except CaptureFormatError as exc:
             log.error("%s", exc)
             status = 1
@@ -177,10 +188,43 @@ def cmd_extract(a: argparse.Namespace) -> int:
     summary = pipe.summary()
     summary["truncated_at"] = stats.truncated_at
     _print_summary(summary, sys.stderr)
-    if a.summary_json:
-        with open(a.summary_json, "w", encoding="utf-8") as f:
+    return _write_summary_json(a.summary_json, summary) or status
+
+
+def _capture_size(path: str) -> int | None:
+    """Bytes of a regular file (for progress); None for standard input, a FIFO or a device."""
+    if path == "-":
+        return None
+    st = os.stat(path)
+    import stat as stat_mod
+
+    return st.st_size if stat_mod.S_ISREG(st.st_mode) else None
+
+
+def _clobbers_input(a: argparse.Namespace) -> str | None:
+    """Refuse an output (or summary) that is the capture being read: opening it for writing
+    would truncate the capture before a byte of it is read."""
+    if a.capture in (None, "-"):
+        return None
+    for opt, path in (("-o", a.output), ("--summary-json", a.summary_json)):
+        if path and path != "-" and os.path.exists(path) and os.path.samefile(path, a.capture):
+            return f"{opt} {path} is the capture being read ({a.capture}); refusing to overwrite it"
+    if a.summary_json and os.path.isdir(a.summary_json):
+        return f"--summary-json {a.summary_json} is a directory"
+    return None
+
+
+def _write_summary_json(path: str | None, summary: dict) -> int:
+    """0, or 1 after a one-line error when the summary cannot be written."""
+    if not path:
+        return 0
+    try:
+        with open(path, "w", encoding="utf-8") as f:
             json.dump(summary, f, indent=1)
-    return status
+    except OSError as exc:
+        log.error("cannot write summary %s: %s", path, exc.strerror or exc)
+        return 1
+    return 0
 
 
 def _extract_live(a: argparse.Namespace, tracking: TrackerConfig, protocols) -> int:
@@ -202,10 +246,7 @@ def _extract_live(a: argparse.Namespace, tracking: TrackerConfig, protocols) -> 
         log.error("%s", exc)
         return 2
     _print_summary(summary, sys.stderr)
-    if a.summary_json:
-        with open(a.summary_json, "w", encoding="utf-8") as f:
-            json.dump(summary, f, indent=1)
-    return 0
+    return _write_summary_json(a.summary_json, summary)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -150,7 +150,10 @@ class Checker:
         elif t is float:
             if isinstance(v, bool) or not isinstance(v, (int, float)):
                 return bad(f"expected a number, got {describe(v)}")
-            v = float(v)
+            try:
+                v = float(v)
+            except OverflowError:  # a TOML integer of hundreds of digits
+                return bad(f"{num(v)} is out of range (allowed: {range_of(spec)})")
             if not math.isfinite(v):
                 return bad("expected a finite number")
         elif t is str:
@@ -163,15 +166,9 @@ class Checker:
             hi = spec.item_max if is_item else spec.max
             excl = spec.min_exclusive and not is_item
             hexcl = spec.max_exclusive and not is_item
-            rel, hrel = (">" if excl else ">="), ("<" if hexcl else "<=")
-            rng = None
-            if lo is not None and (v < lo or (excl and v == lo)):
-                rng = f"{rel} {num(lo)}" + (f" and {hrel} {num(hi)}" if hi is not None else "")
-            elif hi is not None and (v > hi or (hexcl and v == hi)):
-                rng = (f"{rel} {num(lo)} and {hrel} {num(hi)}" if excl or hexcl
-                       else f"{num(lo) if lo is not None else '-inf'}..{num(hi)}")
-            if rng is not None:
-                return bad(f"{num(v)} is out of range (allowed: {rng})")
+            if (lo is not None and (v < lo or (excl and v == lo))) or \
+                    (hi is not None and (v > hi or (hexcl and v == hi))):
+                return bad(f"{num(v)} is out of range (allowed: {range_text(lo, hi, excl, hexcl)})")
         return True, v
 
     def table(self, specs: Iterable[KeySpec], data: Any, path: KeyPath, base_dir: Path | None = None,
@@ -255,7 +252,7 @@ def describe(v: Any) -> str:
     if isinstance(v, bool):
         return f"boolean {str(v).lower()}"
     if isinstance(v, (int, float)):
-        return f"number {v!r}"
+        return f"number {num(v) if isinstance(v, int) else repr(v)}"
     if isinstance(v, str):
         return f"string {v!r}"
     if isinstance(v, list):
@@ -268,4 +265,21 @@ def describe(v: Any) -> str:
 def num(v: float | None) -> str:
     if v is None:
         return "?"
-    return str(int(v)) if float(v).is_integer() else repr(v)
+    if isinstance(v, int):
+        return str(v) if abs(v) < 10 ** 30 else f"an integer of {len(str(abs(v)))} digits"
+    return str(int(v)) if float(v).is_integer() and abs(v) < 1e16 else repr(v)
+
+
+def range_text(lo: float | None, hi: float | None, excl: bool = False, hexcl: bool = False) -> str:
+    """An allowed range as messages and docs/daemon.md write it: ``1..64``, ``> 0 and <= 3600``."""
+    if lo is None:
+        return f"{'<' if hexcl else '<='} {num(hi)}"
+    if hi is None:
+        return f"{'>' if excl else '>='} {num(lo)}"
+    if excl or hexcl:
+        return f"{'>' if excl else '>='} {num(lo)} and {'<' if hexcl else '<='} {num(hi)}"
+    return f"{num(lo)}..{num(hi)}"
+
+
+def range_of(spec: KeySpec) -> str:
+    return range_text(spec.min, spec.max, spec.min_exclusive, spec.max_exclusive)

@@ -139,6 +139,10 @@ def run_fit(opts: FitOptions) -> FitOutcome:
     va = split.val[y_all[split.val] >= 0]
     te = split.test[y_all[split.test] >= 0]
     log.info("split %s: train %d, validation %d, test %d rows", split.mode, tr.size, va.size, te.size)
+    for side, idx in (("validation", va), ("test", te)):
+        if idx.size == 0:  # a 3-row dataset published with no evaluation at all
+            log.warning("the %s split is empty (%d rows in all): the published metrics say nothing about "
+                        "this model; give it more data", side, ds.n)
     counts = np.bincount(y_all[tr], minlength=len(labels))
     log.info("training rows per label: %s", ", ".join(f"{lab} {c}" for lab, c in zip(labels, counts)))
 

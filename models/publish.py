@@ -139,6 +139,8 @@ def publish(out: Path, name: str, version: str, exported: ExportedModel, labels:
         write_file(tmp / fname, data)
         meta["files"][fname] = {"sha256": A.sha256_file(tmp / fname), "bytes": len(data)}
     write_file(tmp / A.META_FILE, (json.dumps(meta, indent=2, ensure_ascii=False) + "\n").encode())
+    # meta.json is covered too (its canary tolerance, view and labels decide what is served)
+    write_file(tmp / A.CHECKSUMS_FILE, A.checksums_text(tmp, (A.META_FILE, *files)).encode())
     fsync_dir(tmp)
     try:
         A.load_artifact(tmp, check_canary=True)

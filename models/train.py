@@ -132,6 +132,12 @@ def fit_gradient(kind, ctx: LoopContext, x_tr: np.ndarray, y_tr: np.ndarray, x_v
     elapsed = 0.0
     st = ctx.resume_state()
     if st is not None:
+        template = serialization.to_state_dict(net)
+        ckpt.check_state(ctx.work, st, ints={"epoch": (0, tc.epochs), "step_in_epoch": (0, steps_per_epoch),
+                                             "best_epoch": (-1, max(tc.epochs - 1, 0)), "stale": (0, tc.epochs)},
+                         numbers=("best_score", "best_loss", "elapsed"), maps=("history",),
+                         trees={"params": template, "best_params": template,
+                                "opt_state": serialization.to_state_dict(opt_state)})
         net = serialization.from_state_dict(net, st["params"])
         opt_state = serialization.from_state_dict(opt_state, st["opt_state"])
         best = {"score": float(st["best_score"]), "loss": float(st["best_loss"]),
@@ -256,8 +262,16 @@ def fit_forest(kind, ctx: LoopContext, x_tr: np.ndarray, y_tr: np.ndarray, x_va:
     done = 0
     st = ctx.resume_state()
     if st is not None:
+        ckpt.check_state(ctx.work, st, ints={"chunks_done": (0, len(chunks)), "n_trees": (0, cfg.n_estimators)},
+                         maps=("history", "trees"))
+        if int(st["n_trees"]) != sum(m for _, m in chunks[:int(st["chunks_done"])]):
+            ckpt.check_state(ctx.work, st, ints={"n_trees": (sum(m for _, m in chunks[:int(st["chunks_done"])]),) * 2})
         done = int(st["chunks_done"])
-        trees = [TreeArrays.from_npz_dict(st["trees"], f"{i}/") for i in range(int(st["n_trees"]))]
+        try:
+            trees = [TreeArrays.from_npz_dict(st["trees"], f"{i}/") for i in range(int(st["n_trees"]))]
+        except (KeyError, ValueError, TypeError, IndexError) as e:
+            raise TrainError(f"{ctx.work / ckpt.FILE}: trees: {type(e).__name__}: {e}; remove it or run "
+                             "without --resume") from None
         history = _as_list(st["history"])
         if val_sum is not None and "val_sum" in st:
             val_sum = np.array(st["val_sum"], dtype=np.float64)

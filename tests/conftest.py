@@ -47,6 +47,18 @@ def require_data(path: str | os.PathLike) -> Path:
     return p
 
 
+def fuzz_cases(default: int) -> int:
+    """Cases a fuzz harness runs: ``default`` (bounded, for every test run) unless
+    MALSENSOR_FUZZ_CASES says otherwise (``make fuzz`` sets it to thousands)."""
+    v = os.environ.get("MALSENSOR_FUZZ_CASES")
+    return int(v) if v else default
+
+
+def fuzz_seed() -> int:
+    """The first case's seed: MALSENSOR_FUZZ_SEED, so that a failure can be replayed."""
+    return int(os.environ.get("MALSENSOR_FUZZ_SEED", "0"))
+
+
 @pytest.fixture
 def pcaps_dir() -> Path:
     return require_data(PCAPS)

@@ -74,7 +74,7 @@ def test_artifact_contents(trained):
     res = trained["forest"]
     root = res.artifact
     assert sorted(p.name for p in root.iterdir()) == sorted(
-        [A.MODEL_FILE, A.PARAMS_FILE, A.LABELS_FILE, A.META_FILE, A.CANARY_FILE])
+        [A.MODEL_FILE, A.PARAMS_FILE, A.LABELS_FILE, A.META_FILE, A.CANARY_FILE, A.CHECKSUMS_FILE])
     labels = json.loads((root / A.LABELS_FILE).read_text())
     assert labels == sorted(["Normal", "Generic", "Exploits", "Fuzzers", "DoS", "Reconnaissance", "Analysis",
                              "Backdoor", "Shellcode", "Worms"])
@@ -125,6 +125,12 @@ def _rechecksum(root: Path) -> None:
     for name in A.ARTIFACT_FILES:
         meta["files"][name] = {"sha256": A.sha256_file(root / name), "bytes": (root / name).stat().st_size}
     (root / A.META_FILE).write_text(json.dumps(meta))
+    _resum(root)
+
+
+def _resum(root: Path) -> None:
+    """SHA256SUMS over the files as they are now (what an edit that knows the format does)."""
+    (root / A.CHECKSUMS_FILE).write_text(A.checksums_text(root, (A.META_FILE, *A.ARTIFACT_FILES)))
 
 
 def _error(root: Path, **kw) -> str:
@@ -156,6 +162,8 @@ def test_corrupt_params(trained, tmp_path):
 def test_invalid_meta_json(trained, tmp_path):
     root = _copy(trained, tmp_path)
     (root / A.META_FILE).write_text('{"format": 1,\n "kind": }')
+    assert _error(root) == f"{root / A.META_FILE}: sha256 differs from SHA256SUMS (truncated, corrupt or replaced)"
+    _resum(root)
     msg = _error(root)
     assert "meta.json" in msg and "line 2" in msg
 

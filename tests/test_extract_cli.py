@@ -246,3 +246,17 @@ def test_ahead_of_time_kernels_give_the_jit_rows_without_importing_numba(tmp_pat
                                 str(outs[mode])], env=dict(os.environ, MALSENSOR_KERNELS=mode), check=True,
                                capture_output=True, timeout=300)
             assert outs["aot"].read_bytes() == outs["jit"].read_bytes()
+
+
+def test_gzip_with_trailing_garbage_extracts_every_connection(tmp_path):
+    """Issue 10.1: `extract` reported packets 0 for a gzip capture with bytes after the member."""
+    import gzip
+
+    cap = require_data(PCAPS / "synscan.pcapng")
+    gz = tmp_path / "g.gz"
+    gz.write_bytes(gzip.compress(cap.read_bytes()) + b"JUNK")
+    out = tmp_path / "o.jsonl"
+    proc = extract(str(gz), "-o", str(out))
+    assert "packets 2,011  connections 1,994" in proc.stderr
+    assert "trailing garbage ignored" in proc.stderr
+    assert len(jsonl(out)) == 1994

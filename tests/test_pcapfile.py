@@ -24,7 +24,7 @@ from malsensor.daemon.capture.pcapfile import (
     read_capture,
 )
 
-from conftest import PCAPS, require_data, require_tool
+from conftest import PCAPS, fuzz_cases, require_data, require_tool
 
 NS = 1_000_000_000
 
@@ -287,6 +287,71 @@ def test_gzip_several_members(tmp_path: Path) -> None:
     for chunk in (1000, 8 << 20):
         _, data, st, _ = read_all(gz, chunk_bytes=chunk)
         assert data == ref_data and st.truncated_at is None and st.warnings == []
+
+
+def test_gzip_trailing_garbage_keeps_every_packet(tmp_path: Path) -> None:
+    """Issue 10.1: bytes after the last member were an error that dropped the whole buffer;
+    gzip(1) ignores them with a warning, and so does the reader."""
+    path = require_data(PCAPS / "synscan.pcapng")
+    gz = tmp_path / "junk.pcapng.gz"
+    comp = gzip.compress(path.read_bytes())
+    gz.write_bytes(comp + b"JUNK")
+    _, ref_data, _, _ = read_all(path)
+    for chunk in (5000, 2 << 20):
+        _, data, st, _ = read_all(gz, chunk_bytes=chunk)
+        assert data == ref_data and st.packets == COUNTS["synscan.pcapng"]
+        assert st.warnings == [f"{gz}: trailing garbage ignored after the last gzip member "
+                               f"(compressed byte {len(comp)}, after {path.stat().st_size} "
+                               "uncompressed bytes)"]
+
+
+def test_gzip_bad_crc_keeps_every_packet_and_names_the_decompressed_offset(tmp_path: Path) -> None:
+    """Issue 10.1: a bad CRC was reported "at byte 0" with no packet; every packet comes out,
+    then the error at the end of the decompressed member."""
+    path = require_data(PCAPS / "synscan.pcapng")
+    raw = path.read_bytes()
+    comp = bytearray(gzip.compress(raw))
+    comp[-8] ^= 0xFF  # first byte of the stored CRC32
+    gz = tmp_path / "crc.pcapng.gz"
+    gz.write_bytes(bytes(comp))
+    _, ref_data, _, _ = read_all(path)
+    for chunk in (5000, 2 << 20):
+        batches: list[PacketBatch] = []
+        with pytest.raises(CaptureFormatError, match="bad CRC") as ei:
+            for b in read_capture(gz, chunk_bytes=chunk):
+                batches.append(b)
+        assert frames(batches) == ref_data
+        assert ei.value.offset == len(raw)
+
+
+def test_gzip_corrupt_data_keeps_every_packet_before_the_fault(tmp_path: Path) -> None:
+    """Issue 10.1: corrupt deflate data dropped what the read buffer held; now every record
+    that ``gzip -dc`` recovers before the fault is read, then the error names the offset."""
+    path = require_data(PCAPS / "stratosphere_ssh_bruteforce.pcap")
+    raw = path.read_bytes()
+    comp = bytearray(gzip.compress(raw))
+    comp[len(comp) // 2:len(comp) // 2 + 64] = bytes(64)  # a run of zeros mid-stream
+    gz = tmp_path / "mid.pcap.gz"
+    gz.write_bytes(bytes(comp))
+    recovered = subprocess.run([require_tool("gzip"), "-dc"], input=bytes(comp),
+                               capture_output=True).stdout
+    assert 0 < len(recovered) < len(raw)
+    plain = tmp_path / "recovered.pcap"  # what gzip -dc recovers, read as a plain file
+    plain.write_bytes(recovered)
+    ref_batches: list[PacketBatch] = []
+    try:
+        for b in read_capture(plain):
+            ref_batches.append(b)
+    except CaptureFormatError:
+        pass
+    assert len(frames(ref_batches)) > 500  # 611 with this corruption
+    for chunk in (5000, 2 << 20):
+        batches: list[PacketBatch] = []
+        with pytest.raises(CaptureFormatError) as ei:
+            for b in read_capture(gz, chunk_bytes=chunk):
+                batches.append(b)
+        assert frames(batches) == frames(ref_batches)
+        assert ei.value.offset is not None and 0 < ei.value.offset <= len(recovered)
 
 
 # ------------------------------------------------------------------------------ crafted pcap
@@ -703,7 +768,8 @@ def _seed_files() -> list[bytes]:
 SEEDS = _seed_files()
 
 
-@settings(max_examples=300, deadline=None,
+@pytest.mark.fuzz
+@settings(max_examples=fuzz_cases(300), deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(seed=hs.integers(0, len(SEEDS) - 1),
        edits=hs.lists(hs.tuples(hs.integers(0, 1 << 20), hs.integers(0, 255)), max_size=8),

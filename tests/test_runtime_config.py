@@ -131,8 +131,8 @@ def test_every_problem_reported_with_line_key_and_allowed_values():
         "t.toml:2: service.usr: unknown key; did you mean 'user'? (allowed: user, group, on_stop, "
         "watchdog_stall, status_interval, host, plugins)",
         "t.toml:3: service.on_stop: 'explode' is not allowed (allowed: emit, drop)",
-        "t.toml:6: tracking.max_flows: 0 is out of range (allowed: >= 1)",
-        "t.toml:7: tracking.tcp_idle_timeout: -1 is out of range (allowed: > 0)",
+        "t.toml:6: tracking.max_flows: 0 is out of range (allowed: 1..67108864)",
+        "t.toml:7: tracking.tcp_idle_timeout: -1 is out of range (allowed: > 0 and <= 31536000)",
         "t.toml:12: model[0].early_packets: trigger = \"early\" needs early_packets >= 1",
         "t.toml:18: model[1].alert_threshold: 2 is out of range (allowed: 0..1)",
         "t.toml:19: model[1].topk: expected an integer, got string '3'",
@@ -157,7 +157,7 @@ def test_type_errors_and_list_items():
     assert got == [
         "t.toml:2: tracking.protocols: item 1: expected a string, got number 6",
         "t.toml:3: tracking.midstream: expected true or false, got number 1",
-        "t.toml:5: inference.batch_sizes: item 1: 0 is out of range (allowed: >= 1)",
+        "t.toml:5: inference.batch_sizes: item 1: 0 is out of range (allowed: 1..65536)",
     ]
     assert problems('[tracking]\nprotocols = ["tcp", "bogus"]\n') == [
         "t.toml:2: tracking.protocols: item 1: unknown protocol 'bogus' (allowed: tcp, udp, icmp, icmp6, "
@@ -190,7 +190,7 @@ def test_duplicates_and_cross_rules():
 
 def test_tracker_post_init_errors_name_the_key():
     assert problems("[tracking]\nclose_linger = -1.0\n") == [
-        "t.toml:2: tracking.close_linger: -1 is out of range (allowed: >= 0)"]
+        "t.toml:2: tracking.close_linger: -1 is out of range (allowed: 0..31536000)"]
 
 
 def test_valid_config_values_paths_and_snapshot_points():

@@ -334,6 +334,7 @@ class _Stream:
         self.start = 0
         self.end = 0
         self.eof = False
+        self.error: CaptureFormatError | None = None  # a read error that ended the stream
 
     @property
     def avail(self) -> int:
@@ -366,8 +367,12 @@ class _Stream:
             try:
                 got = self.f.readinto(view[self.end:])
             except (zlib.error, OSError) as e:
-                raise CaptureFormatError(self.path, self.base + self.end,
-                                         f"cannot read (compressed) data: {e}") from e
+                # keep what this refill already holds: the records before the fault are
+                # read, then the readers raise this error (see ``fault``)
+                self.eof = True
+                self.error = CaptureFormatError(self.path, self.base + self.end,
+                                                f"cannot read (compressed) data: {e}")
+                break
             if not got:
                 self.eof = True
                 if getattr(self.f, "truncated", False):
@@ -375,8 +380,21 @@ class _Stream:
                            f"{self.base + self.end} uncompressed bytes")
                     log.warning("%s", msg)
                     self.stats.warnings.append(msg)
+                garbage = getattr(self.f, "garbage_at", None)
+                if garbage is not None:  # gzip(1) too: "decompression OK, trailing garbage ignored"
+                    msg = (f"{self.path}: trailing garbage ignored after the last gzip member "
+                           f"(compressed byte {garbage}, after {self.base + self.end} "
+                           "uncompressed bytes)")
+                    log.warning("%s", msg)
+                    self.stats.warnings.append(msg)
             else:
                 self.end += got
+
+    def fault(self) -> None:
+        """Raise the read error met while filling the buffer, if any (once the records
+        before it have been handed out)."""
+        if self.error is not None:
+            raise self.error
 
     def ensure(self, need: int) -> bool:
         """Have ``need`` bytes from the current position; False at end of file."""
@@ -395,22 +413,37 @@ class _Gunzip:
 
     Unlike :class:`gzip.GzipFile`, which raises EOFError and drops the data of the read that
     hit the end, a compressed stream cut short hands out everything it could decompress and
-    then reports end of file with ``truncated`` set.
+    then reports end of file with ``truncated`` set. Corrupt data hands out every byte decoded
+    before the fault, as ``gzip -dc`` does, then raises ``zlib.error`` on the next read: the
+    members are inflated raw and their CRC and length checked here, since zlib's own check
+    fails the whole call that reaches the trailer and drops its output. Bytes after the last
+    member that do not start a member end the stream (``garbage_at``: their compressed
+    offset), as gzip(1) ignores them too.
     """
 
     READ = 1 << 18
+    SALVAGE_STEP = 4096  # output bytes per call when decoding again up to a fault
 
     def __init__(self, raw: BinaryIO) -> None:
         self.raw = raw
         self.inbuf = b""
-        self.d = zlib.decompressobj(wbits=31)
+        self.raw_eof = False
+        self.d = zlib.decompressobj(wbits=-15)
         self.in_member = False
+        self.crc = 0
+        self.size = 0
         self.truncated = False
+        self.garbage_at: int | None = None
+        self.error: zlib.error | None = None
+        self.consumed = 0  # compressed bytes read from ``raw``
         self.out = b""
         self.out_pos = 0
 
     def readinto(self, view: memoryview) -> int:
         while self.out_pos == len(self.out):
+            if self.error is not None:
+                err, self.error = self.error, None
+                raise err
             if not self._decompress(len(view)):
                 return 0
         n = min(len(view), len(self.out) - self.out_pos)
@@ -418,47 +451,174 @@ class _Gunzip:
         self.out_pos += n
         return n
 
+    def _more(self) -> bool:
+        """Append the next compressed bytes to ``inbuf``; False at the end of the file."""
+        data = self.raw.read(self.READ) if not self.raw_eof else b""
+        self.consumed += len(data)
+        self.raw_eof = not data
+        self.inbuf += data
+        return bool(data)
+
+    def _fail(self, message: str) -> bool:
+        self.error = zlib.error(message)
+        self.out, self.out_pos = b"", 0
+        return True
+
     def _decompress(self, want: int) -> bool:
         """Fill ``out`` with at most ``want`` bytes; False at the end of the stream."""
-        if not self.inbuf:
-            self.inbuf = self.raw.read(self.READ)
-            if not self.inbuf:
-                self.truncated = self.in_member
-                return False
+        self.out, self.out_pos = b"", 0
         if not self.in_member:
-            self.inbuf = self.inbuf.lstrip(b"\0")  # padding between members, as gzip allows
+            while True:  # padding between members, as gzip allows
+                self.inbuf = self.inbuf.lstrip(b"\0")
+                if self.inbuf or not self._more():
+                    break
             if not self.inbuf:
+                return False
+            hlen = self._header()
+            while hlen is None and self._more():
+                hlen = self._header()
+            if hlen is None:
+                if self.inbuf[:2] == GZIP_MAGIC[:len(self.inbuf[:2])]:
+                    self.truncated = True  # a member header cut short
+                else:
+                    self.garbage_at = self.consumed - len(self.inbuf)
+                return False
+            if hlen < 0:
+                if self.inbuf[:2] != GZIP_MAGIC:
+                    self.garbage_at = self.consumed - len(self.inbuf)
+                    return False
+                return self._fail("bad gzip member header")
+            self.inbuf = self.inbuf[hlen:]
+            self.d = zlib.decompressobj(wbits=-15)
+            self.in_member, self.crc, self.size = True, 0, 0
+        if not self.d.eof:
+            if not self.inbuf and not self._more():
+                self.truncated = True
+                return False
+            before = self.d.copy()
+            try:
+                out = self.d.decompress(self.inbuf, max(want, 1 << 16))
+            except zlib.error as e:
+                self.out = self._salvage(before, self.inbuf)
+                self.error = e
                 return True
-            self.d = zlib.decompressobj(wbits=31)
-            self.in_member = True
-        self.out = self.d.decompress(self.inbuf, max(want, 1 << 16))
-        self.out_pos = 0
-        if self.d.eof:  # the input after the member is in unused_data (and maybe also
-            self.inbuf = self.d.unused_data  # in unconsumed_tail: do not take it twice)
-            self.in_member = False
-        else:
-            self.inbuf = self.d.unconsumed_tail
+            self.inbuf = self.d.unconsumed_tail if not self.d.eof else b""
+            self.crc = zlib.crc32(out, self.crc)
+            self.size += len(out)
+            self.out = out
+            if not self.d.eof:
+                return True
+            self.inbuf = self.d.unused_data  # the trailer, maybe more members
+        while len(self.inbuf) < 8:
+            if not self._more():
+                self.truncated = True
+                return bool(self.out)
+        crc, isize = struct.unpack_from("<II", self.inbuf)
+        self.inbuf = self.inbuf[8:]
+        self.in_member = False
+        if crc != self.crc:
+            self.error = zlib.error(f"bad CRC (stored {crc:#010x}, computed {self.crc:#010x})")
+        elif isize != self.size & 0xFFFFFFFF:
+            self.error = zlib.error(f"bad length (stored {isize}, decoded {self.size})")
         return True
+
+    def _header(self) -> int | None:
+        """Length of the gzip member header at the start of ``inbuf`` (RFC 1952); None if it
+        needs more bytes, -1 if it is not a valid header."""
+        b = self.inbuf
+        if len(b) < 10:
+            return None if GZIP_MAGIC.startswith(b[:2]) else -1
+        if b[:2] != GZIP_MAGIC or b[2] != 8 or b[3] & 0xE0:
+            return -1
+        flags, p = b[3], 10
+        if flags & 4:  # FEXTRA
+            if len(b) < p + 2:
+                return None
+            p += 2 + struct.unpack_from("<H", b, p)[0]
+        for bit in (8, 16):  # FNAME, FCOMMENT: zero-terminated
+            if flags & bit:
+                z = b.find(b"\0", p)
+                if z < 0:
+                    return None
+                p = z + 1
+        if flags & 2:  # FHCRC
+            p += 2
+        return p if len(b) >= p else None
+
+    def _salvage(self, d, data: bytes) -> bytes:
+        """Every byte ``d`` decodes from ``data`` before it fails: zlib drops the output of
+        the call that fails, so decode again in small steps, then byte by byte."""
+        out = bytearray()
+        step = self.SALVAGE_STEP
+        while step:
+            saved = d.copy()
+            try:
+                piece = d.decompress(data, step)
+            except zlib.error:
+                d = saved
+                step = 1 if step > 1 else 0
+                continue
+            if not piece and not d.unconsumed_tail:
+                break
+            out += piece
+            data = d.unconsumed_tail
+        return bytes(out)
+
+    def close(self) -> None:
+        pass
+
+
+class _Prefixed:
+    """A non-seekable stream (a pipe) with the bytes already read from it put back in front."""
+
+    def __init__(self, head: bytes, raw: BinaryIO) -> None:
+        self.head = head
+        self.raw = raw
+
+    def readinto(self, view: memoryview) -> int:
+        if self.head:
+            n = min(len(view), len(self.head))
+            view[:n] = self.head[:n]
+            self.head = self.head[n:]
+            return n
+        return self.raw.readinto(view)  # type: ignore[attr-defined]
+
+    def read(self, n: int) -> bytes:
+        if self.head:
+            out, self.head = self.head[:n], self.head[n:]
+            return out
+        return self.raw.read(n)
 
     def close(self) -> None:
         pass
 
 
 def _open(path: str) -> tuple[BinaryIO, BinaryIO, bool]:
-    """(stream to read, underlying file to close, compressed?)."""
+    """(stream to read, underlying file to close, compressed?). ``-`` is standard input; a
+    FIFO or a pipe works too (nothing seeks: what was read to look for the gzip magic is put
+    back in front)."""
     try:
-        raw = open(path, "rb")
+        raw = os.fdopen(os.dup(0), "rb") if path == "-" else open(path, "rb")
     except OSError as e:
         raise CaptureFormatError(path, None, f"cannot open: {e.strerror or e}") from e
     try:
         head = raw.read(2)
-        raw.seek(0)
+        while 0 < len(head) < 2:  # a pipe may hand out one byte at a time
+            more = raw.read(2 - len(head))
+            if not more:
+                break
+            head += more
+        if raw.seekable():
+            raw.seek(0)
+            f: BinaryIO = raw
+        else:
+            f = _Prefixed(head, raw)  # type: ignore[assignment]
     except OSError as e:
         raw.close()
         raise CaptureFormatError(path, 0, f"cannot read: {e.strerror or e}") from e
     if head == GZIP_MAGIC:
-        return _Gunzip(raw), raw, True  # type: ignore[return-value]
-    return raw, raw, False
+        return _Gunzip(f), raw, True  # type: ignore[return-value]
+    return f, raw, False
 
 
 # ---------------------------------------------------------------------------- readers
@@ -486,6 +646,8 @@ def read_capture(path: str | os.PathLike[str], *, chunk_bytes: int = 2 << 20,
     try:
         stream = _Stream(f, path, chunk_bytes, st, reuse_buffers)
         stream.refill(0)
+        if stream.avail < 4:
+            stream.fault()
         if stream.avail == 0:
             raise CaptureFormatError(path, 0, "empty file" if not compressed
                                      else "empty compressed stream")
@@ -510,12 +672,14 @@ def read_capture(path: str | os.PathLike[str], *, chunk_bytes: int = 2 << 20,
             raise CaptureFormatError(
                 path, 0, f"not a pcap or pcapng file (first bytes {head.hex()}; expected "
                 "pcap magic a1b2c3d4/a1b23c4d, pcapng 0a0d0d0a or gzip 1f8b)")
+        stream.fault()
     finally:
         f.close()
         raw.close()
 
 
 def _truncated(stream: _Stream, st: ReaderStats, what: str) -> None:
+    stream.fault()  # a decompression fault, not a file cut short
     off = stream.offset
     st.truncated_at = off
     msg = (f"{stream.path}: truncated at byte {off}: {what} cut short "
@@ -573,6 +737,7 @@ class _Scratch:
 def _read_pcap(stream: _Stream, st: ReaderStats, be: bool, nsec: bool) -> Iterator[PacketBatch]:
     path = stream.path
     if not stream.ensure(24):
+        stream.fault()
         raise CaptureFormatError(path, stream.offset,
                                  f"pcap file header cut short ({stream.avail} of 24 bytes)")
     e = ">" if be else "<"
@@ -673,6 +838,7 @@ def _parse_options(body: bytes, e: str, base: int, path: str) -> Iterator[tuple[
 def _shb_cut(stream: _Stream, st: ReaderStats) -> None:
     """A Section Header Block cut short: an error for the first (the file header, as for
     pcap), a truncation warning for a later one."""
+    stream.fault()
     if st.sections == 0:
         raise CaptureFormatError(stream.path, stream.offset, "pcapng Section Header Block cut "
                                  f"short ({stream.avail} bytes present)")

@@ -31,7 +31,7 @@ from ..flows.config import TrackerConfig
 from ..logs import LEVELS
 from ..protocols import PROTOCOL_NAMES, protocol_number
 from ..plugins import RegistryError, load_plugins
-from ..schema import Checker, ConfigError, KeySpec, Problem, describe, opt, specs_of
+from ..schema import Checker, ConfigError, KeySpec, Problem, describe, opt, range_of, specs_of
 from ..sources import SOURCES
 from ..views.base import VIEWS, View
 from ..views.conn import CONN_VERSION, CONN_VIEW, SEMANTICS
@@ -44,6 +44,7 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 BUILTIN_SOURCES = ("afpacket", "pcap")   # documented in etc/malsensor.toml (plugins add more)
 BUILTIN_VIEWS = ("conn@1", "conn_series@1")
 ALIASES = {"interface": "afpacket", "replay": "pcap"}  # old section -> [[source]] kind
+HOUR, DAY, YEAR = 3600.0, 86400.0, 365 * 86400.0
 
 
 # --------------------------------------------------------------------------- sections
@@ -60,9 +61,9 @@ class ServiceSection:
                                "end_reason \"shutdown\") or discarded (drop)", choices=("emit", "drop"))
     watchdog_stall: float = opt(20.0, "seconds a pipeline stage (a capture thread, a model worker, the "
                                       "writer) may make no progress before the health check fails",
-                                min=0.0, min_exclusive=True)
+                                min=0.0, min_exclusive=True, max=HOUR)
     status_interval: float = opt(5.0, "seconds between STATUS= updates to systemd", min=0.0,
-                                 min_exclusive=True)
+                                 min_exclusive=True, max=HOUR)
     host: str = opt("", "the name events carry in \"host\" (\"\" = this machine's hostname)")
     plugins: tuple[str, ...] = opt((), "Python modules imported at start that register more sources, "
                                        "views or event formatters (as $MALSENSOR_PLUGINS does)")
@@ -114,13 +115,13 @@ class InferenceSection:
 
     batch_sizes: tuple[int, ...] = opt((1, 16, 128, 1024), "batch sizes each model is compiled for "
                                                            "(a batch is padded to the next one)",
-                                       item_min=1)
+                                       item_min=1, item_max=1 << 16)
     max_delay_ms: float = opt(5.0, "a partial batch is sent to the model this long after its oldest "
-                                   "connection arrived (latency bound)", min=0.0)
+                                   "connection arrived (latency bound)", min=0.0, max=60_000.0)
     queue_size: int = opt(65536, "connections waiting per model; beyond that live connections are "
-                                 "dropped and counted", min=1)
+                                 "dropped and counted", min=1, max=1 << 24)
     watch_interval: float = opt(1.0, "seconds between checks of each models directory's current link",
-                                min=0.0, min_exclusive=True)
+                                min=0.0, min_exclusive=True, max=HOUR)
 
 
 
@@ -214,7 +215,7 @@ class OutputSection:
 class StatsSection:
     """[stats]"""
 
-    interval: float = opt(10.0, "seconds between stats records", min=0.0, min_exclusive=True)
+    interval: float = opt(10.0, "seconds between stats records", min=0.0, min_exclusive=True, max=DAY)
     path: str = opt("/var/log/malsensor/stats.jsonl", "stats JSONL file (\"\" = none)", path=True)
     log: bool = opt(True, "also write a one-line summary to the log")
 
@@ -281,15 +282,30 @@ SECTIONS: dict[str, tuple[str, type | None, bool]] = {
 # --------------------------------------------------------------------------- key specs
 
 
+# (min, max, min exclusive) of the tracker's numeric keys. Times are seconds of packet time
+# turned into int64 nanoseconds and added to packet times (~1.7e18 ns now): a year bounds the
+# sum far below 2**63 (8e9 s wrapped it and every connection ended with "unknown_0"). The table
+# takes ~250 bytes per flow (the extract summary's bytes/flow): 2**26 flows are ~16 GiB.
+TRACKER_RANGES: dict[str, tuple[float, float, bool]] = {
+    "max_flows": (1, 1 << 26, False),
+    "tcp_idle_timeout": (0.0, YEAR, True),
+    "udp_idle_timeout": (0.0, YEAR, True),
+    "other_idle_timeout": (0.0, YEAR, True),
+    "active_timeout": (0.0, YEAR, True),
+    "handshake_timeout": (0.0, YEAR, True),
+    "close_linger": (0.0, YEAR, False),
+    "sweep_interval": (0.0, HOUR, True),
+    "evict_candidates": (1, 1024, False),
+}
+
+
 def _tracker_specs() -> list[KeySpec]:
     docs = _tracker_doc()
     d = TrackerConfig()
     out = []
     for s in specs_of(TrackerConfig, skip=("snapshot_packets",)):
-        lo = 1 if s.type is int else (0.0 if s.name == "close_linger" else None)
-        excl = s.type is float and s.name != "close_linger"
-        out.append(KeySpec(s.name, s.type, getattr(d, s.name), docs.get(s.name, ""), None,
-                           lo if lo is not None else (0.0 if excl else None), None, excl))
+        lo, hi, excl = TRACKER_RANGES.get(s.name, (None, None, False))
+        out.append(KeySpec(s.name, s.type, getattr(d, s.name), docs.get(s.name, ""), None, lo, hi, excl))
     return out
 
 
@@ -401,6 +417,40 @@ class _ConfigChecker(Checker):
         return ModelSection(**values, options=options)
 
 
+def check_override(toml_name: str, key: str, value: Any, option: str) -> Any:
+    """One value given outside the file (a command-line option) through the file's type and
+    range checks; raises :class:`ConfigError` reading ``OPTION: section.key: problem``."""
+    spec = next(s for s in section_specs(toml_name) if s.name == key)
+    ck = Checker(option)
+    ok, conv = ck.value(spec, value, (toml_name, key))
+    if not ok:
+        raise ConfigError(ck.problems)
+    return conv
+
+
+def tracker_from_options(semantics: str, given: dict[str, Any]) -> TrackerConfig:
+    """The TrackerConfig of command-line tracking options (``--tcp-idle-timeout`` ...), each
+    checked against the [tracking] key's range; raises :class:`ConfigError`."""
+    problems: list[Problem] = []
+    for key, v in given.items():
+        if key in TRACKER_KEYS:
+            try:
+                check_override("tracking", key, v, "--" + key.replace("_", "-"))
+            except ConfigError as e:
+                problems += e.problems
+    if problems:
+        raise ConfigError(problems)
+    try:
+        return TrackerConfig.for_semantics(semantics, **given)
+    except ValueError as e:
+        raise ConfigError([Problem("command line", None, "", str(e))]) from None
+
+
+def range_text(spec: KeySpec) -> str:
+    """A numeric key's allowed range as messages and docs/daemon.md write it."""
+    return range_of(spec)
+
+
 def parse_config(text: str, file: str = "<config>", base_dir: str | os.PathLike | None = None) -> Config:
     """Validate a configuration document; raises :class:`ConfigError` listing every problem."""
     base = Path(base_dir) if base_dir is not None else (Path(file).resolve().parent if file != "<config>"
@@ -474,7 +524,7 @@ def parse_config(text: str, file: str = "<config>", base_dir: str | os.PathLike 
     partial = {k: v for k, v in values.items() if v is not None}
     cfg = Config(**partial)
     raw_models = doc.get("model") if isinstance(doc.get("model"), list) else []
-    model_names = {m.get("name") for m in raw_models if isinstance(m, dict)}
+    model_names = {m.get("name") for m in raw_models if isinstance(m, dict) and isinstance(m.get("name"), str)}
     _cross_check(cfg, ck, model_names, sources)
     ck.raise_if_any()
     return dataclasses.replace(cfg, sources=tuple(s for s in cfg.sources if s is not None))
@@ -496,8 +546,9 @@ def _cross_check(cfg: Config, ck: Checker, model_names: set, sources: list[tuple
             ck.problem(("model", i), "set either path (a fixed artifact) or models_dir")
         if m.artifact and ("/" in m.artifact or m.artifact in (".", "..")):
             ck.problem(("model", i, "artifact"), f"{m.artifact!r} must be a folder name inside models_dir")
-    paths: dict[str, int] = {}
     spools: dict[str, int] = {}
+    for path, message in output_clashes(cfg):
+        ck.problem(path, message)
     for i, o in enumerate(cfg.outputs):
         if o is None:
             continue
@@ -505,12 +556,6 @@ def _cross_check(cfg: Config, ck: Checker, model_names: set, sources: list[tuple
             if name not in model_names:
                 ck.problem(("output", i, "models"), f"no model named {name!r} (models: "
                                                     f"{', '.join(sorted(map(str, model_names))) or 'none configured'})")
-        if o.target in paths:
-            key, what = ("path", "file") if o.kind == "file" else ("key", "redis key")
-            ck.problem(("output", i, key), f"{o.target} is also output[{paths[o.target]}]'s {what}")
-        paths.setdefault(o.target, i)
-        if o.kind == "file" and o.path == cfg.stats.path:
-            ck.problem(("output", i, "path"), "is also the stats file")
         if o.kind == "redis" and o.spool_max_bytes:
             if o.spool_dir in spools:
                 ck.problem(("output", i, "spool_dir"), f"{o.spool_dir} is also output[{spools[o.spool_dir]}]'s "
@@ -533,6 +578,31 @@ def _cross_check(cfg: Config, ck: Checker, model_names: set, sources: list[tuple
         ck.problem(("inference", "batch_sizes"), "needs at least one batch size")
     elif list(bs) != sorted(set(bs)):
         ck.problem(("inference", "batch_sizes"), f"{list(bs)} must be strictly increasing")
+
+
+def output_clashes(cfg: Config) -> list[tuple[KeyPath, str]]:
+    """Outputs (and the stats file) that would write one file: paths compared once resolved
+    (``..``, symbolic links), so that EVE objects and label strings never share a file."""
+    out: list[tuple[KeyPath, str]] = []
+    seen: dict[str, int] = {}
+    stats = os.path.realpath(cfg.stats.path) if cfg.stats.path else None
+    for i, o in enumerate(cfg.outputs):
+        if o is None:
+            continue
+        if o.kind != "file":  # a redis list, channel or stream
+            if o.target in seen:
+                out.append((("output", i, "key"), f"{o.target} is also output[{seen[o.target]}]'s redis key"))
+            seen.setdefault(o.target, i)
+            continue
+        real = os.path.realpath(o.path)
+        if real in seen:
+            j = seen[real]
+            same = "" if o.path == cfg.outputs[j].path else f" ({real})"
+            out.append((("output", i, "path"), f"{o.path} is also output[{j}]'s file{same}"))
+        seen.setdefault(real, i)
+        if real == stats:
+            out.append((("output", i, "path"), "is also the stats file"))
+    return out
 
 
 def load_config(path: str | os.PathLike) -> Config:

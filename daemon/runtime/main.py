@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
+from ..artifact import log_text
 from ..logs import LEVELS
 from ..plugins import load_plugins
 from .config import DEFAULT_CONFIG, Config, ConfigError, check_sources, load_config, model_artifact_path
@@ -73,7 +73,7 @@ def check_config(cfg: Config) -> int:
     for n in cfg.notices:
         print(n, file=sys.stderr)
     for w in config_warnings(cfg):
-        print(f"{cfg.path}: warning: {w}", file=sys.stderr)
+        print(f"{cfg.path}: warning: {log_text(w, 2000)}", file=sys.stderr)  # one line, whatever a path holds
     if errors:
         return 2
     kinds: dict[str, int] = {}

@@ -8,13 +8,32 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from .config import Config
+from .config import Config, ConfigError, Problem, check_override, output_clashes
+from .tomlpos import format_path
+
+# numeric options -> the [section] key whose range they are checked against
+NUMERIC_OPTIONS = {"repeat": ("source", "repeat"), "rate": ("source", "rate"), "metrics_port": ("metrics", "port")}
+
+
+def check_options(a: argparse.Namespace) -> None:
+    """The numeric options through the file's range checks (raises ConfigError, every problem)."""
+    problems = []
+    for attr, (section, key) in NUMERIC_OPTIONS.items():
+        v = getattr(a, attr, None)
+        if v is not None:
+            try:
+                check_override(section, key, v, "--" + attr.replace("_", "-"))
+            except ConfigError as e:
+                problems += e.problems
+    if problems:
+        raise ConfigError(problems)
 
 
 def apply_overrides(cfg: Config, a: argparse.Namespace) -> Config:
     from ..sources.afpacket import AfpacketConfig
     from ..sources.pcap import PcapConfig
 
+    check_options(a)
     rep = {}
     if a.replay:
         old = next(iter(cfg.sources_of("pcap")), None)
@@ -43,4 +62,9 @@ def apply_overrides(cfg: Config, a: argparse.Namespace) -> Config:
         rep["metrics"] = dataclasses.replace(cfg.metrics, port=a.metrics_port)
     if a.log_level:
         rep["logging"] = dataclasses.replace(cfg.logging, level=a.log_level)
-    return dataclasses.replace(cfg, **rep) if rep else cfg
+    new = dataclasses.replace(cfg, **rep) if rep else cfg
+    if a.log_dir:  # outputs with one base name would now share a file
+        clashes = output_clashes(new)
+        if clashes:
+            raise ConfigError([Problem("--log-dir", None, format_path(p), m) for p, m in clashes])
+    return new

@@ -26,7 +26,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..artifact import META_FILE, Artifact, ArtifactError, load_artifact, resolve
+from ..artifact import META_FILE, Artifact, ArtifactError, load_artifact, log_text, resolve
 from .config import ModelSection, model_artifact_path
 
 log = logging.getLogger("malsensor.models")
@@ -165,7 +165,8 @@ class ModelRegistry:
                 resolve(model_artifact_path(slot.cfg))
             except ArtifactError as e:  # nothing published yet: wait for it, this is no rejection
                 if slot.last_error != str(e):
-                    log.warning("model %s: %s; waiting for an artifact to be published", slot.name, e)
+                    log.warning("model %s: %s; waiting for an artifact to be published", slot.name,
+                                log_text(str(e), 1000))
                 slot.last_error = str(e)
                 return False
         with self._load_lock:
@@ -189,6 +190,9 @@ class ModelRegistry:
         slot.last_error = None
         slot.rejected_signature = None
         warm = ", ".join(f"{b}:{s * 1000:.0f}ms" for b, s in new.warmup_s.items())
+        if not new.artifact.covers_meta:
+            log.warning("model %s: %s has no SHA256SUMS (published before it existed): meta.json is not "
+                        "checksummed; publish it again", slot.name, new.target)
         if old is None:
             log.info("model %s: serving %s version %s (%s, %d classes) loaded in %.2fs (warm-up %s)",
                      slot.name, new.target, new.version, new.artifact.kind, new.n_classes, dt, warm)
@@ -209,7 +213,7 @@ class ModelRegistry:
         slot.last_error = str(e)
         cur = slot.current
         keep = f"still serving version {cur.version}" if cur is not None else "the model serves nothing yet"
-        log.error("model %s: rejected artifact: %s; %s", slot.name, e, keep)
+        log.error("model %s: rejected artifact: %s; %s", slot.name, log_text(str(e), 1000), keep)
 
     # ------------------------------------------------------------------ watching
 
@@ -223,7 +227,8 @@ class ModelRegistry:
                 if slot.last_error != str(e):
                     # report a missing or unreadable model directory once per distinct problem
                     slot.last_error = str(e)
-                    log.warning("model %s: %s; waiting for an artifact to be published", slot.name, e)
+                    log.warning("model %s: %s; waiting for an artifact to be published", slot.name,
+                                log_text(str(e), 1000))
             elif slot.rejected_signature != ("unresolvable", str(e)):
                 self._reject(slot, e)  # e.g. current now dangles: keep serving, say so once
             return False

@@ -31,11 +31,11 @@ import time
 
 import numpy as np
 
+from ..artifact import log_text
 from ..capture.live import merge_summaries
 from ..logs import setup_logging
 from ..outputs.eve import PredictionBatch, label_lines
 from ..outputs.events import FORMATTERS
-from ..plugins import load_plugins
 from ..sources import SOURCES, Source, SourceContext
 from ..views.base import Router
 from .config import Config, ConfigError, check_sources, load_config
@@ -315,7 +315,7 @@ class Service:
             "kernel_packets": src.get("kernel_packets", 0), "kernel_drops": src.get("kernel_drops", 0),
             "connections": counts.get("connections", 0), "snapshots": counts.get("snapshots", 0),
             "entities": dict(counts),
-            "flows_active": src.get("flows_active", 0),
+            "flows_active": src.get("flows_active", 0), "flows_evicted": src.get("flows_evicted", 0),
             "malformed_by_reason": src.get("malformed_by_reason", {}),
             "sources": src,
             "models": models,
@@ -543,7 +543,9 @@ class Service:
         rec = self.stats.tick()
         self.stats.close()
         dropped = rec.get("sources", {}).get("dropped_at_stop", 0)
-        log.info("stopped: %d connections, %d events written%s", rec["connections"], self.writer.events,
+        written, lost = self.writer.line_totals()  # lines that reached the files, not predictions made
+        log.info("stopped: %d connections, %d events written, %d lost (%d predictions)%s", rec["connections"],
+                 written, lost, self.writer.events,
                  f", {dropped} open connections dropped (on_stop = drop)" if dropped else "")
 
     def _unwritten(self) -> int:
@@ -601,7 +603,7 @@ def run_service(cfg: Config, config_path: str | None = None, argv_overrides: arg
     try:
         svc.start()
     except StartError as e:
-        log.error("cannot start: %s", e)
+        log.error("cannot start: %s", log_text(str(e), 2000))  # one line, whatever a path holds
         svc.notifier.status(f"failed to start: {e}")
         try:
             svc.shutdown()

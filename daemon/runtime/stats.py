@@ -85,7 +85,8 @@ def iso_now() -> str:
 class StatsReporter:
     """Periodic stats records: rates over the interval, latency percentiles, per-model counters."""
 
-    RATE_KEYS = ("packets", "wire_bytes", "kernel_packets", "kernel_drops", "connections", "snapshots")
+    RATE_KEYS = ("packets", "wire_bytes", "kernel_packets", "kernel_drops", "connections", "snapshots",
+                 "flows_evicted")
 
     def __init__(self, snapshot: Callable[[], dict], latency: LatencyStats, path: str = "", to_log: bool = True) -> None:
         self.snapshot = snapshot
@@ -151,7 +152,8 @@ def summary_line(rec: dict) -> str:
     lat_s = f"latency p50 {lat['p50']} ms p99 {lat['p99']} ms" if lat.get("n") else "latency -"
     return (f"packets {rec.get('packets', 0):,} ({rec.get('packets_per_s', 0):,.0f}/s), kernel drops "
             f"{rec.get('kernel_drops', 0):,}, connections {rec.get('connections', 0):,} "
-            f"({rec.get('connections_per_s', 0):,.0f}/s), flows {rec.get('flows_active', 0):,}; {models or 'no models'}; "
+            f"({rec.get('connections_per_s', 0):,.0f}/s), flows {rec.get('flows_active', 0):,} "
+            f"(evicted {rec.get('flows_evicted', 0):,}); {models or 'no models'}; "
             f"{lat_s}")
 
 
@@ -191,6 +193,8 @@ class PrometheusCollector:
         yield counter("malsensor_snapshots", "Early snapshots of live connections", s["snapshots"])
         yield counter("malsensor_malformed_packets", "Packets not decodable, by reason", None, ["reason"],
                       [([r], v) for r, v in s.get("malformed_by_reason", {}).items()])
+        yield counter("malsensor_flows_evicted", "Connections ended early because the flow table was full",
+                      s.get("flows_evicted", 0))
         g = GaugeMetricFamily("malsensor_flows_active", "Connections tracked now")
         g.add_metric([], s["flows_active"])
         yield g
@@ -242,9 +246,11 @@ class PrometheusCollector:
 
 def start_metrics_server(listen: str, port: int, snapshot: Callable[[], dict], latency: LatencyStats):
     """Bind the endpoint (a thread of prometheus_client); returns (server, bound port)."""
-    from prometheus_client import CollectorRegistry, start_http_server
+    from prometheus_client import CollectorRegistry, make_wsgi_app
+
+    from .metrics_server import serve
 
     reg = CollectorRegistry(auto_describe=False)
     reg.register(PrometheusCollector(snapshot, latency))
-    server, thread = start_http_server(port, addr=listen, registry=reg)
+    server, _thread = serve(make_wsgi_app(reg), listen, port)  # bounded threads, timeouts
     return server, server.server_address[1]

@@ -90,6 +90,12 @@ class EventWriter(threading.Thread):
             out[o.cfg.target] = _counters(o)
         return out
 
+    def line_totals(self) -> tuple[int, int]:
+        """(event lines that reached their files, event lines lost to output errors), over
+        every output, retired ones included: what the shutdown line reports."""
+        c = self.counters().values()
+        return sum(v["lines"] for v in c), sum(v["lost"] for v in c)
+
     # ---------------------------------------------------------------- writer thread
 
     def run(self) -> None:

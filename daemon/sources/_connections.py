@@ -51,7 +51,7 @@ class ConnectionSource(Source):
         return 0, 0
 
     def stats(self) -> dict:
-        packets = wire = flows = dropped = 0
+        packets = wire = flows = dropped = evicted = 0
         status = np.zeros(256, dtype=np.int64)
         for c in list(self.consumers):
             pc = c.pipe.counters
@@ -59,8 +59,9 @@ class ConnectionSource(Source):
             wire += pc.wire_bytes
             status += pc.status
             flows += c.pipe.tracker.active
+            evicted += c.pipe.tracker.stats()["flows_evicted"]
             dropped += c.dropped_at_stop
         kp, kd = self.kernel()
         return {"packets": packets, "wire_bytes": wire, "kernel_packets": kp, "kernel_drops": kd,
-                "flows_active": flows, "dropped_at_stop": dropped,
+                "flows_active": flows, "flows_evicted": evicted, "dropped_at_stop": dropped,
                 "malformed_by_reason": {n: int(status[c]) for c, n in MALFORMED_REASONS.items() if status[c]}}

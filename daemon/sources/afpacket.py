@@ -29,11 +29,12 @@ class AfpacketConfig:
     ignore_outgoing: bool = opt(False, "skip packets this host sends")
     bpf: str = opt("", "BPF filter expression (tcpdump syntax, compiled by libpcap); \"\" = all")
     block_size: int = opt(_RING.block_size, "ring block size in bytes (a multiple of the page size; "
-                                            "the kernel hands over whole blocks)", min=4096)
+                                            "the kernel hands over whole blocks)", min=4096, max=1 << 30)
     block_count: int = opt(_RING.block_count, "ring blocks per thread (ring memory = block_size * "
-                                              "block_count per thread)", min=2)
+                                              "block_count per thread)", min=2, max=1 << 16)
     frame_size: int = opt(_RING.frame_size, "ring frame size (multiple of 16 dividing block_size; "
-                                            "TPACKET_V3 packs packets regardless)", min=64)
+                                            "TPACKET_V3 packs packets regardless)", min=64,
+                            max=1 << 30)
     retire_timeout_ms: int = opt(_RING.retire_timeout_ms, "a partly filled block is handed over this "
                                                           "long after its first packet", min=1, max=60000)
     snaplen: int = opt(_RING.snaplen, "bytes of each packet copied into the ring", min=64, max=262144)

@@ -9,6 +9,7 @@ from dataclasses import MISSING, dataclass
 from typing import ClassVar
 
 from ..flows import layout as L
+from ..runtime.pacing import Pacer
 from ..schema import opt
 from . import SourceContext, register_source
 from ._connections import ConnectionSource
@@ -25,10 +26,11 @@ class PcapConfig:
 
     kind: ClassVar[str] = "pcap"
     file: str = opt(MISSING, "pcap or pcapng file (optionally gzip-compressed)", path=True)
-    repeat: int = opt(1, "passes over the file (0 = forever); the daemon exits after the last", min=0)
-    pause: float = opt(0.0, "seconds to wait between passes", min=0.0)
+    repeat: int = opt(1, "passes over the file (0 = forever); the daemon exits after the last", min=0,
+                      max=1_000_000)
+    pause: float = opt(0.0, "seconds to wait between passes", min=0.0, max=86400.0)
     rate: float = opt(0.0, "pace the replay to this many finished connections per second (0 = as fast as "
-                           "possible)", min=0.0)
+                           "possible)", min=0.0, max=1e9)
 
 
 @register_source
@@ -45,6 +47,14 @@ class PcapSource(ConnectionSource):
         self.thread = threading.Thread(target=self._run, name="malsensor-replay", daemon=True)
         self.passes = 0
         self.stop_event = threading.Event()
+        if cfg.rate:  # one schedule for every pass, end-of-file flushes included (runtime/pacing.py)
+            pacer, plain, c = Pacer(cfg.rate), self.consumer.emit, self.consumer
+
+            def paced(cb) -> None:
+                for part in pacer.pace(cb, self.stop_event, c.beat):
+                    plain(part)
+
+            self.consumer.emit = paced
         self.started = threading.Event()
         self.stopped_early = False
 
@@ -80,18 +90,13 @@ class PcapSource(ConnectionSource):
                 if self.passes and cfg.pause and not self._wait(cfg.pause):
                     break
                 try:
-                    t0 = time.monotonic()
-                    n0 = self._connections()
-                    # (reuse: the pipeline is done with a batch before it asks for the next)
+                    # (reuse: the pipeline is done with a batch before it asks for the next; pacing
+                    # happens as the consumer hands connections on)
                     for batch in read_capture(self.path, chunk_bytes=PACED_CHUNK if cfg.rate else CHUNK,
                                               reuse_buffers=True):
                         c.consume(batch)
                         if self.stop_event.is_set():
                             break
-                        if cfg.rate:  # wait until the wall clock catches up with the connections sent
-                            ahead = (self._connections() - n0) / cfg.rate - (time.monotonic() - t0)
-                            if ahead > 0:
-                                self._wait(ahead)
                 except CaptureFormatError as e:
                     self.error = str(e)
                     log.error("replay: %s", e)
@@ -112,9 +117,6 @@ class PcapSource(ConnectionSource):
             self.done.set()
             if self.on_done is not None:
                 self.on_done()
-
-    def _connections(self) -> int:
-        return self.consumer.pipe.counters.connections
 
     def stop(self) -> None:
         self.stop_event.set()

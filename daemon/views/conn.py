@@ -113,10 +113,10 @@ class ConnOptions:
     trigger: str = opt("end", "classify at connection end, or early once a connection has early_packets "
                               "packets (connections ending before that are classified at their end)",
                        choices=("end", "early"))
-    early_packets: int = opt(0, "packets (both directions) for trigger = \"early\"", min=0, max=1 << 20)
+    early_packets: int = opt(0, "packets (both directions) for trigger = \"early\"", min=0, max=1_000_000)
     lookback: int = opt(0, "view = \"conn_series@1\" only: series length L (2..10); the model reads the conn "
                            "features after 2, 4, 8, ... packets and classifies a connection at "
-                           "2**L packets or at its end, whichever comes first (trigger = \"end\")", min=0)
+                           "2**L packets or at its end, whichever comes first (trigger = \"end\")", min=0, max=64)
 
 
 class ConnRouter(Router):

@@ -139,10 +139,10 @@ class SeriesOptions:
 
     lookback: int = opt(0, "view = \"conn_series@1\" only: series length L (2..10); the model reads the conn "
                            "features after 2, 4, 8, ... packets and classifies a connection at "
-                           "2**L packets or at its end, whichever comes first (trigger = \"end\")", min=0)
+                           "2**L packets or at its end, whichever comes first (trigger = \"end\")", min=0, max=64)
     trigger: str = opt("end", "a conn_series model classifies at its last series point or at the "
                               "connection's end: \"end\" only", choices=("end", "early"))
-    early_packets: int = opt(0, "not used by conn_series (0)", min=0)
+    early_packets: int = opt(0, "not used by conn_series (0)", min=0, max=1_000_000)
 
 
 class SeriesRouter(Router):

@@ -26,7 +26,18 @@ def _num(v: object) -> float:
         return math.nan
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise ValueError(repr(v))
-    return float(v)
+    try:
+        return float(v)
+    except OverflowError:  # an integer of hundreds of digits
+        raise ValueError(_show(v)) from None
+
+
+def _show(v: object) -> str:
+    """A value for a message: short (a 400-digit integer is described, not printed)."""
+    if isinstance(v, int) and not isinstance(v, bool) and abs(v) >= 10 ** 30:
+        return f"an integer of {len(str(abs(v)))} digits"
+    text = repr(v)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _vector(row: dict, view: ViewInfo, series: bool) -> np.ndarray:
@@ -50,7 +61,7 @@ def _vector(row: dict, view: ViewInfo, series: bool) -> np.ndarray:
                 try:
                     out[t, j] = _num(v)
                 except ValueError:
-                    raise ValueError(f"series[{t}][{j}] is {v!r}, not a number") from None
+                    raise ValueError(f"series[{t}][{j}] is {_show(v)}, not a number") from None
         return out
     fts = row.get("fts")
     out = np.empty(ncol, dtype=np.float64)
@@ -64,7 +75,7 @@ def _vector(row: dict, view: ViewInfo, series: bool) -> np.ndarray:
             try:
                 out[j] = _num(v)
             except ValueError:
-                raise ValueError(f"fts[{j}] ({view.columns[j]}) is {v!r}, not a number") from None
+                raise ValueError(f"fts[{j}] ({view.columns[j]}) is {_show(v)}, not a number") from None
         return out
     missing = [c for c in view.columns if c not in row]
     if missing:
@@ -76,12 +87,13 @@ def _vector(row: dict, view: ViewInfo, series: bool) -> np.ndarray:
         try:
             out[j] = _num(row[c])
         except ValueError:
-            raise ValueError(f"{c} is {row[c]!r}, not a number") from None
+            raise ValueError(f"{c} is {_show(row[c])}, not a number") from None
     return out
 
 
 def _opt_str(v: object) -> str | None:
-    return None if v is None else str(v)
+    """Address and MAC columns: text, or None for anything else (a nested value is no address)."""
+    return v if isinstance(v, str) else (None if v is None or isinstance(v, (list, dict)) else str(v))
 
 
 def read_jsonl(path: Path, view: ViewInfo, label_key: str | None, stats: DataStats, skip_bad: bool,
@@ -109,6 +121,12 @@ def read_jsonl(path: Path, view: ViewInfo, label_key: str | None, stats: DataSta
             except (json.JSONDecodeError, UnicodeDecodeError) as e:
                 stats.bad(where, f"invalid JSON ({getattr(e, 'msg', e)})", skip_bad)
                 continue
+            except RecursionError:
+                stats.bad(where, "invalid JSON (nested too deep)", skip_bad)
+                continue
+            except ValueError as e:  # an integer beyond Python's digit limit
+                stats.bad(where, f"invalid JSON ({e})", skip_bad)
+                continue
             if not isinstance(row, dict):
                 stats.bad(where, f"expected a JSON object, got {type(row).__name__}", skip_bad)
                 continue
@@ -119,6 +137,10 @@ def read_jsonl(path: Path, view: ViewInfo, label_key: str | None, stats: DataSta
                 continue
             key = label_key or next((k for k in DEFAULT_LABEL_KEYS if k in row), None)
             lab = row.get(key) if key else None
+            if lab is not None and (isinstance(lab, bool) or not isinstance(lab, (str, int, float))):
+                stats.bad(where, f"label {key!r} is a JSON {type(lab).__name__}, expected a string or number",
+                          skip_bad)
+                continue
             if lab is not None:
                 have_label = True
             xs.append(vec)
@@ -139,7 +161,10 @@ def read_jsonl(path: Path, view: ViewInfo, label_key: str | None, stats: DataSta
 def _ts_seconds(t: object) -> float:
     """Row timestamps: epoch seconds (number) or ISO 8601 text; NaN when absent."""
     if isinstance(t, (int, float)) and not isinstance(t, bool):
-        return float(t)
+        try:
+            return float(t)
+        except OverflowError:
+            return math.nan
     if isinstance(t, str):
         from datetime import datetime
 

@@ -24,7 +24,7 @@ from malsensor.daemon.artifact import ViewInfo
 
 from ..errors import TrainError
 from .labels import Labeller, LabelSpec
-from .table import DataStats, Dataset, Part
+from .table import DataStats, Dataset
 
 log = logging.getLogger("malsensor.train.data")
 

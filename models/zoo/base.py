@@ -21,7 +21,7 @@ import numpy as np
 
 from malsensor.daemon.artifact import ViewInfo
 from malsensor.daemon.plugins import Registry, RegistryError
-from malsensor.daemon.schema import Checker, ConfigError, opt  # noqa: F401 (opt: for the kinds' configs)
+from malsensor.daemon.schema import Checker, opt  # noqa: F401 (opt: for the kinds' configs)
 
 from ..errors import TrainError
 
