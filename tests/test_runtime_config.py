@@ -310,7 +310,7 @@ def test_output_kinds_redis_keys_and_their_rules():
     assert problems('[[output]]\nkind = "redis"\npath = "e.json"\nmode = "queue"\nport = 0\n') == [
         "t.toml:4: output[0].mode: 'queue' is not allowed (allowed: list, lpush, rpush, channel, publish, stream, "
         "xadd)",
-        "t.toml:5: output[0].port: 0 is out of range (allowed: >= 1 and <= 65535)",
+        "t.toml:5: output[0].port: 0 is out of range (allowed: 1..65535)",
         't.toml:3: output[0].path: only used with kind = "file" (here kind = "redis")',
     ]
     assert problems('[[output]]\nkind = "file"\nserver = "x"\n') == [
