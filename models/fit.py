@@ -74,7 +74,7 @@ def library_versions() -> dict[str, str]:
     from importlib import metadata
 
     out = {"python": platform.python_version()}
-    for dist in ("malsensor", "jax", "jaxlib", "numpy", "msgpack", "flax", "optax", "scikit-learn"):
+    for dist in ("malsensor", "jax", "jaxlib", "numpy", "msgpack", "flax", "optax", "scikit-learn", "xgboost"):
         try:
             out[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -155,7 +155,10 @@ def run_fit(opts: FitOptions) -> FitOutcome:
     y_va = y_all[va] if va.size else None
     t0 = time.monotonic()
     try:
-        if kind.fitted:
+        if hasattr(kind, "fit"):      # kinds that fit themselves (gbdt)
+            cw = class_weights(y_all[tr], len(labels), tc.class_weight)
+            result = kind.fit(ctx, ds.x[tr], y_all[tr], x_va, y_va, len(labels), cw)
+        elif kind.fitted:
             result = fit_forest(kind, ctx, ds.x[tr], y_all[tr], x_va, y_va, len(labels))
         else:
             cw = class_weights(y_all[tr], len(labels), tc.class_weight)
@@ -196,7 +199,8 @@ def run_fit(opts: FitOptions) -> FitOutcome:
         ref = result.train_probs_fn(canary_x)
         check["max_abs_diff_vs_trainer"] = float(np.abs(ref.astype(np.float64) - canary_p).max())
         log.info("exported function vs trainer (%s): max |diff| %.3g on the canary rows",
-                 "scikit-learn predict_proba" if kind.fitted else "flax", check["max_abs_diff_vs_trainer"])
+                 getattr(kind, "reference", "scikit-learn predict_proba" if kind.fitted else "flax"),
+                 check["max_abs_diff_vs_trainer"])
 
     meta = {
         "format": A.FORMAT,

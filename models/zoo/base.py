@@ -52,7 +52,7 @@ def register(cls: type[ModelKind]) -> type[ModelKind]:
 
 
 def get_kind(name: str) -> ModelKind:
-    from . import forest, itransformer, mlp  # noqa: F401  (registration)
+    from . import forest, gbdt, itransformer, mlp  # noqa: F401  (registration)
 
     if name not in REGISTRY:
         raise TrainError(f"unknown model kind {name!r} (known: {', '.join(sorted(REGISTRY))})")
