@@ -63,7 +63,9 @@ class GBDTConfig:
     early_stopping_rounds: int = 30   # rounds without a lower validation log loss; 0 = never stop early
     rounds_per_chunk: int = 25        # rounds fitted between checkpoints (one "epoch")
     traversal: str = "auto"           # auto | perfect | sparse (as the forest)
-    perfect_max_depth: int = 6
+    # XGBoost's level-wise trees are nearly complete, so the perfect layout wins deeper than
+    # for the forest: 190 depth-8 trees, batch 4096, best of 15: perfect 13.0 ms, sparse 23.8 ms
+    perfect_max_depth: int = 8
     n_jobs: int = 2
 
 
