@@ -237,7 +237,11 @@ def fit_gbdt(kind: "GBDT", ctx, x_tr: np.ndarray, y_tr: np.ndarray, x_va: np.nda
     and learning curves), stopping ``early_stopping_rounds`` rounds after the lowest
     validation log loss (XGBoost's own rule, over the library's per-round metric); the
     published model keeps the rounds up to that best one."""
-    import xgboost as xgb
+    try:
+        import xgboost as xgb
+    except ImportError:
+        raise TrainError("model kind gbdt needs XGBoost: install the train extra (pip install 'malsensor[train]')") \
+            from None
 
     from ..train import FitResult, _as_list, _Interrupted, _log_epoch, _seed_int
 
@@ -303,7 +307,8 @@ def fit_gbdt(kind: "GBDT", ctx, x_tr: np.ndarray, y_tr: np.ndarray, x_va: np.nda
             if (ctx.stop_after_epochs is not None and chunks_run >= ctx.stop_after_epochs
                     and rounds < cfg.n_estimators and not stopped):
                 raise _Interrupted()
-    final = booster[: best["round"]] if best["round"] < rounds else booster
+    keep = best["round"] or rounds                 # 0: no validation loss was ever finite
+    final = booster[:keep] if keep < rounds else booster
     model = from_xgboost(final)
     params_arr, static = layout(cfg, model, x_tr.shape[1])
     static.update(library=f"xgboost {xgb.__version__}", rounds_trained=rounds, best_round=best["round"])
