@@ -204,7 +204,8 @@ def margins(static: dict, p: dict, x):
         return m + v[i]
 
     m0 = jnp.broadcast_to(p["base"][:, None], (g, x.shape[0]))
-    return jax.lax.fori_loop(0, r, add, m0).T                     # (batch, groups)
+    # unrolled by 8: the loop's per-step overhead showed at batch 1 (0.33 vs 0.30 ms CPU, 190 rounds)
+    return jax.lax.fori_loop(0, r, add, m0, unroll=8).T          # (batch, groups)
 
 
 def gbdt_probs(static: dict, p: dict, x):
