@@ -59,6 +59,11 @@ def main() -> int:
         y = np.array([code.get(v, -1) for v in ds.y])
         te = sp.test[y[sp.test] >= 0]
         for lib, kw in CONFIGS:
+            try:
+                __import__(lib)
+            except ImportError:
+                print(f"| {label} | {lib} | not installed: skipped | | | | | |", flush=True)
+                continue
             for cw in ("none", "sqrt"):
                 w = class_weights(y[sp.train], len(classes), cw)[y[sp.train]]
                 t0 = time.perf_counter()
