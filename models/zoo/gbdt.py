@@ -1,9 +1,9 @@
 """Gradient-boosted trees: fitted by XGBoost, evaluated by the forest's JAX traversal.
 
-Why XGBoost rather than LightGBM (measured on the UNSW CSV, 17 conn columns, the
-trainer's seeded split, 2 threads; docs/training.md has the table): equal quality
-(binary accuracy 0.9365 vs 0.9387, 10-class macro-F1 0.49-0.50 vs 0.45-0.52, LightGBM
-stopping after 19-86 rounds), and XGBoost's trees fit the compiled traversal better:
+Why XGBoost rather than LightGBM (bench/bench_gbdt_libs.py: UNSW CSV, 17 conn columns,
+the trainer's seeded split; docs/training.md has the table): quality within a point or two
+either way (binary accuracy 0.9365-0.9374 vs 0.9377-0.9397, 10-class macro-F1 0.47-0.50
+vs 0.45-0.52), and XGBoost's trees fit the compiled traversal better:
 they grow level-wise to ``max_depth`` (the traversal runs one step per level; LightGBM
 grows leaf-wise and its 31-leaf trees reach depth 10-15), and its split thresholds are
 float32 compared with float32 features, so the conversion is exact by construction.
