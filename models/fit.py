@@ -74,7 +74,7 @@ def library_versions() -> dict[str, str]:
     from importlib import metadata
 
     out = {"python": platform.python_version()}
-    for dist in ("malsensor", "jax", "jaxlib", "numpy", "msgpack", "flax", "optax", "scikit-learn"):
+    for dist in ("malsensor", "jax", "jaxlib", "numpy", "msgpack", "flax", "optax", "scikit-learn", "xgboost"):
         try:
             out[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -197,7 +197,7 @@ def run_fit(opts: FitOptions) -> FitOutcome:
         ref = result.train_probs_fn(canary_x)
         check["max_abs_diff_vs_trainer"] = float(np.abs(ref.astype(np.float64) - canary_p).max())
         log.info("exported function vs trainer (%s): max |diff| %.3g on the canary rows",
-                 f"{spec.kind} as fitted", check["max_abs_diff_vs_trainer"])
+                 getattr(kind, "reference", f"{spec.kind} as fitted"), check["max_abs_diff_vs_trainer"])
 
     meta = {
         "format": A.FORMAT,

@@ -481,7 +481,7 @@ def test_metrics_server_bounds_idle_connections():
 
 
 def _row(i: int) -> dict:
-    from malsensor.models.views import CONN_COLUMNS
+    from malsensor.daemon.views.conn import CONN_COLUMNS
 
     return {"fts": [float(i + j) for j in range(len(CONN_COLUMNS))], "label": "a" if i % 2 else "b"}
 
@@ -505,18 +505,18 @@ def test_jsonl_hostile_numbers_and_nesting_are_row_errors(tmp_path, bad, problem
     from malsensor.models.data.jsonl import read_jsonl
     from malsensor.models.data.table import DataStats
     from malsensor.models.errors import TrainError
-    from malsensor.models.views import conn_view
+    from malsensor.daemon.views.conn import CONN
 
     p = tmp_path / "r.jsonl"
     p.write_text("\n".join([json.dumps(_row(0)), bad, json.dumps(_row(1))]) + "\n")
     if problem is None:
-        assert read_jsonl(p, conn_view(), None, DataStats(), False).x.shape == (3, 17)
+        assert read_jsonl(p, CONN.info(), None, DataStats(), False).x.shape == (3, 17)
         return
     with pytest.raises(TrainError) as ei:
-        read_jsonl(p, conn_view(), None, DataStats(), False)
+        read_jsonl(p, CONN.info(), None, DataStats(), False)
     assert str(ei.value).startswith(f"{p}:2: {problem}")
     st = DataStats()
-    part = read_jsonl(p, conn_view(), None, st, True)
+    part = read_jsonl(p, CONN.info(), None, st, True)
     assert st.bad_rows == 1 and part.x.shape == (2, 17) and part.label == ["b", "a"]
 
 
@@ -526,7 +526,7 @@ def test_csv_non_utf8_byte_is_reported_at_its_line_and_skips_only_its_row(tmp_pa
     from malsensor.models.data.csvsrc import read_csv
     from malsensor.models.data.table import DataStats
     from malsensor.models.errors import TrainError
-    from malsensor.models.views import CONN_COLUMNS, conn_view
+    from malsensor.daemon.views.conn import CONN, CONN_COLUMNS
 
     lines = [",".join([*CONN_COLUMNS, "label"])]
     lines += [",".join([*(str(i + j) for j in range(17)), "a" if i % 2 else "b"]) for i in range(3000)]
@@ -536,10 +536,10 @@ def test_csv_non_utf8_byte_is_reported_at_its_line_and_skips_only_its_row(tmp_pa
     p.write_bytes(data[:cut + 1] + b"1500,1501,1502,1503,1504,1505,1506,1507,1508,1509,1510,1511,1512,1513,"
                   b"1514,1515,1516,caf\xe9" + data[data.index(b"\n", cut + 1):])
     with pytest.raises(TrainError) as ei:
-        read_csv(p, conn_view(), None, DataStats(), False)
+        read_csv(p, CONN.info(), None, DataStats(), False)
     assert str(ei.value).startswith(f"{p}:1502: not UTF-8 (byte 88 of the line)")
     st = DataStats()
-    part = read_csv(p, conn_view(), None, st, True)
+    part = read_csv(p, CONN.info(), None, st, True)
     assert st.bad_rows == 1 and st.rows_read == 3000 and part.x.shape == (2999, 17)
 
 
@@ -548,12 +548,12 @@ def test_csv_duplicated_header_column_is_an_error(tmp_path):
     from malsensor.models.data.csvsrc import read_csv
     from malsensor.models.data.table import DataStats
     from malsensor.models.errors import TrainError
-    from malsensor.models.views import CONN_COLUMNS, conn_view
+    from malsensor.daemon.views.conn import CONN, CONN_COLUMNS
 
     p = tmp_path / "d.csv"
     p.write_text(",".join([*CONN_COLUMNS, "label", "dur"]) + "\n" + ",".join(["1"] * 19) + "\n")
     with pytest.raises(TrainError, match=r":1: column 'dur' appears 2 times \(fields 1, 19\)"):
-        read_csv(p, conn_view(), None, DataStats(), False)
+        read_csv(p, CONN.info(), None, DataStats(), False)
 
 
 def test_tiny_dataset_warns_that_validation_and_test_are_empty(tmp_path):

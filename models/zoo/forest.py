@@ -243,10 +243,15 @@ def choose_traversal(cfg: ForestConfig, depth: int) -> str:
 # --------------------------------------------------------------------------- JAX evaluation
 
 def perfect_probs(p: dict, x, depth: int):
+    return leaf_sum(p["values"], perfect_leaves(p, x, depth))
+
+
+def perfect_leaves(p: dict, x, depth: int):
+    """The leaf (a row of ``values``) each tree reaches for each row: (trees, batch) int32."""
     import jax
     import jax.numpy as jnp
 
-    feat, thr, leaf_map, values = p["feature"], p["threshold"], p["leaf_map"], p["values"]
+    feat, thr, leaf_map = p["feature"], p["threshold"], p["leaf_map"]
     n_t, ni = feat.shape
     b, n_f = x.shape
     f_flat, t_flat = feat.reshape(-1), thr.reshape(-1)
@@ -260,15 +265,19 @@ def perfect_probs(p: dict, x, depth: int):
         return 2 * idx + 1 + (xv > t_flat[g]).astype(jnp.int32)
 
     idx = jax.lax.fori_loop(0, depth, step, jnp.zeros((n_t, b), dtype=jnp.int32))
-    leaf = leaf_map.reshape(-1)[(jnp.arange(n_t, dtype=jnp.int32) * (ni + 1))[:, None] + idx - ni]
-    return leaf_sum(values, leaf)
+    return leaf_map.reshape(-1)[(jnp.arange(n_t, dtype=jnp.int32) * (ni + 1))[:, None] + idx - ni]
 
 
 def sparse_probs(p: dict, x, depth: int):
+    return leaf_sum(p["values"], sparse_leaves(p, x, depth))
+
+
+def sparse_leaves(p: dict, x, depth: int):
+    """The leaf (a row of ``values``) each tree reaches for each row: (trees, batch) int32."""
     import jax
     import jax.numpy as jnp
 
-    packed, thr, slot, values, roots = (p["packed"], p["threshold"], p["leaf_slot"], p["values"], p["roots"])
+    packed, thr, slot, roots = p["packed"], p["threshold"], p["leaf_slot"], p["roots"]
     b, n_f = x.shape
     bits = feature_bits(n_f)
     mask = (1 << bits) - 1
@@ -281,7 +290,7 @@ def sparse_probs(p: dict, x, depth: int):
         return (k >> bits) + (xv > thr[node]).astype(jnp.int32)
 
     node = jax.lax.fori_loop(0, depth, step, jnp.broadcast_to(roots[:, None], (roots.shape[0], b)))
-    return leaf_sum(values, slot[node])
+    return slot[node]
 
 
 def leaf_sum(values, leaf):
