@@ -216,7 +216,7 @@ def test_fuzz_artifact(small_artifact, tmp_path, seed):
 
 
 def _dataset_lines(kind: str, n: int) -> list[str]:
-    from malsensor.models.views import CONN_COLUMNS
+    from malsensor.daemon.views.conn import CONN_COLUMNS
 
     if kind == "jsonl":
         return [json.dumps({"fts": [float(i)] + [float(j) for j in range(1, 17)], "label": "ab"[i % 2]})
@@ -257,7 +257,7 @@ def test_fuzz_trainer_file(tmp_path, kind, seed):
     from malsensor.models.data.jsonl import read_jsonl
     from malsensor.models.data.table import DataStats
     from malsensor.models.errors import TrainError
-    from malsensor.models.views import conn_view
+    from malsensor.daemon.views.conn import CONN
 
     rng = random.Random(seed)
     n = 200
@@ -269,11 +269,11 @@ def test_fuzz_trainer_file(tmp_path, kind, seed):
     p.write_bytes(b"\n".join(out) + b"\n")
     read = read_jsonl if kind == "jsonl" else read_csv
     try:
-        read(p, conn_view(), None, DataStats(), False)
+        read(p, CONN.info(), None, DataStats(), False)
     except TrainError as e:
         assert re.match(rf"^{re.escape(str(p))}:\d+(-\d+)?: ", str(e)), f"seed {seed}: {e}"
     st = DataStats()
-    part = read(p, conn_view(), None, st, True)
+    part = read(p, CONN.info(), None, st, True)
     kept = part.x[:, 0].tolist()
     intact = [float(i - first) for i in range(first, len(lines)) if i not in mutated]
     assert set(intact) <= set(kept), f"seed {seed}: intact rows lost"
