@@ -8,7 +8,7 @@
 * **libxdc page images** (``../shared/data/pt/libxdc``): ``TEST_CASES.tsv`` names, per
   case, a page image (``PREFIX.addr``: little-endian u64 page addresses, ``PREFIX.dump``:
   the pages) and a trace. Runs of contiguous pages become the modules
-  (``CASE/rK``); the sample's label is the case's folder name (program identification).
+  (``CASE.rK``); the sample's label is the case's folder name (program identification).
 
 :func:`scan` finds samples under a root and skips incomplete ones with a reason; it
 never raises on bad input.
@@ -138,7 +138,7 @@ def read_barnum(folder: Path) -> PtSample:
 
 
 def modules_from_pages(addr_file: Path, case: str) -> Modules:
-    """Runs of contiguous pages of a libxdc page image as modules ``CASE/r0``, ``CASE/r1`` ..."""
+    """Runs of contiguous pages of a libxdc page image as modules ``CASE.r0``, ``CASE.r1`` ..."""
     raw = addr_file.read_bytes()
     if len(raw) % 8:
         raise SampleError(f"{addr_file}: size {len(raw)} is not a multiple of 8 (u64 page addresses)")
@@ -149,7 +149,7 @@ def modules_from_pages(addr_file: Path, case: str) -> Modules:
     starts = pages[np.concatenate([[0], breaks])]
     last = pages[np.concatenate([breaks - 1, [pages.size - 1]])]
     return Modules(starts.astype(np.uint64), (last + np.uint64(PAGE)).astype(np.uint64),
-                   [f"{case}/r{k}" for k in range(starts.size)])
+                   [f"{case}.r{k}" for k in range(starts.size)])
 
 
 def read_libxdc(table: Path) -> ScanResult:

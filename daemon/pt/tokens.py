@@ -28,9 +28,7 @@ KEY_MASK = 0x7FFFFFFF
 def module_hash(name: str) -> int:
     """A stable 63-bit hash of a module's file name (its basename: the same library traced
     on two machines under different folders is the same module)."""
-    base = name.replace("\\", "/").rsplit("/", 1)[-1] if "/" in name and not name.endswith("/") else name
-    if "/r" in name and name.rsplit("/", 1)[-1][1:].isdigit():   # libxdc page runs: CASE/rK keep the case
-        base = name
+    base = name.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1] or name
     return int.from_bytes(hashlib.blake2b(base.encode(), digest_size=8).digest(), "little") & 0x7FFFFFFFFFFFFFFF
 
 

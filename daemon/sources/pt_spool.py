@@ -157,7 +157,7 @@ class PtSpoolSource(Source):
         with self._lock:
             self.counters["pt_tokens"] += len(r.tokens)
             self.counters["pt_bytes"] += len(data)
-            self.counters["pt_decode_errors"] += r.counters.n_errors()
+            self.counters["pt_decode_errors"] += r.counters.n_errors
         t = pending.register(sample.name, sample.label, str(folder), self._finished)
         hashes = np.asarray([module_hash(m) for m in sample.modules.names], np.int64)
         batch = PtTraceBatch(t.seq, r.tokens.kind, r.tokens.ip, r.tokens.offset, sample.modules, hashes)

@@ -34,7 +34,7 @@ def windows_of(sample: PtSample, view: ViewInfo) -> tuple[np.ndarray, np.ndarray
     x, _, n_tokens, counters = trace_windows(sample.read_trace(), sample.modules, seq_len, seq_len, tip_only)
     if n_tokens == 0:
         raise SampleError(f"{sample.trace}: no control-flow tokens ({counters.bytes_in} bytes, "
-                          f"{counters.n_errors()} decode errors)")
+                          f"{counters.n_errors} decode errors)")
     pos = np.arange(x.shape[0], dtype=np.float64) / max(x.shape[0] - 1, 1)
     return x.astype(np.float64), pos
 
