@@ -158,7 +158,7 @@ def test_view_shape_columns_options_and_router():
     rows = r.route(PtTraceBatch(t.seq, tk.kind, tk.ip, tk.offset, mods, h))
     assert rows.x.shape == (3, 4, 2)                  # 8 tokens: windows at 0, 2, 4
     assert rows.keys[:, 0].tolist() == [t.seq] * 3 and rows.keys[:, 2].tolist() == [0, 1, 2]
-    assert pending.get(t.seq).routes == {r.id: 3}
+    assert pending.get(t.seq).routes == {r.id: 3} and pending.get(t.seq).top == {r.id: 5}
     pending.mark_dispatched(t.seq)
     pending.complete_route(t.seq, r.id)
     assert pending.get(t.seq) is None

@@ -27,14 +27,14 @@ TOP_WINDOWS = 5
 
 
 class _Acc:
-    __slots__ = ("probs", "alert", "offsets", "got", "t_ns")
+    __slots__ = ("probs", "alert", "offsets", "got", "top")
 
-    def __init__(self, n: int, n_classes: int) -> None:
+    def __init__(self, n: int, n_classes: int, top: int) -> None:
         self.probs = np.zeros((n, n_classes), np.float32)
         self.alert = np.zeros(n, bool)
         self.offsets = np.zeros(n, np.int64)
         self.got = np.zeros(n, bool)
-        self.t_ns = 0
+        self.top = top
 
 
 class TraceFormatter(JsonFormatter):
@@ -66,7 +66,7 @@ class TraceFormatter(JsonFormatter):
                 n = (t.routes.get(rid) if t is not None else None) or 0
                 if n <= w:
                     continue   # a trace this process no longer tracks
-                acc = self._acc[(seq, rid)] = _Acc(n, pb.probs.shape[1])
+                acc = self._acc[(seq, rid)] = _Acc(n, pb.probs.shape[1], t.top.get(rid, TOP_WINDOWS))
             acc.probs[w] = pb.probs[j]
             acc.alert[w] = pb.alert[j]
             acc.offsets[w] = off
@@ -92,7 +92,7 @@ class TraceFormatter(JsonFormatter):
                               probs[None, :], np.array([cls]), topk[None, :], np.array([alert]), pb.t_ns[:1],
                               entity=pb.entity, host=pb.host)
         ev = envelope(one, 0, self.event_type, time.time_ns())
-        order = np.argsort(-acc.probs[:, cls], kind="stable")[:TOP_WINDOWS]
+        order = np.argsort(-acc.probs[:, cls], kind="stable")[:acc.top]
         ev["trace"] = {"name": t.name if t else None, "label": t.label if t else None,
                        "source": t.source if t else None, "windows": int(acc.probs.shape[0]),
                        "alerting_windows": int(acc.alert.sum()),

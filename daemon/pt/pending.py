@@ -3,7 +3,7 @@
 A trace is cut into many windows; the models score them in batches that may split a trace,
 so the formatter gathers a trace's windows (per model) and writes one event when the last
 one arrives. The source registers each trace before dispatching it; each model's router
-adds one expected route with its window count; the formatter completes routes. When the
+adds one expected route with its window count (and how many top windows to show); the formatter completes routes. When the
 source has finished dispatching and every route is complete, ``on_done`` runs (the source
 moves the sample to done/): a sample leaves the spool only after its events were formatted,
 so a crash before that processes it again.
@@ -26,7 +26,8 @@ class TraceInFlight:
     label: str | None
     source: str                                   # where the sample came from (a path)
     on_done: Callable[["TraceInFlight"], None] | None = None
-    routes: dict[str, int] = field(default_factory=dict)   # model -> windows routed
+    routes: dict[int, int] = field(default_factory=dict)   # router id -> windows routed
+    top: dict[int, int] = field(default_factory=dict)      # router id -> top windows its events show
     dispatched: bool = False
     finished: bool = False
 
@@ -46,11 +47,12 @@ def get(seq: int) -> TraceInFlight | None:
         return _TRACES.get(seq)
 
 
-def add_route(seq: int, model: str, windows: int) -> None:
+def add_route(seq: int, router: int, windows: int, top: int) -> None:
     with _lock:
         t = _TRACES.get(seq)
         if t is not None:
-            t.routes[model] = windows
+            t.routes[router] = windows
+            t.top[router] = top
 
 
 def mark_dispatched(seq: int) -> None:
@@ -64,12 +66,12 @@ def mark_dispatched(seq: int) -> None:
         _finish(t)
 
 
-def complete_route(seq: int, model: str) -> None:
+def complete_route(seq: int, router: int) -> None:
     with _lock:
         t = _TRACES.get(seq)
         if t is None:
             return
-        t.routes.pop(model, None)
+        t.routes.pop(router, None)
         ready = _ready(t)
     if ready:
         _finish(t)

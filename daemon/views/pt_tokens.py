@@ -89,7 +89,7 @@ class PtTokensRouter(Router):
         k[:, 1] = self.id
         k[:, 2] = np.arange(n)
         k[:, 3] = w_off
-        pending.add_route(batch.seq, self.id, n)
+        pending.add_route(batch.seq, self.id, n, o.top_windows)
         return EntityRows(k, x)
 
 
