@@ -154,6 +154,9 @@ class PtSpoolSource(Source):
         except (SampleError, OSError) as e:
             self._quarantine(work, str(e).replace(str(work), str(folder)))
             return
+        except Exception as e:  # bad input never stops the spool: say what and where, keep going
+            self._quarantine(work, f"{folder}: {type(e).__name__}: {e}".replace(str(work), str(folder)))
+            return
         with self._lock:
             self.counters["pt_tokens"] += len(r.tokens)
             self.counters["pt_bytes"] += len(data)
