@@ -79,3 +79,55 @@ def test_trace_report_binary_is_barnums_verdict():
     assert rep["per_class"]["malicious"]["precision"] == 0.5 and rep["per_class"]["malicious"]["recall"] == 0.5
     assert rep["one_vs_rest"]["malicious"]["f1"] == 0.5
     assert trace_ids(np.array([0, 0, 1, 1]), np.array([2, 3, 2, 2])).tolist() == [0, 1, 2, 2]
+
+
+def test_spool_quarantines_bad_samples_with_their_reason_and_keeps_going(tmp_path):
+    import gzip
+
+    from pt_encoder import PtEncoder
+    from malsensor.daemon.sources import SourceContext
+    from malsensor.daemon.sources.pt_spool import PtSpoolConfig, PtSpoolSource
+
+    enc = PtEncoder()
+    enc.psb()
+    enc.tip(0x401000)
+    enc.tnt(True)
+    trace, _ = enc.finish()
+
+    def sample(name, info=b"x\nbenign\n", mapping=b"400000 /bin/x\n", trace_bytes=trace, gz_trace=False):
+        d = tmp_path / "spool" / name
+        d.mkdir(parents=True)
+        (d / "info.txt").write_bytes(info)
+        if mapping is not None:
+            (d / "mapping.txt").write_bytes(mapping)
+        (d / ("trace_0.gz" if gz_trace else "trace_0")).write_bytes(trace_bytes)
+        return d
+
+    sample("good")
+    sample("good-gz", trace_bytes=gzip.compress(trace), gz_trace=True)
+    sample("bad-gz", trace_bytes=b"\x1f\x8b\x08\x00garbage", gz_trace=True)
+    sample("bad-info", info=b"\xff\xfe\n")
+    sample("no-mapping", mapping=None)
+    sample("bad-line", mapping=b"400000 /bin/x\n40z000 /bin/y\n")
+    batches = []
+
+    def dispatch(batch, beat):
+        batches.append(batch)   # no model routes it: the sample is done once dispatched
+
+    src = PtSpoolSource(PtSpoolConfig(directory=str(tmp_path / "spool"), poll=0.05, once=True),
+                        SourceContext(dispatch))
+    src.start()
+    src.join(60)
+    assert src.done.is_set() and src.error is None
+    spool = tmp_path / "spool"
+    assert sorted(p.name for p in (spool / "done").iterdir()) == ["good", "good-gz"]
+    assert len(batches) == 2 and [b.kind.size for b in batches] == [2, 2]
+    reasons = {p.name[:-len(".reason")]: p.read_text() for p in (spool / "quarantine").glob("*.reason")}
+    assert set(reasons) == {"bad-gz", "bad-info", "no-mapping", "bad-line"}
+    assert reasons["bad-gz"].startswith(f"{spool / 'bad-gz' / 'trace_0.gz'}: not a valid gzip file")
+    assert reasons["bad-info"] == f"{spool / 'bad-info' / 'info.txt'}: not UTF-8 text (byte 0)\n"
+    assert reasons["no-mapping"] == f"{spool / 'no-mapping'}: incomplete sample, missing mapping.txt[.gz]\n"
+    assert reasons["bad-line"] == f"{spool / 'bad-line' / 'mapping.txt'}:2: not a hex address: '40z000'\n"
+    st = src.stats()
+    assert (st["pt_samples_taken"], st["pt_samples_done"], st["pt_samples_quarantined"]) == (6, 2, 4)
+    assert st["pt_tokens"] == 4 and not list((spool / ".processing").iterdir())
