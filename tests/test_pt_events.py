@@ -34,11 +34,14 @@ def test_one_event_per_trace_across_batches_and_outputs_and_done_once():
     pending.mark_dispatched(t.seq)
     first = _pb(t.seq, 77, [0, 1, 2], [0.1, 0.95, 0.2])
     assert fmt.eve_lines(first) == b"" and fmt.eve_lines(first, select=first.alert) == b""  # two outputs
+    fmt.written(first)
     assert finished == []
     last = _pb(t.seq, 77, [3, 4], [0.97, 0.3])
     all_out = fmt.eve_lines(last)
     alerts_only = fmt.eve_lines(last, select=last.alert)
     assert all_out == alerts_only                     # the trace alerts, so the alerts-only output has it
+    assert finished == []                             # done only once the writer has written the batch
+    fmt.written(last)
     ev = json.loads(all_out)
     assert ev["event_type"] == "trace" and ev["host"] == "h"
     p = ev["prediction"]
@@ -51,6 +54,7 @@ def test_one_event_per_trace_across_batches_and_outputs_and_done_once():
 
 
 def test_a_benign_trace_takes_the_mean_and_an_alerts_only_output_skips_it():
+    """(Also: a batch no output formatted still completes its traces when written.)"""
     fmt = FORMATTERS.get("trace")
     t = pending.register("sample-2", "benign", "/spool/sample-2")
     pending.add_route(t.seq, 78, 2, 5)
@@ -59,10 +63,16 @@ def test_a_benign_trace_takes_the_mean_and_an_alerts_only_output_skips_it():
     ev = json.loads(fmt.eve_lines(pb))
     assert ev["prediction"]["label"] == "benign" and ev["prediction"]["alert"] is False
     assert abs(ev["prediction"]["probability"] - 0.7) < 1e-6   # mean of 0.8 and 0.6
+    fmt.written(pb)
     # the sample is done only once the source has also finished dispatching it
     assert pending.get(t.seq) is not None
     pending.mark_dispatched(t.seq)
     assert pending.get(t.seq) is None
+    t2 = pending.register("sample-3", "benign", "/spool/sample-3")
+    pending.add_route(t2.seq, 78, 1, 5)
+    pending.mark_dispatched(t2.seq)
+    fmt.written(_pb(t2.seq, 78, [0], [0.1]))          # e.g. only non-eve outputs
+    assert pending.get(t2.seq) is None
 
 
 def test_trace_report_binary_is_barnums_verdict():

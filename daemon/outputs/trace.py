@@ -9,7 +9,9 @@ highest mean probability over the windows. ``trace.top_windows`` lists the trace
 the windows that score highest for the event's label.
 
 Several outputs format the same batch: the aggregation runs once per batch and its events
-are reused (``select``, an alerts-only output, keeps the alerting traces).
+are reused (``select``, an alerts-only output, keeps the alerting traces). Only when the
+writer says the batch is with every output (``written``) are the traces it finished
+completed, so a sample leaves the spool after its event was written.
 """
 from __future__ import annotations
 
@@ -44,18 +46,30 @@ class TraceFormatter(JsonFormatter):
     def __init__(self) -> None:
         self._acc: dict[tuple[int, int], _Acc] = {}
         self._lock = threading.Lock()
-        self._last: tuple[PredictionBatch, list[tuple[bool, str]]] | None = None
+        # the batch last gathered: its events (alert, line) and the routes they complete
+        self._last: tuple[PredictionBatch, list[tuple[bool, str]], list[tuple[int, int]]] | None = None
+
+    def _gathered(self, pb: PredictionBatch) -> tuple:
+        with self._lock:
+            if self._last is None or self._last[0] is not pb:
+                done: list[tuple[int, int]] = []
+                self._last = (pb, self._gather(pb, done), done)
+            return self._last
 
     def eve_lines(self, pb: PredictionBatch, *, features: bool = True, select: np.ndarray | None = None,
                   **output_options) -> bytes:
-        with self._lock:
-            if self._last is None or self._last[0] is not pb:
-                self._last = (pb, self._gather(pb))
-            done = self._last[1]
-        lines = [text for alert, text in done if select is None or alert]
+        lines = [text for alert, text in self._gathered(pb)[1] if select is None or alert]
         return ("\n".join(lines) + "\n").encode() if lines else b""
 
-    def _gather(self, pb: PredictionBatch) -> list[tuple[bool, str]]:
+    def written(self, pb: PredictionBatch) -> None:
+        """The events are with every output: the traces they finish are done (daemon/pt/pending.py)."""
+        _, _, done = self._gathered(pb)
+        with self._lock:
+            self._last = None
+        for seq, rid in done:
+            pending.complete_route(seq, rid)
+
+    def _gather(self, pb: PredictionBatch, done: list[tuple[int, int]]) -> list[tuple[bool, str]]:
         out = []
         keys = pb.keys
         for j in range(pb.n):
@@ -74,7 +88,7 @@ class TraceFormatter(JsonFormatter):
             if acc.got.all():
                 del self._acc[(seq, rid)]
                 out.append(self._event(pb, seq, acc))
-                pending.complete_route(seq, rid)
+                done.append((seq, rid))
         return out
 
     def _event(self, pb: PredictionBatch, seq: int, acc: _Acc) -> tuple[bool, str]:
