@@ -162,3 +162,22 @@ def test_view_shape_columns_options_and_router():
     pending.mark_dispatched(t.seq)
     pending.complete_route(t.seq, r.id)
     assert pending.get(t.seq) is None
+
+
+def test_lstm_vocabulary_keeps_the_most_frequent_keys_and_maps_unseen_to_unknown():
+    from malsensor.models.zoo.lstm import LSTMConfig, PAD, UNKNOWN
+    from malsensor.models.zoo.base import get_kind
+
+    def rows(keys):
+        k = np.asarray(keys, np.int64)
+        return np.stack([k >> 16, k & 0xFFFF], axis=-1).astype(np.float32)
+
+    kind = get_kind("lstm")
+    # key 70001 x3, 9 x2, 5 x2, 123 x1 (and padding 0, never in the vocabulary); room for 3 keys
+    x = rows([[70001, 9, 5, 0], [70001, 9, 5, 123], [70001, 0, 0, 0]])
+    inputs = kind.fit_inputs(LSTMConfig(max_vocab=5), x)
+    assert inputs["vocab"].dtype == np.int32 and inputs["vocab"].tolist() == [5, 9, 70001]
+    ids = np.asarray(kind.prepare_inputs(inputs, rows([[9, 0, 123, 70001, 5, 0x7FFFFFFF]])))
+    assert ids.tolist() == [[3, PAD, UNKNOWN, 4, 2, UNKNOWN]]
+    d = kind.describe_inputs(inputs, ("token_hi", "token_lo"))
+    assert d["vocabulary"] == 3 and d["transform"] == "token_vocabulary"
