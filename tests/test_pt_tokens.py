@@ -162,6 +162,11 @@ def test_view_shape_columns_options_and_router():
     pending.mark_dispatched(t.seq)
     pending.complete_route(t.seq, r.id)
     assert pending.get(t.seq) is None
+    # max_windows bounds a long trace: 8 tokens, seq_len 2, stride 1 would be 7 windows
+    r = v.router(PtTokensOptions(seq_len=2, stride=1, max_windows=4), {})
+    t = pending.register("s", "benign", "/nowhere")
+    rows = r.route(PtTraceBatch(t.seq, tk.kind, tk.ip, tk.offset, mods, h))
+    assert rows.x.shape[0] <= 4 and rows.keys[-1, 3] == tk.offset[-2]   # still ends on the last token
 
 
 def test_lstm_vocabulary_keeps_the_most_frequent_keys_and_maps_unseen_to_unknown():

@@ -62,6 +62,8 @@ class PtTokensOptions:
                          choices=("slide", "chunk"))
     tip_only: bool = opt(False, "tokens from TIP/TIP.PGE/FUP targets only (drop TNT bits)")
     top_windows: int = opt(5, "offsets of the highest-scoring windows an event shows", min=0, max=100)
+    max_windows: int = opt(65536, "bound on one trace's windows (memory: seq_len x 8 bytes each); a longer "
+                                  "trace is covered with a larger stride", min=1)
 
     @property
     def step(self) -> int:
@@ -82,7 +84,11 @@ class PtTokensRouter(Router):
         o = self.o
         keys, offs = token_keys(batch.kind, batch.ip, batch.offset, batch.modules.start, batch.modules.end,
                                 batch.module_hashes, o.tip_only)
-        x, w_off = windows(keys, offs, o.seq_len, o.step)
+        step = o.step
+        if keys.size > o.seq_len and (keys.size - o.seq_len) // step + 2 > o.max_windows:
+            # a huge trace at stride 1 would need GBs: widen the stride so max_windows cover it
+            step = max(step, -(-(keys.size - o.seq_len) // max(o.max_windows - 2, 1)))
+        x, w_off = windows(keys, offs, o.seq_len, step)
         n = x.shape[0]
         k = np.empty((n, KEY_COLS), np.int64)
         k[:, 0] = batch.seq
