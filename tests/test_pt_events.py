@@ -124,10 +124,12 @@ def test_spool_quarantines_bad_samples_with_their_reason_and_keeps_going(tmp_pat
     def dispatch(batch, beat):
         batches.append(batch)   # no model routes it: the sample is done once dispatched
 
+    stray = pending.register("stray", None, "/elsewhere")   # another source's unfinished trace: not waited for
     src = PtSpoolSource(PtSpoolConfig(directory=str(tmp_path / "spool"), poll=0.05, once=True),
                         SourceContext(dispatch))
     src.start()
     src.join(60)
+    pending.mark_dispatched(stray.seq)
     assert src.done.is_set() and src.error is None
     spool = tmp_path / "spool"
     assert sorted(p.name for p in (spool / "done").iterdir()) == ["good", "good-gz"]
@@ -140,4 +142,5 @@ def test_spool_quarantines_bad_samples_with_their_reason_and_keeps_going(tmp_pat
     assert reasons["bad-line"] == f"{spool / 'bad-line' / 'mapping.txt'}:2: not a hex address: '40z000'\n"
     st = src.stats()
     assert (st["pt_samples_taken"], st["pt_samples_done"], st["pt_samples_quarantined"]) == (6, 2, 4)
-    assert st["pt_tokens"] == 4 and not list((spool / ".processing").iterdir())
+    assert st["pt_tokens"] == 4 and st["pt_samples_in_flight"] == 0
+    assert not list((spool / ".processing").iterdir())

@@ -167,6 +167,9 @@ def test_view_shape_columns_options_and_router():
     t = pending.register("s", "benign", "/nowhere")
     rows = r.route(PtTraceBatch(t.seq, tk.kind, tk.ip, tk.offset, mods, h))
     assert rows.x.shape[0] <= 4 and rows.keys[-1, 3] == tk.offset[-2]   # still ends on the last token
+    pending.mark_dispatched(t.seq)
+    pending.complete_route(t.seq, r.id)
+    assert pending.get(t.seq) is None
 
 
 def test_lstm_vocabulary_keeps_the_most_frequent_keys_and_maps_unseen_to_unknown():

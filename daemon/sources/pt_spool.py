@@ -67,6 +67,7 @@ class PtSpoolSource(Source):
         self.counters = {"pt_samples_taken": 0, "pt_samples_done": 0, "pt_samples_quarantined": 0,
                          "pt_samples_requeued": 0, "pt_tokens": 0, "pt_bytes": 0, "pt_decode_errors": 0}
         self._lock = threading.Lock()
+        self._mine: set[int] = set()   # its traces (pending.py) not finished yet
 
     @classmethod
     def preload(cls) -> None:
@@ -97,7 +98,8 @@ class PtSpoolSource(Source):
 
     def stats(self) -> dict:
         with self._lock:
-            return dict(self.counters, pt_samples_in_flight=pending.in_flight())
+            mine = sum(pending.get(seq) is not None for seq in self._mine)
+        return dict(self.counters, pt_samples_in_flight=mine)
 
     # ------------------------------------------------------------ work
     def _waiting(self) -> list[Path]:
@@ -118,7 +120,7 @@ class PtSpoolSource(Source):
                         break
                     self._take(folder)
                 if not waiting and self.cfg.once:
-                    while pending.in_flight() and not self.stop_event.is_set():   # wait for the events
+                    while self._in_flight() and not self.stop_event.is_set():   # wait for its events
                         self.stop_event.wait(0.05)
                     break
                 if not waiting:
@@ -162,10 +164,17 @@ class PtSpoolSource(Source):
             self.counters["pt_bytes"] += len(data)
             self.counters["pt_decode_errors"] += r.counters.n_errors
         t = pending.register(sample.name, sample.label, str(folder), self._finished)
+        with self._lock:
+            self._mine.add(t.seq)
         hashes = np.asarray([module_hash(m) for m in sample.modules.names], np.int64)
         batch = PtTraceBatch(t.seq, r.tokens.kind, r.tokens.ip, r.tokens.offset, sample.modules, hashes)
         self.ctx.dispatch(batch, self._beat)
         pending.mark_dispatched(t.seq)
+
+    def _in_flight(self) -> int:
+        with self._lock:
+            self._mine = {seq for seq in self._mine if pending.get(seq) is not None}
+            return len(self._mine)
 
     def _beat(self) -> None:
         self.beat_at = time.monotonic()
