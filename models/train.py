@@ -76,7 +76,7 @@ def fit_gradient(kind, ctx: LoopContext, x_tr: np.ndarray, y_tr: np.ndarray, x_v
     spec, tc = ctx.spec, ctx.spec.train
     cfg = spec.model
     module = kind.module(cfg, n_classes)
-    norm = N.fit_normaliser(x_tr, kind.view(cfg).feature_axis)  # normalisation follows the view's features
+    norm = kind.fit_inputs(cfg, x_tr)  # the normaliser (along the view's features), or the kind's own
     norm_j = {k: jnp.asarray(v) for k, v in norm.items()}
     n = x_tr.shape[0]
     bs = min(tc.batch_size, n)
@@ -88,12 +88,12 @@ def fit_gradient(kind, ctx: LoopContext, x_tr: np.ndarray, y_tr: np.ndarray, x_v
     tx = optax.chain(optax.clip_by_global_norm(tc.grad_clip) if tc.grad_clip > 0 else optax.identity(),
                      optax.adamw(schedule, weight_decay=tc.weight_decay))
     key = jax.random.PRNGKey(_seed_int(tc.seed, 0))
-    net = module.init({"params": key}, N.normalise(norm_j, jnp.asarray(x_tr[:1])), train=False)["params"]
+    net = module.init({"params": key}, kind.prepare_inputs(norm_j, jnp.asarray(x_tr[:1])), train=False)["params"]
     opt_state = tx.init(net)
     cw = jnp.asarray(class_w)
 
     def logits_fn(p, x, train, rng=None):
-        z = N.normalise(norm_j, x)
+        z = kind.prepare_inputs(norm_j, x)
         rngs = {"dropout": rng} if rng is not None else {}
         return module.apply({"params": p}, z, train=train, rngs=rngs)
 
@@ -214,11 +214,11 @@ def fit_gradient(kind, ctx: LoopContext, x_tr: np.ndarray, y_tr: np.ndarray, x_v
     params = {"norm": norm_j, "net": best["params"]}
 
     def probs_fn(p, x):
-        z = N.normalise(p["norm"], x)
+        z = kind.prepare_inputs(p["norm"], x)
         return jax.nn.softmax(module.apply({"params": p["net"]}, z, train=False), axis=-1)
 
     return FitResult(jax.tree_util.tree_map(np.asarray, params), probs_fn, history,
-                     N.describe(norm, kind.view(cfg).columns), {}, best["epoch"],
+                     kind.describe_inputs(norm, kind.view(cfg).columns), {}, best["epoch"],
                      lambda x: probs_np(best["params"], x))
 
 

@@ -92,6 +92,11 @@ def evaluate(art: Artifact, d: DataArgs) -> dict:
     out = classification_report(y, probs.argmax(1), art.labels, log_loss(probs, y))
     out["artifact"] = str(art.path)
     out["version"] = art.version
+    threshold = (art.meta.get("hyper", {}).get("model") or {}).get("eval_threshold")
+    if threshold is not None:  # window models of whole traces (lstm): Barnum's trace-level verdict
+        from .pt_eval import trace_ids, trace_report
+
+        out["traces"] = trace_report(trace_ids(ds.groups, y), y, probs, list(art.labels), float(threshold))
     out["data"] = {"files": ds.stats.files, "rows_read": ds.stats.rows_read, "bad_rows": ds.stats.bad_rows,
                    "unlabelled": ds.stats.unlabelled, "nonfinite_values": ds.stats.nonfinite_values,
                    "missing_values": ds.stats.missing_values, "duplicates": ds.stats.duplicates}
@@ -108,6 +113,13 @@ def print_evaluation(rep: dict, stream=sys.stdout) -> None:
     lines.append(f"{'label':<{w}}  precision  recall     f1  support")
     for lab, m in rep["per_class"].items():
         lines.append(f"{lab:<{w}}  {m['precision']:9.4f}  {m['recall']:6.4f}  {m['f1']:.4f}  {m['support']:7d}")
+    if "traces" in rep:
+        t = rep["traces"]
+        lines.append(f"traces {t['traces']} (flagged when a window's probability > {t['threshold']}): "
+                     f"accuracy {t['accuracy']:.4f}  macro-F1 {t['macro_f1']:.4f}"
+                     + (f"  tp {t['tp']}  tn {t['tn']}  fp {t['fp']}  fn {t['fn']}" if "tp" in t else ""))
+        for lab, m in t["one_vs_rest"].items():
+            lines.append(f"  {lab:<{w}}  precision {m['precision']:.4f}  recall {m['recall']:.4f}  f1 {m['f1']:.4f}")
     stream.write("\n".join(lines) + "\n")
 
 

@@ -20,7 +20,7 @@ from malsensor.models.zoo.base import get_kind
 SPECS = REPO / "etc" / "models"
 
 
-@pytest.mark.parametrize("kind", ["forest", "gbdt", "mlp", "itransformer"])
+@pytest.mark.parametrize("kind", ["forest", "gbdt", "mlp", "itransformer", "lstm"])
 def test_shipped_spec_shows_every_default(kind):
     spec = load_spec(SPECS / f"{kind}.toml")
     assert spec.kind == kind

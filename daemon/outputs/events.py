@@ -36,6 +36,11 @@ class Formatter:
         ``[[output]]`` that a formatter may use (``community_id_seed`` for connections)."""
         raise NotImplementedError
 
+    def written(self, pb: PredictionBatch) -> None:
+        """Called by the writer once every output has been handed ``pb``'s events (whether or not
+        one asked this formatter for them): what the entity's source should only do once its
+        events are written (the trace spool moves a sample to done/)."""
+
 
 def format_time(ts_ns: int) -> str:
     """Epoch ns as Suricata writes ``timestamp``: ``YYYY-MM-DDTHH:MM:SS.uuuuuu+0000`` (UTC)."""

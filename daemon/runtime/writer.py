@@ -180,6 +180,9 @@ class EventWriter(threading.Thread):
             elif ok and o.reported is not None and now - o.reported_at >= REPORT_EVERY_S:
                 log.info("output %s: writing again (%d events lost in all)", c.target, o.file.lost_lines)
                 o.reported = None
+        written = getattr(FORMATTERS.find(pb.entity), "written", None)
+        if written is not None:  # every output has the batch now (the trace spool moves its sample to done/)
+            written(pb)
         self.events += pb.n
         self.latency.record(time.monotonic_ns() - pb.t_ns)
 

@@ -51,6 +51,25 @@ class GradientKind(ModelKind):
         """A flax.linen module: ``module.apply({'params': p}, x, train=bool) -> logits``."""
         raise NotImplementedError
 
+    # How raw view values become the module's input, inside the exported function. The default
+    # is the normaliser (signed log1p + z-score along the view's feature axis, fitted on the
+    # training split); a kind whose inputs are not magnitudes (token keys) overrides all three.
+    # What fit_inputs returns is the "norm" leaf of the artifact's params.
+    def fit_inputs(self, cfg: Any, x_train: np.ndarray) -> dict[str, np.ndarray]:
+        from . import norm as N
+
+        return N.fit_normaliser(x_train, self.view(cfg).feature_axis)
+
+    def prepare_inputs(self, inputs: dict, x):
+        from . import norm as N
+
+        return N.normalise(inputs, x)
+
+    def describe_inputs(self, inputs: dict, columns: tuple[str, ...]) -> dict:
+        from . import norm as N
+
+        return N.describe(inputs, columns)
+
     def fit(self, ctx, x_tr, y_tr, x_va, y_va, n_classes, class_weights):
         from ..train import fit_gradient
 
