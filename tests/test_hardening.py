@@ -79,8 +79,8 @@ def test_every_numeric_key_has_a_range():
 
 @pytest.mark.parametrize("args, message", [
     (["--metrics-port", "70000"], "--metrics-port: metrics.port: 70000 is out of range (allowed: 0..65535)"),
-    (["--replay", "x.pcap", "--repeat", "-1"], "--repeat: replay.repeat: -1 is out of range (allowed: 0..1000000)"),
-    (["--replay", "x.pcap", "--rate", "nan"], "--rate: replay.rate: expected a finite number"),
+    (["--replay", "x.pcap", "--repeat", "-1"], "--repeat: source.repeat: -1 is out of range (allowed: 0..1000000)"),
+    (["--replay", "x.pcap", "--rate", "nan"], "--rate: source.rate: expected a finite number"),
 ])
 def test_malsensord_options_are_range_checked(args, message):
     """--metrics-port 70000 passed --check-config then crashed; --repeat -1 replayed nothing, exit 0."""
@@ -248,14 +248,15 @@ def test_rate_paces_end_of_file_flushes_and_every_pass(tmp_path):
     pass restarted the schedule. Now every connection keeps the rate, across two passes."""
     import threading
 
-    from malsensor.daemon.runtime.sources import ReplaySource
+    from malsensor.daemon.sources import SourceContext
+    from malsensor.daemon.sources.pcap import PcapSource
 
     cap = require_data(PCAPS / "synscan.pcapng")
     rate = 2000.0
-    cfg = C.parse_config(f'[replay]\nfile = "{cap}"\nrepeat = 2\nrate = {rate}\n', "t.toml")
+    cfg = C.parse_config(f'[[source]]\nkind = "pcap"\nfile = "{cap}"\nrepeat = 2\nrate = {rate}\n', "t.toml")
     stop = threading.Event()
     disp = _TimedDispatcher(stop)
-    src = ReplaySource(cfg, cfg.tracker_config(), disp, emit_at_stop=lambda: True)
+    src = PcapSource(cfg.sources[0], SourceContext(disp.dispatch, tracking=cfg.tracker_config()))
     src.start()
     assert src.done.wait(60) and src.error is None
     t = np.array(disp.times)

@@ -180,27 +180,27 @@ class OutputSection:
     server: str = opt("127.0.0.1", "redis: server address or name, or the path of its unix socket (a value "
                                    "with a /)", kinds=_REDIS)
     port: int = opt(6379, "redis: TCP port", min=1, max=65535, kinds=_REDIS)
-    database: int = opt(0, "redis: database number (SELECT)", min=0, kinds=_REDIS)
+    database: int = opt(0, "redis: database number (SELECT)", min=0, max=65535, kinds=_REDIS)
     password: str = opt("", "redis: password (AUTH; \"\" = none)", kinds=_REDIS)
     mode: str = opt("list", "redis: list/lpush (LPUSH), rpush (RPUSH), channel/publish (PUBLISH), "
                             "stream/xadd (XADD, field \"eve\")", choices=REDIS_MODES, kinds=_REDIS)
     key: str = opt("malsensor", "redis: the list, channel or stream", kinds=_REDIS)
     stream_maxlen: int = opt(100000, "redis, stream mode: XADD MAXLEN (0 = the stream is never trimmed)", min=0,
-                             kinds=_REDIS)
+                             max=1 << 40, kinds=_REDIS)
     stream_trim_exact: bool = opt(False, "redis, stream mode: trim to exactly stream_maxlen (MAXLEN =) "
                                          "instead of approximately (MAXLEN ~, cheaper)", kinds=_REDIS)
     pipelining: bool = opt(True, "redis: send batch_size events per round trip (false: one event per "
                                  "command, each reply awaited)", kinds=_REDIS)
     batch_size: int = opt(256, "redis: events per round trip when pipelining", min=1, max=100000, kinds=_REDIS)
     timeout: float = opt(2.0, "redis: seconds to connect or to wait for a reply before the server counts as "
-                              "down (events then go to the spool)", min=0.0, min_exclusive=True, kinds=_REDIS)
+                              "down (events then go to the spool)", min=0.0, min_exclusive=True, max=3600.0, kinds=_REDIS)
     queue_max_bytes: int = opt(16 << 20, "redis: bound of the in-memory queue between the writer and the redis "
-                                         "thread; beyond it events are dropped and counted", min=1, kinds=_REDIS)
+                                         "thread; beyond it events are dropped and counted", min=1, max=1 << 34, kinds=_REDIS)
     spool_dir: str = opt("/var/lib/malsensor/spool/redis", "redis: directory of the on-disk spool (events "
                                                            "waiting for the server, delivered in order)",
                          path=True, kinds=_REDIS)
     spool_max_bytes: int = opt(256 << 20, "redis: bound of the spool on disk; events that do not fit are dropped "
-                                          "and counted (0 = no spool)", min=0, kinds=_REDIS)
+                                          "and counted (0 = no spool)", min=0, max=1 << 44, kinds=_REDIS)
 
     @property
     def target(self) -> str:

@@ -46,7 +46,7 @@ class PtSpoolConfig:
 
     kind: ClassVar[str] = "pt_spool"
     directory: str = opt(MISSING, "the spool directory (samples are renamed into it when complete)", path=True)
-    poll: float = opt(0.5, "seconds between scans of the directory", min=0.01)
+    poll: float = opt(0.5, "seconds between scans of the directory", min=0.01, max=3600.0)
     once: bool = opt(False, "process the samples present at start (and any arriving meanwhile), then stop")
 
 

@@ -57,13 +57,14 @@ class PtTraceBatch:
 @dataclass(frozen=True)
 class PtTokensOptions:
     seq_len: int = opt(128, "tokens per window", min=2, max=4096)
-    stride: int = opt(1, "tokens between the starts of two windows (windowing = slide)", min=1)
+    stride: int = opt(1, "tokens between the starts of two windows (windowing = slide)", min=1,
+                      max=1 << 20)
     windowing: str = opt("slide", "slide: a window every stride tokens; chunk: non-overlapping windows",
                          choices=("slide", "chunk"))
     tip_only: bool = opt(False, "tokens from TIP/TIP.PGE/FUP targets only (drop TNT bits)")
     top_windows: int = opt(5, "offsets of the highest-scoring windows an event shows", min=0, max=100)
     max_windows: int = opt(65536, "bound on one trace's windows (memory: seq_len x 8 bytes each); a longer "
-                                  "trace is covered with a larger stride", min=1)
+                                  "trace is covered with a larger stride", min=1, max=1 << 24)
 
     @property
     def step(self) -> int:
