@@ -21,6 +21,7 @@ import pytest
 from conftest import fuzz_cases, fuzz_seed
 
 from malsensor.daemon.runtime import config as C
+from malsensor.daemon.sources.afpacket import ring_config
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "etc" / "malsensor.toml"
@@ -93,12 +94,19 @@ def test_fuzz_config_file(seed):
             for spec in C.section_specs(toml_name):
                 if spec.type not in (int, float):
                     continue
-                v = getattr(sec.tracker if toml_name == "tracking" and spec.name in C.TRACKER_KEYS else sec,
-                            spec.name)
+                if toml_name == "tracking" and spec.name in C.TRACKER_KEYS:
+                    holder = sec.tracker
+                elif toml_name == "model" and not hasattr(sec, spec.name):
+                    holder = sec.options  # a key of the model's view
+                else:
+                    holder = sec
+                if not hasattr(holder, spec.name):  # a key of another source kind or view
+                    continue
+                v = getattr(holder, spec.name)
                 assert spec.min <= v <= spec.max, (seed, toml_name, spec.name, v)
     cfg.tracker_config()
-    for itf in cfg.interfaces:
-        C.ring_config(itf)
+    for itf in cfg.sources_of("afpacket"):
+        ring_config(itf)
     C.check_sources(cfg)
 
 
@@ -106,7 +114,8 @@ def test_fuzz_config_file(seed):
 def test_fuzz_command_line_overrides(seed):
     """Random values for the numeric options of malsensord and extract: accepted, or one
     `OPTION: section.key: problem` line per bad option - never a traceback."""
-    from malsensor.daemon.runtime.main import NUMERIC_OPTIONS, apply_overrides, build_parser
+    from malsensor.daemon.runtime.main import build_parser
+    from malsensor.daemon.runtime.overrides import NUMERIC_OPTIONS, apply_overrides
 
     rng = random.Random(seed)
     cfg = C.load_config(SHIPPED)
