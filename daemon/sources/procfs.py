@@ -34,6 +34,8 @@ class ProcfsConfig:
     kind: ClassVar[str] = "procfs"
     interval: float = opt(1.0, "seconds between two samples of /proc", min=0.05)
     root: str = opt("/proc", "where procfs is mounted")
+    refresh: int = opt(10, "re-read status, io and fds of a process that did not run at least every this many "
+                           "samples (1 = every sample; docs/proc.md)", min=1)
 
 
 @register_source
@@ -46,7 +48,7 @@ class ProcfsSource(Source):
 
     def __init__(self, cfg: ProcfsConfig, ctx: SourceContext) -> None:
         super().__init__(cfg, ctx)
-        self.sampler = ProcSampler(cfg.root)
+        self.sampler = ProcSampler(cfg.root, cfg.refresh)
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self._run, name="malsensor-procfs", daemon=True)
         self.beat_at = time.monotonic()
@@ -108,4 +110,4 @@ class ProcfsSource(Source):
         t = self.sampler.totals
         return {"procfs_samples": self.sampler.samples, "procfs_vanished": t["vanished"],
                 "procfs_io_unreadable": t["io_unreadable"], "procfs_fd_unreadable": t["fd_unreadable"],
-                "procfs_late": self.late, "procfs_cpu_s": round(self.cpu_s, 3)}
+                "procfs_full_reads": t.get("full_reads", 0), "procfs_late": self.late, "procfs_cpu_s": round(self.cpu_s, 3)}
