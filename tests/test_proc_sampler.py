@@ -91,8 +91,11 @@ def test_a_known_process_reads_as_what_it_does(worker):
         assert k[C["state_sleeping"]] == 1 and k[C["cpu_user"]] == 0 and k[C["children"]] == 0
 
 
-def test_processes_that_exit_between_samples_are_left_out_not_errors():
+@pytest.mark.parametrize("hold", [True, False])
+def test_processes_that_exit_between_samples_are_left_out_not_errors(hold):
     s = ProcSampler()
+    if not hold:
+        s.hold_max = 0  # open, read, close every file (what happens past the fd budget)
     procs = [subprocess.Popen(["sleep", "30"]) for _ in range(20)]
     try:
         a = s.sample()
@@ -104,6 +107,10 @@ def test_processes_that_exit_between_samples_are_left_out_not_errors():
         alive = set(b.pid.tolist())
         assert not any(p.pid in alive for p in procs[:10])
         assert all(p.pid in alive for p in procs[10:])
+        assert not any(p.pid in s.held for p in procs[:10])
+        assert all((p.pid in s.held) == hold for p in procs[10:])
+        s.close()
+        assert not s.held
         assert b.x.shape == (b.n, W) and np.isfinite(b.x).all()
     finally:
         for p in procs:
