@@ -260,6 +260,10 @@ def _fd_budget() -> int:
     return max(0, (soft - 512) // 2)
 
 
+_BUDGET = _fd_budget()   # processes held open, by all samplers of this process together
+_held_total = 0
+
+
 def warm() -> None:
     """Runs every kernel once on a tiny input (numba compiles or loads them)."""
     buf = np.frombuffer(b"1 (x) S 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n"
@@ -300,7 +304,7 @@ class ProcSampler:
         self.root = root
         self.refresh = max(1, refresh)
         self.held: dict[int, tuple[int, int]] = {}   # pid -> open stat and schedstat
-        self.hold_max = _fd_budget()
+        self.hold_max = _BUDGET
         warm()  # compile/load the kernels now: a first sample's files must be read close together
         self.seen: dict[int, _Seen] = {}
         self.cap = 0
@@ -312,7 +316,8 @@ class ProcSampler:
         self.totals = {"vanished": 0, "io_unreadable": 0, "fd_unreadable": 0}
 
     def _hold(self, root_fd: int, pid: int) -> tuple[int, int] | None:
-        if len(self.held) >= self.hold_max:
+        global _held_total
+        if len(self.held) >= self.hold_max or _held_total >= _BUDGET:
             return None
         try:
             a = os.open(f"{pid}/stat", os.O_RDONLY | os.O_CLOEXEC, dir_fd=root_fd)
@@ -324,10 +329,15 @@ class ProcSampler:
             os.close(a)
             return None
         self.held[pid] = (a, b)
+        _held_total += 1
         return a, b
 
     def _release(self, pid: int) -> None:
-        for fd in self.held.pop(pid, ()):
+        global _held_total
+        fds = self.held.pop(pid, ())
+        if fds:
+            _held_total -= 1
+        for fd in fds:
             os.close(fd)
 
     def close(self) -> None:
