@@ -2,6 +2,7 @@
 #              with etc/malsensor.toml and the shipped default model (CAPTURE=FILE replays a file)
 # make test  - set up .venv (and, as root, the Debian tools the tests use) and run the whole suite
 # make bench - run the benchmarks under bench/ side by side with the reference tools
+# make dataset-proc - record the labelled process-activity dataset (docs/proc.md) into PROC_DATA
 SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
@@ -16,7 +17,11 @@ DEB_PACKAGES := libsystemd-dev pkg-config gcc libpcap0.8 argus-server argus-clie
 	iproute2 debootstrap systemd-container util-linux netbase libipt2 libipt-dev redis-server \
 	rsyslog rsyslog-hiredis rsyslog-kafka rsyslog-elasticsearch
 
-.PHONY: run test bench venv debs clean
+PROC_DATA ?= data/proc
+PROC_RUNS ?= 3
+PROC_DURATION ?= 120
+
+.PHONY: run test bench venv debs clean dataset-proc
 
 debs:
 	@if [ "$$(id -u)" = 0 ]; then \
@@ -47,6 +52,9 @@ test: venv
 
 bench: venv
 	$(VPY) bench/run.py
+
+dataset-proc: venv
+	$(VENV)/bin/malsensor-train dataset-proc --out $(PROC_DATA) --runs $(PROC_RUNS) --duration $(PROC_DURATION)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
