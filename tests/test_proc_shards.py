@@ -33,9 +33,12 @@ def test_round_trip(tmp_path):
     vols = _volumes(3)
     a = write_shard(tmp_path, "benign", vols, 0.02)
     b = write_shard(tmp_path, "miner/x", vols[:1], 0.02)
+    c = write_shard(tmp_path, "miner/x", vols[1:], 0.02)  # the same second: another name
+    assert c != b and b.exists() and c.exists()
     idx = json.loads((tmp_path / INDEX).read_text())
     assert (idx["version"], idx["steps"], idx["processes"], len(idx["columns"])) == (1, 2, 8, W)
-    assert [(s["file"], s["label"], s["volumes"]) for s in idx["shards"]] == [(a.name, "benign", 3), (b.name, "miner/x", 1)]
+    assert [(s["file"], s["label"], s["volumes"]) for s in idx["shards"]] == [
+        (a.name, "benign", 3), (b.name, "miner/x", 1), (c.name, "miner/x", 2)]
     assert b.name.startswith("miner_x-")
     st = DataStats()
     part = READER.read(a, READER.file_type(a), VIEW, DataOptions(), st)

@@ -85,7 +85,12 @@ def write_shard(folder: Path, label: str, vols: list, interval: float) -> Path:
         raise TrainError(f"{folder / INDEX}: holds volumes of {idx.get('steps')} steps x {idx.get('processes')} "
                          f"processes; this recording makes {d} x {h}: record into another folder")
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in label) or "unlabelled"
-    name = f"{safe}-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}{SUFFIX}"
+    stem = f"{safe}-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}"
+    listed = {s.get("file") for s in idx["shards"]}
+    name, k = f"{stem}{SUFFIX}", 0
+    while (folder / name).exists() or name in listed:  # two recordings in one second
+        k += 1
+        name = f"{stem}-{k}{SUFFIX}"
     path = folder / name
     arrays = {
         "format_version": np.array([VERSION], np.int64),
