@@ -37,6 +37,13 @@ def record(o: RecordOptions, stop=None) -> tuple[Path | None, int]:
     if o.duration <= 0 or o.interval <= 0 or o.steps < 1 or o.processes < 1 or o.stride < 0:
         raise TrainError("record-proc: --duration and --interval must be > 0, --steps and --processes >= 1")
     sampler = ProcSampler(o.root)
+    try:
+        return _record(o, sampler, stop)
+    finally:
+        sampler.close()
+
+
+def _record(o: RecordOptions, sampler: ProcSampler, stop) -> tuple[Path | None, int]:
     router = ProcVolumeRouter(o.steps, o.processes, o.stride)
     vols = []
     router.push(sampler.sample())  # the first sample compiles the parsers: the clock starts after it

@@ -81,6 +81,7 @@ class ProcfsSource(Source):
             log.exception("procfs sampler failed")
             self.error = f"{type(e).__name__}: {e}"
         finally:
+            self.sampler.close()
             self.done.set()
             if self.on_done is not None:
                 self.on_done()
