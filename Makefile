@@ -6,6 +6,7 @@
 # make bench - run the benchmarks under bench/ side by side with the reference tools
 # make deb   - build malsensor_VERSION_ARCH.deb (docs/packaging.md), check it with lintian
 #              (DEB_EXTRAS=train also packages malsensor-train and its dependencies)
+# make dataset-proc - record the labelled process-activity dataset (docs/proc.md) into PROC_DATA
 SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
@@ -21,7 +22,11 @@ DEB_PACKAGES := libsystemd-dev pkg-config gcc libpcap0.8 argus-server argus-clie
 	rsyslog rsyslog-hiredis rsyslog-kafka rsyslog-elasticsearch \
 	dpkg-dev debhelper fakeroot lintian python3.11 python3.11-venv python3.11-dev
 
-.PHONY: run test fuzz bench venv debs deb clean
+PROC_DATA ?= data/proc
+PROC_RUNS ?= 3
+PROC_DURATION ?= 120
+
+.PHONY: run test fuzz bench venv debs deb clean dataset-proc
 
 debs:
 	@if [ "$$(id -u)" = 0 ]; then \
@@ -92,6 +97,9 @@ deb: venv
 	cp $(DEB_DIR)/$(DEB_FILE) .
 	lintian --fail-on error,warning $(DEB_FILE)
 	@echo "built $(DEB_FILE)"
+
+dataset-proc: venv
+	$(VENV)/bin/malsensor-train dataset-proc --out $(PROC_DATA) --runs $(PROC_RUNS) --duration $(PROC_DURATION)
 
 clean:
 	rm -rf $(VENV) build *.egg-info malsensor_*.deb

@@ -6,6 +6,9 @@
     malsensor-train evaluate ARTIFACT DATA [--label COL] [--json]
     malsensor-train predict ARTIFACT DATA [--topk K]
     malsensor-train inspect ARTIFACT [--json]
+    malsensor-train record-proc --label LABEL --duration S --out DIR [--interval S] [--steps D]
+                                [--processes H] [--stride N]
+    malsensor-train dataset-proc --out DIR [--runs N] [--duration S] [--behaviours a,b] [--by-behaviour]
 
 ARTIFACT is an artifact directory, a ``current`` link or a model folder holding one.
 DATA is a file or folder of JSONL rows, CSV tables (UNSW-NB15 or the 17 named
@@ -87,6 +90,26 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--topk", type=int, default=3)
     _data_args(pr)
 
+    rp = sub.add_parser("record-proc", help="record proc_volume@1 volumes of this machine into a dataset shard")
+    rp.add_argument("--label", required=True, help="the label of every volume of this recording")
+    rp.add_argument("--duration", type=float, required=True, metavar="S", help="seconds to record")
+    rp.add_argument("--out", type=Path, required=True, metavar="DIR", help="dataset folder (index.json + shards)")
+    rp.add_argument("--interval", type=float, default=1.0, metavar="S", help="seconds between samples (default 1)")
+    rp.add_argument("--steps", type=int, default=8, metavar="D", help="samples per volume (default 8)")
+    rp.add_argument("--processes", type=int, default=120, metavar="H", help="process rows per volume (default 120)")
+    rp.add_argument("--stride", type=int, default=0, metavar="N",
+                    help="samples between two volumes (default 0 = steps: no overlap)")
+    dp = sub.add_parser("dataset-proc", help="record a labelled proc_volume@1 dataset from harmless workloads")
+    dp.add_argument("--out", type=Path, required=True, metavar="DIR", help="dataset folder (index.json + shards)")
+    dp.add_argument("--runs", type=int, default=3, help="runs of every behaviour (default 3)")
+    dp.add_argument("--duration", type=float, default=60.0, metavar="S", help="seconds recorded a run (default 60)")
+    dp.add_argument("--interval", type=float, default=1.0, metavar="S", help="seconds between samples (default 1)")
+    dp.add_argument("--steps", type=int, default=8, metavar="D")
+    dp.add_argument("--processes", type=int, default=120, metavar="H")
+    dp.add_argument("--behaviours", default="", help="comma-separated subset (default: all)")
+    dp.add_argument("--by-behaviour", action="store_true", help="label = the behaviour (default: benign/malicious)")
+    dp.add_argument("--scratch", type=Path, help="where the workloads' scratch folders go (default: $TMPDIR)")
+    dp.add_argument("--seed", type=int, default=0, help="picks the background workloads")
     i = sub.add_parser("inspect", help="what an artifact is")
     i.add_argument("artifact")
     i.add_argument("--json", action="store_true")
@@ -115,6 +138,21 @@ def run(a: argparse.Namespace) -> int:
                           platforms=tuple(a.platforms or ("cpu",)), merge=_merge(a.merge))
         print_summary(run_fit(opts))
         return 0
+    if a.command == "record-proc":
+        from .record_proc import RecordOptions, record
+
+        path, n = record(RecordOptions(a.label, a.duration, a.out, a.interval, a.steps, a.processes, a.stride))
+        print(f"{n} volumes -> {path}" if path else "no whole window recorded")
+        return 0 if path else 1
+    if a.command == "dataset-proc":
+        from .proc_dataset import WORKLOADS, DatasetOptions, make_dataset
+
+        names = tuple(b for b in a.behaviours.split(",") if b) or tuple(WORKLOADS)
+        got = make_dataset(DatasetOptions(a.out, a.runs, a.duration, a.interval, a.steps, a.processes,
+                                          a.by_behaviour, names, a.scratch, a.seed))
+        for name, run, path, n in got:
+            print(f"{name} run {run}: {n} volumes -> {path}")
+        return 0 if all(p for _, _, p, _ in got) else 1
     from . import use
 
     if a.command == "inspect":

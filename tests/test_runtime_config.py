@@ -276,7 +276,7 @@ def test_source_tables_take_the_keys_of_their_kind():
     assert problems('[[source]]\nkind = "pcap"\nfile = "a.pcap"\nthreads = 2\n'
                     '[[source]]\nkind = "tape"\n[[source]]\nname = "x"\n') == [
         "t.toml:4: source[0].threads: unknown key (allowed: kind, file, repeat, pause, rate)",
-        "t.toml:6: source[1].kind: unknown source kind 'tape' (known: afpacket, pcap, pt_spool)",
+        "t.toml:6: source[1].kind: unknown source kind 'tape' (known: afpacket, pcap, procfs, pt_spool)",
         "t.toml:7: source[2]: missing required key 'kind'",
     ]
     both = C.parse_config('[[source]]\nkind = "pcap"\nfile = "a.pcap"\n[[source]]\nkind = "afpacket"\n'
@@ -291,7 +291,8 @@ def test_model_tables_take_the_keys_of_their_view():
                     '[[model]]\nname = "d"\nlookbak = 3\n') == [
         "t.toml:5: model[0].trigger: a conn_series@1 model classifies at its last series point or at the "
         "connection's end: trigger must be \"end\"",
-        "t.toml:8: model[1].view: unknown view 'conn_series@2' (known: conn@1, conn_series@1, pt_tokens@1)",
+        "t.toml:8: model[1].view: unknown view 'conn_series@2' (known: conn@1, conn_series@1, proc_volume@1, "
+        "pt_tokens@1)",
         "t.toml:11: model[2].lookbak: unknown key; did you mean 'lookback'? (allowed: name, models_dir, artifact, "
         "path, view, labels, topk, alert_threshold, benign_labels, trigger, early_packets, lookback)",
     ]

@@ -1,0 +1,35 @@
+"""Events of entity ``host`` (``event_type`` "host"): one per classified /proc volume, with its
+time span and the processes that weigh most (pid, comm, their top metrics)."""
+from __future__ import annotations
+
+from typing import Any
+
+from ..proc.volume import top_processes
+from .events import JsonFormatter, register_formatter
+
+TOP_PROCESSES = 5
+TOP_METRICS = 3
+
+
+class HostFormatter(JsonFormatter):
+    entity = "host"
+    event_type = "host"
+
+    def time_ns(self, pb, j: int) -> int:
+        return int(pb.keys[j]["end_ns"])
+
+    def fields(self, pb, j: int, features: bool) -> dict[str, Any]:
+        k = pb.keys[j]
+        x = pb.detail[j]
+        top = []
+        for row, metrics in top_processes(x, TOP_PROCESSES, TOP_METRICS):
+            entry = {"pid": int(k["pid"][row]), "comm": str(k["comm"][row]), "row": row}
+            entry["reason"] = ", ".join(f"{name}={value:.4g}" for name, value in metrics)
+            if features:
+                entry["metrics"] = {name: value for name, value in metrics}
+            top.append(entry)
+        return {"proc": {"start_ns": int(k["start_ns"]), "end_ns": int(k["end_ns"]),
+                         "processes": int(k["processes"]), "steps": int(x.shape[0]), "top": top}}
+
+
+register_formatter(HostFormatter())

@@ -1,0 +1,114 @@
+"""Source kind ``procfs``: samples /proc every ``interval`` seconds (one :class:`ProcBatch`
+of every process a sample); the view ``proc_volume@1`` windows the samples into volumes."""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import ClassVar
+
+from ..proc.sampler import ProcSample, ProcSampler
+from ..schema import opt
+from . import Heartbeat, Source, SourceContext, register_source
+
+log = logging.getLogger("malsensor.procfs")
+PRODUCT = "proc_samples"
+
+
+@dataclass
+class ProcBatch:
+    """One sample of every process (the product ``proc_samples``)."""
+
+    sample: ProcSample
+    product: ClassVar[str] = PRODUCT
+
+    def counts(self) -> dict[str, int]:
+        return {"proc_samples": 1}
+
+
+@dataclass(frozen=True)
+class ProcfsConfig:
+    """[[source]] kind = "procfs": per-process metrics of this machine (docs/proc.md)."""
+
+    kind: ClassVar[str] = "procfs"
+    interval: float = opt(1.0, "seconds between two samples of /proc", min=0.05, max=3600.0)
+    root: str = opt("/proc", "where procfs is mounted")
+    refresh: int = opt(10, "re-read status, io and fds of a process that did not run at least every this many "
+                           "samples (1 = every sample; docs/proc.md)", min=1, max=100000)
+
+
+@register_source
+class ProcfsSource(Source):
+    kind = "procfs"
+    produces = PRODUCT
+    config = ProcfsConfig
+    finite = False
+    description = "per-process metrics sampled from /proc"
+
+    def __init__(self, cfg: ProcfsConfig, ctx: SourceContext) -> None:
+        super().__init__(cfg, ctx)
+        self.sampler = ProcSampler(cfg.root, cfg.refresh)
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="malsensor-procfs", daemon=True)
+        self.beat_at = time.monotonic()
+        self.cpu_s = 0.0
+        self.late = 0
+
+    def describe(self) -> str:
+        return f"procfs {self.cfg.root} every {self.cfg.interval:g}s"
+
+    def _beat(self) -> None:
+        self.beat_at = time.monotonic()
+
+    def _run(self) -> None:
+        nxt = time.monotonic()
+        try:
+            while not self.stop_event.is_set():
+                c0 = time.thread_time()
+                s = self.sampler.sample()
+                self.cpu_s += time.thread_time() - c0
+                self._beat()
+                self.ctx.dispatch(ProcBatch(s), self._beat)
+                nxt += self.cfg.interval
+                wait = nxt - time.monotonic()
+                if wait < 0:  # a sample took longer than the interval: keep the pace, count it
+                    self.late += 1
+                    nxt = time.monotonic()
+                    wait = 0
+                self.stop_event.wait(wait)
+        except Exception as e:  # reported by failed(): the daemon stops
+            log.exception("procfs sampler failed")
+            self.error = f"{type(e).__name__}: {e}"
+        finally:
+            self.sampler.close()
+            self.done.set()
+            if self.on_done is not None:
+                self.on_done()
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def join(self, timeout: float) -> None:
+        self.thread.join(timeout)
+
+    def alive(self) -> bool:
+        return self.thread.is_alive()
+
+    def failed(self) -> str | None:
+        return f"{self.describe()}: {self.error}" if self.error else None
+
+    def heartbeats(self) -> list[Heartbeat]:
+        return [Heartbeat("malsensor-procfs", self.beat_at, self.done.is_set())]
+
+    def health(self, now: float, stall: float) -> str | None:
+        return super().health(now, max(stall, 3 * self.cfg.interval))
+
+    def stats(self) -> dict:
+        t = self.sampler.totals
+        return {"procfs_samples": self.sampler.samples, "procfs_vanished": t["vanished"],
+                "procfs_io_unreadable": t["io_unreadable"], "procfs_fd_unreadable": t["fd_unreadable"],
+                "procfs_full_reads": t.get("full_reads", 0), "procfs_late": self.late, "procfs_cpu_s": round(self.cpu_s, 3)}

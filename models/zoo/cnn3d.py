@@ -1,0 +1,88 @@
+"""A 3D CNN over ``proc_volume@1`` volumes (steps x processes x metrics), LeNet-5-like, after
+the online malware detector this modality descends from:
+
+    conv 32 filters, kernel (D, 3, 3)  - spans every step: the depth axis collapses to 1
+    max-pool 2 x 2 over the process and metric axes
+    conv 64 filters, kernel (3, 3)
+    max-pool 2 x 2
+    dense 1024 -> dense 512 -> classes
+
+with ReLU after each conv and dense layer, dropout after the dense layers (training only:
+``deterministic=not train``) and an optional layer norm after each stage. Adam comes from the
+shared gradient loop (weight_decay = 0 in etc/models/cnn3d.toml); the inputs are normalised
+along the view's feature axis (the 45 metrics) inside the artifact. Convolutions pad the
+process and metric axes ("same") so a 3-row neighbourhood exists at every row.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from malsensor.daemon.artifact import ViewInfo
+from malsensor.daemon.proc.volume import D_DEFAULT, H_DEFAULT
+from malsensor.daemon.views.proc_volume import PROC_VOLUME, ProcVolumeOptions
+
+from ..errors import TrainError
+from .base import GradientKind, opt, register
+
+NORMS = ("none", "layer")
+
+
+@dataclass
+class CNN3DConfig:
+    """Hyper-parameters (``[model]`` in etc/models/cnn3d.toml)."""
+
+    steps: int = opt(D_DEFAULT, "samples per volume (D): the view's first axis and the first kernel's depth", min=1)
+    processes: int = opt(H_DEFAULT, "process rows per volume (H)", min=1)
+    filters: tuple[int, ...] = (32, 64)
+    dense: tuple[int, ...] = (1024, 512)
+    dropout: float = opt(0.5, "dropout rate after each dense layer (training only)", min=0.0, max=1.0,
+                         max_exclusive=True)
+    norm: str = opt("none", "normalisation after each conv and dense layer: none | layer "
+                            "(batch normalisation needs the shared loop to carry batch statistics: not yet)",
+                    choices=NORMS)
+
+
+def _module(cfg: CNN3DConfig, n_classes: int):
+    import flax.linen as nn
+
+    class CNN3D(nn.Module):
+        @nn.compact
+        def __call__(self, x, train: bool = False):
+            x = x[..., None]                                  # (B, D, H, W, 1)
+            for i, f in enumerate(cfg.filters):
+                depth = cfg.steps if i == 0 else 1            # the first kernel spans all steps
+                x = nn.Conv(f, (depth, 3, 3), padding=((0, 0), (1, 1), (1, 1)), name=f"conv_{i}")(x)
+                if cfg.norm == "layer":
+                    x = nn.LayerNorm(name=f"conv_norm_{i}")(x)
+                x = nn.relu(x)
+                x = nn.max_pool(x, (1, 2, 2), strides=(1, 2, 2))
+            x = x.reshape((x.shape[0], -1))
+            for i, h in enumerate(cfg.dense):
+                x = nn.Dense(h, name=f"dense_{i}")(x)
+                if cfg.norm == "layer":
+                    x = nn.LayerNorm(name=f"dense_norm_{i}")(x)
+                x = nn.relu(x)
+                x = nn.Dropout(cfg.dropout, deterministic=not train)(x)
+            return nn.Dense(n_classes, name="head")(x)
+
+    return CNN3D()
+
+
+@register
+class CNN3D(GradientKind):
+    name = "cnn3d"
+    config_cls = CNN3DConfig
+
+    def view(self, cfg: CNN3DConfig) -> ViewInfo:
+        return PROC_VOLUME.info(ProcVolumeOptions(steps=cfg.steps, processes=cfg.processes))
+
+    def check(self, cfg: CNN3DConfig) -> None:
+        if not cfg.filters or any(f < 1 for f in cfg.filters):
+            raise TrainError("cnn3d: filters must be a non-empty list of positive filter counts")
+        if any(h < 1 for h in cfg.dense):
+            raise TrainError("cnn3d: dense must list positive layer widths")
+        if cfg.processes >> len(cfg.filters) < 1:
+            raise TrainError(f"cnn3d: {cfg.processes} process rows cannot be pooled {len(cfg.filters)} times by 2")
+
+    def module(self, cfg: CNN3DConfig, n_classes: int):
+        return _module(cfg, n_classes)

@@ -1,0 +1,152 @@
+"""Process activity end to end: ``malsensor-train record-proc`` records this machine's /proc while
+a process tree of 40 sleeping children exists (label "spawn") or not ("benign"), ``fit``
+trains ``cnn3d`` on the shards, and ``malsensord`` serves it from a ``procfs`` source, writing
+``host`` events. Every process the test starts is in its own process group, killed at the end."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from malsensor.daemon.proc.columns import INDEX as C
+
+TRAIN = [sys.executable, "-m", "malsensor.models.cli"]
+MALSENSORD = [sys.executable, "-m", "malsensor.daemon.runtime.main"]
+SPEC = """kind = "cnn3d"
+[model]
+steps = 2
+processes = 32
+filters = [8, 16]
+dense = [64, 32]
+dropout = 0.2
+[train]
+batch_size = 16
+epochs = 15
+weight_decay = 0.0
+eval_batch_size = 64
+canary_rows = 4
+class_weight = "balanced"
+[data]
+label = "label"
+split = "group"
+"""
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    env.pop("NOTIFY_SOCKET", None)
+    return env
+
+
+@contextmanager
+def spawner(n: int = 40):
+    p = subprocess.Popen(["bash", "-c", f"for j in $(seq {n}); do sleep 120 & done; wait"], start_new_session=True)
+    try:
+        time.sleep(0.3)
+        yield p
+    finally:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+
+
+def _group(pgrp: int) -> set[int]:
+    """pids of process group ``pgrp`` (field 5 of /proc/PID/stat, after the name)."""
+    out = set()
+    for d in os.listdir("/proc"):
+        try:
+            if d.isdigit() and int(Path(f"/proc/{d}/stat").read_text().rpartition(")")[2].split()[2]) == pgrp:
+                out.add(int(d))
+        except (OSError, IndexError, ValueError):
+            pass
+    return out
+
+
+def _record(out: Path, label: str) -> None:
+    r = subprocess.run([*TRAIN, "-l", "warning", "record-proc", "--label", label, "--duration", "1.5", "--interval",
+                        "0.1", "--steps", "2", "--processes", "32", "--out", str(out)],
+                       env=_env(), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.startswith(tuple(f"{n} volumes -> {out}/{label}-" for n in range(5, 9))), r.stdout
+
+
+def test_cnn3d_learns_a_spawning_process_tree_and_the_daemon_serves_host_events(tmp_path):
+    data = tmp_path / "data"
+    for _ in range(3):
+        _record(data, "benign")
+        with spawner():
+            _record(data, "spawn")
+    idx = json.loads((data / "index.json").read_text())
+    assert [s["label"] for s in idx["shards"]] == ["benign", "spawn"] * 3
+    spec = tmp_path / "cnn3d.toml"
+    spec.write_text(SPEC)
+    fit = subprocess.run([*TRAIN, "fit", "--model", str(spec), "--data", str(data), "--out", str(tmp_path / "models"),
+                          "--name", "proc", "--reports", str(tmp_path / "reports")],
+                         env=_env(), capture_output=True, text=True, timeout=900)
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    meta = json.loads((tmp_path / "models" / "proc" / "current" / "meta.json").read_text())
+    assert meta["kind"] == "cnn3d"
+    assert meta["view"]["name"] == "proc_volume" and meta["view"]["shape"] == [2, 32, 45]
+    assert meta["view"]["feature_axis"] == 2 and meta["view"]["columns"][C["children"]] == "children"
+    test = meta["metrics"]["test"]
+    assert test["tp"] + test["tn"] + test["fp"] + test["fn"] == test["n"] > 0
+    # 40 young sleeping processes fill the rows the busy ones leave: shared 2-core machine, loose bound
+    assert test["accuracy"] >= 0.75, test
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    cfg = tmp_path / "proc.toml"
+    cfg.write_text('[service]\nuser = ""\n[metrics]\nenabled = false\n'
+                   '[[source]]\nkind = "procfs"\ninterval = 0.1\n'
+                   f'[[model]]\nname = "proc"\nview = "proc_volume@1"\nmodels_dir = "{tmp_path / "models"}"\n'
+                   'artifact = "proc"\nsteps = 2\nprocesses = 32\n'
+                   f'[[output]]\npath = "{logs / "eve.json"}"\n[stats]\npath = "{logs / "stats.jsonl"}"\ninterval = 1\n')
+    check = subprocess.run([*MALSENSORD, "-c", str(cfg), "--check-config"], env=_env(), capture_output=True,
+                           text=True, timeout=120)
+    assert check.returncode == 0, check.stderr
+    assert "(1 procfs source, 1 model(s), 1 output(s))" in check.stdout
+    d = subprocess.Popen([*MALSENSORD, "-c", str(cfg)], env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, start_new_session=True)
+    try:
+        eve = logs / "eve.json"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and (not eve.exists() or eve.read_text().count("\n") < 5):
+            assert d.poll() is None, d.stderr.read()[-3000:]
+            time.sleep(0.2)
+        before = eve.read_text().count("\n")
+        with spawner() as sp:
+            time.sleep(1.5)
+            during = eve.read_text().count("\n")
+            kids = _group(sp.pid)
+        time.sleep(0.5)
+        d.send_signal(signal.SIGTERM)
+        out, err = d.communicate(timeout=60)
+    finally:
+        if d.poll() is None:
+            os.killpg(d.pid, signal.SIGKILL)
+            d.wait()
+    assert d.returncode == 0, err[-3000:]
+    events = [json.loads(x) for x in eve.read_text().splitlines()]
+    assert before >= 5 and len(events) >= during > before
+    for e in events:
+        assert e["event_type"] == "host" and e["host"]
+        p = e["prediction"]
+        assert p["model"] == "proc" and p["version"] == meta["version"] and p["label"] in ("benign", "spawn")
+        assert p["trigger"] == "window" and abs(sum(v for _, v in p["topk"]) - 1) < 1e-4
+        pr = e["proc"]
+        assert pr["steps"] == 2 and pr["end_ns"] >= pr["start_ns"] and pr["processes"] >= len(pr["top"]) > 0
+        for t in pr["top"]:
+            assert t["pid"] > 0 and t["comm"] and t["reason"] and set(t["metrics"]) <= set(meta["view"]["columns"])
+    # the windows sampled while the tree lived count its 41 processes
+    base = min(e["proc"]["processes"] for e in events[:before])
+    assert len(kids) == 41
+    assert max(e["proc"]["processes"] for e in events[before:]) >= base + 35  # (events are written with a delay)
+    stats = [json.loads(x) for x in (logs / "stats.jsonl").read_text().splitlines()][-1]
+    assert stats["sources"]["procfs_samples"] == stats["entities"]["proc_samples"] >= 2 * len(events)
+    assert stats["models"]["proc"]["predictions"] == len(events)
