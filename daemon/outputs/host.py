@@ -24,7 +24,9 @@ class HostFormatter(JsonFormatter):
         top = []
         for row, metrics in top_processes(x, TOP_PROCESSES, TOP_METRICS):
             entry = {"pid": int(k["pid"][row]), "comm": str(k["comm"][row]), "row": row}
-            entry["reason"] = ", ".join(f"{name}={value:.4g}" for name, value in metrics)
+            # a process that did nothing in the window (a sleeping child) still fills a top row when
+            # fewer processes were busy: say so rather than give an empty reason
+            entry["reason"] = ", ".join(f"{name}={value:.4g}" for name, value in metrics) or "no activity in the window"
             if features:
                 entry["metrics"] = {name: value for name, value in metrics}
             top.append(entry)
