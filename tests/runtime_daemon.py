@@ -114,6 +114,19 @@ def jsonl(path: Path) -> list:
     return [json.loads(line) for line in text.splitlines()]
 
 
+def last_jsonl(path: Path, tail: int = 1 << 16) -> dict | None:
+    """The last complete line of a JSONL file, reading only its tail: a daemon replaying
+    forever writes ~10,000 events/s, and parsing the whole file in a polling loop took
+    longer than the loop's timeout (a CI failure)."""
+    if not path.exists():
+        return None
+    with path.open("rb") as f:
+        start = f.seek(max(0, f.seek(0, 2) - tail))
+        lines = f.read().split(b"\n")
+    complete = [line for line in lines[(1 if start else 0):-1] if line.strip()]  # a cut first, unfinished last
+    return json.loads(complete[-1]) if complete else None
+
+
 def metric(text: str, name: str, **labels: str) -> float | None:
     """Value of one sample in Prometheus text format (labels in any order)."""
     for line in text.splitlines():
