@@ -11,7 +11,6 @@ features on axis 0 (so normalisation along the wrong axis would show).
 from __future__ import annotations
 
 import json
-import threading
 from dataclasses import MISSING, dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -20,7 +19,7 @@ import numpy as np
 
 from malsensor.daemon.outputs.events import JsonFormatter, register_formatter
 from malsensor.daemon.schema import opt
-from malsensor.daemon.sources import Source, register_source
+from malsensor.daemon.sources import ThreadSource, register_source
 from malsensor.daemon.views.base import EntityRows, Router, View, register_view
 
 SHAPE = (4, 3)
@@ -61,45 +60,26 @@ class SynthConfig:
 
 
 @register_source
-class SynthSource(Source):
+class SynthSource(ThreadSource):
     kind = "synthdir"
     produces = PRODUCT
     config = SynthConfig
     finite = True
+    thread_name = "synth-source"
 
     def __init__(self, cfg: SynthConfig, ctx) -> None:
         super().__init__(cfg, ctx)
         self.beat = 0.0
         self.sent = 0
-        self.thread = threading.Thread(target=self._run, name="synth-source", daemon=True)
 
-    def _run(self) -> None:
-        try:
-            ids, x, _ = read_samples(self.cfg.file)
-            for i in range(0, ids.shape[0], self.cfg.batch):
-                self.ctx.dispatch(SynthBatch(ids[i:i + self.cfg.batch], x[i:i + self.cfg.batch]), None)
-                self.sent += min(self.cfg.batch, ids.shape[0] - i)
-        except Exception as e:  # reported through the exit status
-            self.error = f"{type(e).__name__}: {e}"
-        finally:
-            self.done.set()
-            if self.on_done is not None:
-                self.on_done()
+    def run(self) -> None:
+        ids, x, _ = read_samples(self.cfg.file)
+        for i in range(0, ids.shape[0], self.cfg.batch):
+            self.ctx.dispatch(SynthBatch(ids[i:i + self.cfg.batch], x[i:i + self.cfg.batch]), None)
+            self.sent += min(self.cfg.batch, ids.shape[0] - i)
 
     def describe(self) -> str:
         return f"synth samples from {self.cfg.file}"
-
-    def start(self) -> None:
-        self.thread.start()
-
-    def stop(self) -> None:
-        pass
-
-    def join(self, timeout: float) -> None:
-        self.thread.join(timeout)
-
-    def alive(self) -> bool:
-        return self.thread.is_alive()
 
     def stats(self) -> dict:
         return {"synth_samples_sent": self.sent}

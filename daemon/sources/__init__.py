@@ -10,6 +10,7 @@ it never reaches into a source's internals, so a new kind needs no edit elsewher
 """
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Mapping, Sequence
@@ -20,6 +21,7 @@ from ..runtime.tomlpos import KeyPath
 from ..schema import Checker
 
 Dispatch = Callable[[Any, Callable[[], None] | None], None]
+log = logging.getLogger("malsensor.sources")
 
 
 @dataclass
@@ -122,6 +124,49 @@ class Source:
                 if not hb.finished and now - hb.at > stall:
                     return f"capture thread {hb.name} made no progress for {now - hb.at:.0f}s"
         return None
+
+
+class ThreadSource(Source):
+    """A source that runs in one thread of its own: a subclass writes :meth:`run` (which
+    returns once ``stop_event`` is set or its input is used up) and nothing else of the
+    lifecycle. An exception out of ``run`` becomes ``error`` with a traceback in the log;
+    either way ``done`` is set and ``on_done`` called, so the service sees the end."""
+
+    thread_name: ClassVar[str]           # as logs and heartbeats name it
+
+    def __init__(self, cfg: Any, ctx: SourceContext) -> None:
+        super().__init__(cfg, ctx)
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._main, name=self.thread_name, daemon=True)
+
+    def run(self) -> None:
+        raise NotImplementedError
+
+    def _main(self) -> None:
+        try:
+            self.run()
+        except BaseException as e:  # reported through failed()/health and the exit status
+            self.error = f"{type(e).__name__}: {e}"
+            log.exception("%s failed", self.describe())
+        finally:
+            self.done.set()
+            if self.on_done is not None:
+                self.on_done()
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def join(self, timeout: float) -> None:
+        self.thread.join(timeout)
+        if self.thread.is_alive():
+            log.warning("%s: thread %s did not stop within %.0fs (blocked reading?); what it held is "
+                        "not classified", self.describe(), self.thread_name, timeout)
+
+    def alive(self) -> bool:
+        return self.thread.is_alive()
 
 
 SOURCES: Registry[type[Source]] = Registry("source kind", "malsensor.daemon.sources")

@@ -11,7 +11,7 @@ from typing import ClassVar
 from ..flows import layout as L
 from ..runtime.pacing import Pacer
 from ..schema import opt
-from . import SourceContext, register_source
+from . import SourceContext, ThreadSource, register_source
 from ._connections import ConnectionSource
 
 log = logging.getLogger("malsensor.capture")
@@ -34,19 +34,18 @@ class PcapConfig:
 
 
 @register_source
-class PcapSource(ConnectionSource):
+class PcapSource(ConnectionSource, ThreadSource):
     kind = "pcap"
     config = PcapConfig
     finite = True
+    thread_name = "malsensor-replay"
     description = "a capture file replayed through the live pipeline"
 
     def __init__(self, cfg: PcapConfig, ctx: SourceContext) -> None:
         super().__init__(cfg, ctx)
         self.path = cfg.file
         self.consumer = self.new_consumer("replay")
-        self.thread = threading.Thread(target=self._run, name="malsensor-replay", daemon=True)
         self.passes = 0
-        self.stop_event = threading.Event()
         if cfg.rate:  # one schedule for every pass, end-of-file flushes included (runtime/pacing.py)
             pacer, plain, c = Pacer(cfg.rate), self.consumer.emit, self.consumer
 
@@ -65,9 +64,6 @@ class PcapSource(ConnectionSource):
     def describe(self) -> str:
         return f"replay {self.path}"
 
-    def start(self) -> None:
-        self.thread.start()
-
     def wait_running(self, timeout: float) -> bool:
         return self.started.wait(timeout)
 
@@ -79,56 +75,36 @@ class PcapSource(ConnectionSource):
             self.stop_event.wait(min(0.2, max(end - time.monotonic(), 0)))
         return not self.stop_event.is_set()
 
-    def _run(self) -> None:
+    def run(self) -> None:
         from ..capture.pcapfile import CaptureFormatError, read_capture
 
         c = self.consumer
         cfg = self.cfg
-        try:
-            self.started.set()
-            while not self.stop_event.is_set() and (cfg.repeat == 0 or self.passes < cfg.repeat):
-                if self.passes and cfg.pause and not self._wait(cfg.pause):
-                    break
-                try:
-                    # (reuse: the pipeline is done with a batch before it asks for the next; pacing
-                    # happens as the consumer hands connections on)
-                    for batch in read_capture(self.path, chunk_bytes=PACED_CHUNK if cfg.rate else CHUNK,
-                                              reuse_buffers=True):
-                        c.consume(batch)
-                        if self.stop_event.is_set():
-                            break
-                except CaptureFormatError as e:
-                    self.error = str(e)
-                    log.error("replay: %s", e)
-                except OSError as e:
-                    self.error = f"cannot read {self.path}: {e.strerror or e}"
-                    log.error("replay: %s", self.error)
-                    break
-                if self.stop_event.is_set():
-                    self.stopped_early = True
-                    break
-                self.passes += 1
-                c.finish(L.END_EOF)  # end of the file: every connection ends ("eof")
-            c.finish()
-        except BaseException as e:  # pragma: no cover - reported through health and exit status
-            self.error = f"{type(e).__name__}: {e}"
-            log.exception("replay failed")
-        finally:
-            self.done.set()
-            if self.on_done is not None:
-                self.on_done()
-
-    def stop(self) -> None:
-        self.stop_event.set()
-
-    def join(self, timeout: float) -> None:
-        self.thread.join(timeout)
-        if self.thread.is_alive():
-            log.warning("the replay thread did not stop within %.0fs (blocked reading?); its open "
-                        "connections are not classified", timeout)
-
-    def alive(self) -> bool:
-        return self.thread.is_alive()
+        self.started.set()
+        while not self.stop_event.is_set() and (cfg.repeat == 0 or self.passes < cfg.repeat):
+            if self.passes and cfg.pause and not self._wait(cfg.pause):
+                break
+            try:
+                # (reuse: the pipeline is done with a batch before it asks for the next; pacing
+                # happens as the consumer hands connections on)
+                for batch in read_capture(self.path, chunk_bytes=PACED_CHUNK if cfg.rate else CHUNK,
+                                          reuse_buffers=True):
+                    c.consume(batch)
+                    if self.stop_event.is_set():
+                        break
+            except CaptureFormatError as e:
+                self.error = str(e)
+                log.error("replay: %s", e)
+            except OSError as e:
+                self.error = f"cannot read {self.path}: {e.strerror or e}"
+                log.error("replay: %s", self.error)
+                break
+            if self.stop_event.is_set():
+                self.stopped_early = True
+                break
+            self.passes += 1
+            c.finish(L.END_EOF)  # end of the file: every connection ends ("eof")
+        c.finish()
 
     def stats(self) -> dict:
         out = super().stats()

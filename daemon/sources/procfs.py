@@ -3,14 +3,13 @@ of every process a sample); the view ``proc_volume@1`` windows the samples into 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from dataclasses import dataclass
 from typing import ClassVar
 
 from ..proc.sampler import ProcSample, ProcSampler
 from ..schema import opt
-from . import Heartbeat, Source, SourceContext, register_source
+from . import Heartbeat, SourceContext, ThreadSource, register_source
 
 log = logging.getLogger("malsensor.procfs")
 PRODUCT = "proc_samples"
@@ -39,18 +38,17 @@ class ProcfsConfig:
 
 
 @register_source
-class ProcfsSource(Source):
+class ProcfsSource(ThreadSource):
     kind = "procfs"
     produces = PRODUCT
     config = ProcfsConfig
     finite = False
+    thread_name = "malsensor-procfs"
     description = "per-process metrics sampled from /proc"
 
     def __init__(self, cfg: ProcfsConfig, ctx: SourceContext) -> None:
         super().__init__(cfg, ctx)
         self.sampler = ProcSampler(cfg.root, cfg.refresh)
-        self.stop_event = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="malsensor-procfs", daemon=True)
         self.beat_at = time.monotonic()
         self.cpu_s = 0.0
         self.late = 0
@@ -61,7 +59,7 @@ class ProcfsSource(Source):
     def _beat(self) -> None:
         self.beat_at = time.monotonic()
 
-    def _run(self) -> None:
+    def run(self) -> None:
         nxt = time.monotonic()
         try:
             while not self.stop_event.is_set():
@@ -77,26 +75,8 @@ class ProcfsSource(Source):
                     nxt = time.monotonic()
                     wait = 0
                 self.stop_event.wait(wait)
-        except Exception as e:  # reported by failed(): the daemon stops
-            log.exception("procfs sampler failed")
-            self.error = f"{type(e).__name__}: {e}"
         finally:
             self.sampler.close()
-            self.done.set()
-            if self.on_done is not None:
-                self.on_done()
-
-    def start(self) -> None:
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.stop_event.set()
-
-    def join(self, timeout: float) -> None:
-        self.thread.join(timeout)
-
-    def alive(self) -> bool:
-        return self.thread.is_alive()
 
     def failed(self) -> str | None:
         return f"{self.describe()}: {self.error}" if self.error else None

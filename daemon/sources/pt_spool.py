@@ -31,7 +31,7 @@ import numpy as np
 from ..pt import pending
 from ..pt.samples import SampleError, read_barnum
 from ..schema import opt
-from . import Source, SourceContext, register_source
+from . import SourceContext, ThreadSource, register_source
 
 log = logging.getLogger("malsensor.pt_spool")
 
@@ -51,18 +51,17 @@ class PtSpoolConfig:
 
 
 @register_source
-class PtSpoolSource(Source):
+class PtSpoolSource(ThreadSource):
     kind = "pt_spool"
     produces = "pt_samples"
     config = PtSpoolConfig
     finite = True
+    thread_name = "malsensor-pt-spool"
     description = "processor-trace samples renamed into a spool directory"
 
     def __init__(self, cfg: PtSpoolConfig, ctx: SourceContext) -> None:
         super().__init__(cfg, ctx)
         self.root = Path(cfg.directory)
-        self.stop_event = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="malsensor-pt-spool", daemon=True)
         self.beat_at = time.monotonic()
         self.counters = {"pt_samples_taken": 0, "pt_samples_done": 0, "pt_samples_quarantined": 0,
                          "pt_samples_requeued": 0, "pt_tokens": 0, "pt_bytes": 0, "pt_decode_errors": 0}
@@ -85,16 +84,7 @@ class PtSpoolSource(Source):
             os.replace(left, self._free(self.root / left.name))
             self.counters["pt_samples_requeued"] += 1
             log.warning("pt_spool: %s was being processed at the last stop; processing it again", left.name)
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.stop_event.set()
-
-    def join(self, timeout: float) -> None:
-        self.thread.join(timeout)
-
-    def alive(self) -> bool:
-        return self.thread.is_alive()
+        super().start()
 
     def stats(self) -> dict:
         with self._lock:
@@ -110,28 +100,20 @@ class PtSpoolSource(Source):
             log.error("pt_spool: cannot list %s: %s", self.root, e)
             return []
 
-    def _run(self) -> None:
-        try:
-            while not self.stop_event.is_set():
-                self.beat_at = time.monotonic()
-                waiting = self._waiting()
-                for folder in waiting:
-                    if self.stop_event.is_set():
-                        break
-                    self._take(folder)
-                if not waiting and self.cfg.once:
-                    while self._in_flight() and not self.stop_event.is_set():   # wait for its events
-                        self.stop_event.wait(0.05)
+    def run(self) -> None:
+        while not self.stop_event.is_set():
+            self.beat_at = time.monotonic()
+            waiting = self._waiting()
+            for folder in waiting:
+                if self.stop_event.is_set():
                     break
-                if not waiting:
-                    self.stop_event.wait(self.cfg.poll)
-        except Exception as e:  # reported through failed()/the exit status
-            self.error = f"pt_spool: {type(e).__name__}: {e}"
-            log.exception("pt_spool failed")
-        finally:
-            self.done.set()
-            if self.on_done is not None:
-                self.on_done()
+                self._take(folder)
+            if not waiting and self.cfg.once:
+                while self._in_flight() and not self.stop_event.is_set():   # wait for its events
+                    self.stop_event.wait(0.05)
+                break
+            if not waiting:
+                self.stop_event.wait(self.cfg.poll)
 
     def _take(self, folder: Path) -> None:
         from ..pt.decoder import decode
