@@ -130,11 +130,64 @@ def print_table(name: str, res: dict) -> None:
               + f" | {pct(ub['alerts'], ub['n']) if ub else '-'} | {pct(um['alerts'], um['n']) if um else '-'} |")
 
 
+def print_captures(res: dict, t: float) -> None:
+    row = next(r for r in res["thresholds"] if abs(r["threshold"] - t) < 1e-9)
+    print(f"\n## with_unsw at t = {t}: per held-out capture")
+    print("| capture | nature | connections | alerts | share |")
+    print("|---|---|---|---|---|")
+    for c, v in row["captures"].items():
+        if v["kind"] == "pcap":
+            print(f"| {c} | {v['label']} | {v['n']} | {v['alerts']} | {pct(v['alerts'], v['n'])} |")
+    for k in ("iot_benign", "unsw_benign", "unsw_malicious"):
+        v = row[k]
+        print(f"| {k} | | {v['n']} | {v['alerts']} | {pct(v['alerts'], v['n'])} |")
+    worst = max(row["iot_devices"].items(), key=lambda kv: kv[1]["alerts"] / kv[1]["n"])
+    print(f"IoT: {row['iot_captures_over_1pct']} of {row['iot_captures']} captures over 1 %, worst device "
+          f"{worst[0]} {pct(worst[1]['alerts'], worst[1]['n'])}")
+
+
+def score_artifact(path: Path, ds, capture, kind, y_mal, t: float, seed: int) -> dict:
+    """Alert share of a published artifact per capture, with the side of the trainer's split
+    (``--split group --seed``) each capture was on: train rows are not held out."""
+    from malsensor.daemon.artifact import load_artifact
+    from malsensor.models.data.split import split_dataset
+
+    art = load_artifact(path)
+    mal = art.labels.index("malicious")
+    sp = split_dataset(ds, "group", seed)
+    side = np.empty(ds.n, dtype=object)
+    for name, idx in (("train", sp.train), ("val", sp.val), ("test", sp.test)):
+        side[idx] = name
+    p = np.concatenate([np.asarray(art.predict_proba(ds.x[i:i + 4096]))[:, mal] for i in range(0, ds.n, 4096)])
+    alert = p >= t
+    print(f"\n## {path} (version {art.version}) at t = {t}")
+    print("| capture | nature | split side | connections | alerts | share |")
+    print("|---|---|---|---|---|---|")
+    out = {}
+    for c in sorted(set(capture[kind == "pcap"].tolist())):
+        m = capture == c
+        out[c] = {"side": side[m][0], "n": int(m.sum()), "alerts": int(alert[m].sum())}
+        print(f"| {c} | {'malicious' if y_mal[m][0] else 'benign'} | {side[m][0]} | {int(m.sum())} | "
+              f"{int(alert[m].sum())} | {pct(int(alert[m].sum()), int(m.sum()))} |")
+    for k, lab in (("iot", 0), ("unsw", 0), ("unsw", 1)):
+        for sd in ("train", "val", "test"):
+            m = (kind == k) & (y_mal == lab) & (side == sd)
+            if m.any():
+                name = f"{k}_{'malicious' if lab else 'benign'}"
+                out[f"{name}_{sd}"] = {"n": int(m.sum()), "alerts": int(alert[m].sum())}
+                print(f"| {name} | | {sd} | {int(m.sum())} | {int(alert[m].sum())} | "
+                      f"{pct(int(alert[m].sum()), int(m.sum()))} |")
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=HERE.parents[1] / ".." / "shared" / "data")
     ap.add_argument("--spec", type=Path, default=HERE / "forest-default.toml")
     ap.add_argument("--json", type=Path, help="write every figure here")
+    ap.add_argument("--threshold", type=float, default=0.8, help="the operating point reported per capture")
+    ap.add_argument("--artifact", type=Path, help="also score every capture with this artifact (e.g. "
+                    "contrib/models/default), naming the side of the trainer's group split it was on")
     args = ap.parse_args()
     spec = load_spec(args.spec)
     cfg, seed = spec.model, spec.train.seed
@@ -159,6 +212,9 @@ def main() -> int:
         res = summarise(p, y_mal, kind, group, capture, THRESHOLDS)
         out["configs"][name] = res
         print_table(name, res)
+    print_captures(out["configs"]["with_unsw"], args.threshold)
+    if args.artifact:
+        out["artifact"] = score_artifact(args.artifact, ds, capture, kind, y_mal, args.threshold, seed)
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))
     return 0
