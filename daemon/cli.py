@@ -20,6 +20,11 @@ from .logs import LEVELS, setup_logging
 
 log = logging.getLogger("malsensor")
 
+# capture files are read through a memory mapping (no page-cache copies; daemon/capture/pcapfile.py
+# _MappedStream): MALSENSOR_MMAP=0 reads them with read(), for a file another process may truncate
+# while it is read (through a mapping, that ends the process with SIGBUS)
+MAP_FILES = os.environ.get("MALSENSOR_MMAP", "1") != "0"
+
 
 def _tracking_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group(
@@ -167,7 +172,7 @@ def cmd_extract(a: argparse.Namespace) -> int:
     progress = Progress(f"extract {os.path.basename(a.capture) if a.capture != '-' else 'stdin'}", size)
     try:
         try:
-            for batch in read_capture(a.capture, stats=stats, reuse_buffers=True):
+            for batch in read_capture(a.capture, stats=stats, reuse_buffers=True, map_file=MAP_FILES):
                 for cb in pipe.feed(batch):
                     cb = cb.select(~cb.is_snapshot)
                     writer.write_batch(cb.records, cb.features)
