@@ -12,6 +12,10 @@ import json
 import logging
 import os
 import sys
+
+# numpy's OpenBLAS starts a thread per core at import (~40 ms of the ~0.35 s start-up measured on
+# the 2-core VM, and futex waits at exit); no command here multiplies matrices
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 from dataclasses import fields
 from typing import IO
 
@@ -42,10 +46,12 @@ def _tracking_args(p: argparse.ArgumentParser) -> None:
 
 def _tracker_config(a: argparse.Namespace) -> TrackerConfig:
     """Raises ValueError (one line per problem) for an option out of its [tracking] range."""
-    from .runtime.config import ConfigError, tracker_from_options
-
     names = {f.name for f in fields(TrackerConfig)}
     given = {k: v for k, v in vars(a).items() if k in names and v is not None}
+    if not given:  # nothing to range-check: spare the start-up the config module (~20 ms of imports)
+        return TrackerConfig.for_semantics(a.semantics)
+    from .runtime.config import ConfigError, tracker_from_options
+
     try:
         return tracker_from_options(a.semantics, given)
     except ConfigError as e:
