@@ -17,7 +17,6 @@ them again after changing a kernel's arguments (they come from the JIT's own dis
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 from pathlib import Path
@@ -84,9 +83,21 @@ SPEC: dict[str, tuple[str, ...]] = {
 }
 
 
+def _sha256():
+    """SHA-256 from Python's builtin module: hashlib loads OpenSSL first (~6 ms of every start-up)."""
+    try:
+        from _sha256 import sha256  # Python 3.11
+    except ImportError:
+        try:
+            from _sha2 import sha256  # 3.12 and later
+        except ImportError:
+            from hashlib import sha256
+    return sha256()
+
+
 def digest() -> int:
     """A 63-bit digest of the kernel sources (what the extension was built from)."""
-    h = hashlib.sha256()
+    h = _sha256()
     for rel in KERNEL_SOURCES:
         h.update(rel.encode() + b"\0" + (DAEMON / rel).read_bytes())
     return int.from_bytes(h.digest()[:8], "little") >> 1

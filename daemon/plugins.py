@@ -17,7 +17,6 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-import pkgutil
 from typing import Callable, Generic, Iterable, TypeVar
 
 log = logging.getLogger("malsensor.plugins")
@@ -74,6 +73,8 @@ class Registry(Generic[T]):
 
     def load_builtins(self) -> None:
         pkg = importlib.import_module(self.package)
+        import pkgutil  # only when a registry lists its folder: not a cost of every start-up
+
         for m in pkgutil.iter_modules(getattr(pkg, "__path__", [])):
             if not m.name.startswith("_"):
                 importlib.import_module(f"{self.package}.{m.name}")

@@ -12,7 +12,6 @@ adds to ``[[model]]``) and the trainer's model specs (``[model]``, ``[train]``,
 """
 from __future__ import annotations
 
-import difflib
 import math
 import os
 import typing
@@ -188,6 +187,8 @@ class Checker:
             spec = by_name.get(key)
             if spec is None:
                 allowed = [*ignore, *by_name]
+                import difflib  # only for a misspelt key: not a cost of every start-up
+
                 close = difflib.get_close_matches(key, allowed, n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
                 self.problem((*path, key), f"unknown key{hint} (allowed: {', '.join(allowed)})")

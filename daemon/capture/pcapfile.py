@@ -36,7 +36,9 @@ Decisions worth knowing:
 from __future__ import annotations
 
 import logging
+import mmap
 import os
+import stat
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -44,7 +46,7 @@ from typing import BinaryIO, Iterator
 
 import numpy as np
 
-from ..intrinsics import load_be16, load_be32, load_le16, load_le32
+from ..intrinsics import load_be16, load_be32, load_le16, load_le32, prefetch
 from ..jit import njit
 from .batch import NO_VLAN, SUPPORTED_LINKTYPES, PacketBatch
 
@@ -52,6 +54,11 @@ log = logging.getLogger("malsensor.capture")
 
 MAX_CAPLEN = 262144  # libpcap's MAXIMUM_SNAPLEN: a longer record is corrupt
 MAX_BLOCK = 16 << 20  # a pcapng block longer than this is corrupt (Wireshark uses 16 MiB too)
+# The record walk is one dependency chain (each record's length gives the next record's place):
+# over a memory mapping, whose pages no copy has brought into the cache, every record would wait
+# for its own cache miss. The walkers prefetch every cache line this far ahead of the record
+# they read, so the misses overlap (a few prefetch hints per packet; a no-op for read() buffers).
+PREFETCH_BYTES = 4096
 
 PCAP_MAGIC_US = 0xA1B2C3D4
 PCAP_MAGIC_NS = 0xA1B23C4D
@@ -178,7 +185,12 @@ def _walk_pcap(buf, start, end, be, frac_mult, out_off, out_cap, out_wire, out_t
     n = 0
     pos = start
     raised = 0
+    ahead = start  # every cache line below this was prefetched
     while True:
+        lim = min(pos + PREFETCH_BYTES, end)
+        while ahead < lim:
+            prefetch(buf, ahead)
+            ahead += 64
         if end - pos < 16:
             return n, pos, _NEED, 16, 0, raised
         sec = _u32(buf, pos, be)
@@ -213,7 +225,12 @@ def _walk_pcapng(buf, start, end, be, n_if, if_lt, if_ok, if_snap, if_mode, if_k
     """
     n = 0
     pos = start
+    ahead = start  # every cache line below this was prefetched
     while True:
+        lim = min(pos + PREFETCH_BYTES, end)
+        while ahead < lim:
+            prefetch(buf, ahead)
+            ahead += 64
         if end - pos < 8:
             return n, pos, _NEED, 0, 0, 0
         btype = _u32(buf, pos, be)
@@ -406,6 +423,70 @@ class _Stream:
 
     def bytes_at(self, n: int) -> bytes:
         return self.buf[self.start:self.start + n].tobytes()
+
+
+class _MappedStream(_Stream):
+    """A regular file read through a private read-only mapping instead of ``read()``.
+
+    The window ``buf[start:end]`` moves over the mapping (``buf`` is the whole file, ``base``
+    stays 0): no bytes are copied, the kernels walk and decode the page cache's own pages.
+    Measured on the 2-core VM (388 MB IoT corpus x8, file cached): ``read()`` into the buffers
+    spent ~0.8 s of system time in 682 calls (~1 GB/s page-cache copies, ~0.3 us per packet,
+    more than decoding and tracking together); the mapping costs its page faults only (the
+    kernel maps 64 KiB around each fault of a cached file).
+
+    Each window is announced with MADV_WILLNEED (cached pages mapped ahead, read-ahead for the
+    others); the pages a window left behind are dropped with MADV_DONTNEED, so that the
+    resident size stays a few windows however large the file (the mapping is private and never
+    written: a batch still referring to dropped pages reads them again from the file).
+
+    A file truncated by another process while it is mapped makes the next access past its new
+    end raise SIGBUS, which ends the process: :func:`read_capture` maps only when asked to
+    (``mmap=True``: the ``malsensor extract`` CLI and the trainer, which read files at rest), and
+    never for standard input, FIFOs or gzip. The daemon's replay source keeps ``read()``.
+    """
+
+    DROP_LAG = 2  # windows kept mapped behind the current one (reuse_buffers hands out two)
+
+    def __init__(self, mm, path: str, chunk_bytes: int, stats: ReaderStats, reuse: bool = False) -> None:
+        super().__init__(None, path, chunk_bytes, stats, reuse)  # type: ignore[arg-type]
+        self.mm = mm
+        self.size = len(mm)
+        self.buf = np.frombuffer(mm, dtype=np.uint8)  # writable (ACCESS_COPY): the kernels' own signatures
+        self.dropped = 0  # bytes before this were handed back with MADV_DONTNEED
+        self.starts: list[int] = []  # start of the recent windows
+        self._advise(mmap.MADV_SEQUENTIAL, 0, self.size)
+
+    def _advise(self, how: int, start: int, length: int) -> None:
+        page = mmap.PAGESIZE
+        lo = start - start % page
+        if length > 0:
+            try:
+                self.mm.madvise(how, lo, min(self.size, start + length) - lo)
+            except (OSError, ValueError):  # advice only
+                pass
+
+    def refill(self, need: int = 0) -> None:
+        """Move the window: from the current position, ``max(chunk_bytes, need)`` bytes or to
+        the end of the file."""
+        end = min(self.size, self.start + max(self.chunk, need, self.avail + 1))
+        self._advise(mmap.MADV_WILLNEED, self.end, end - self.end)
+        self.starts.append(self.start)
+        if len(self.starts) > self.DROP_LAG:
+            behind = self.starts.pop(0)
+            behind -= behind % mmap.PAGESIZE
+            if behind > self.dropped:
+                self._advise(mmap.MADV_DONTNEED, self.dropped, behind - self.dropped)
+                self.dropped = behind
+        self.end = end
+        self.eof = end == self.size
+
+    def close(self) -> None:
+        self.buf = np.empty(0, dtype=np.uint8)
+        try:
+            self.mm.close()
+        except BufferError:  # batches still refer to it: unmapped when the last one goes
+            pass
 
 
 class _Gunzip:
@@ -625,7 +706,8 @@ def _open(path: str) -> tuple[BinaryIO, BinaryIO, bool]:
 
 
 def read_capture(path: str | os.PathLike[str], *, chunk_bytes: int = 2 << 20,
-                 stats: ReaderStats | None = None, reuse_buffers: bool = False) -> Iterator[PacketBatch]:
+                 stats: ReaderStats | None = None, reuse_buffers: bool = False,
+                 map_file: bool = False) -> Iterator[PacketBatch]:
     """Yield the packets of a pcap or pcapng file (optionally gzip-compressed) in batches.
 
     One batch per chunk of ``chunk_bytes`` (the last records of a chunk that are cut by
@@ -637,14 +719,22 @@ def read_capture(path: str | os.PathLike[str], *, chunk_bytes: int = 2 << 20,
     ``reuse_buffers``: a batch's bytes and arrays stay valid only until the next batch after it
     is requested, and must not be written (for consumers that finish with each batch first,
     like the pipeline).
+
+    ``map_file``: read an uncompressed regular file through a memory mapping rather than
+    ``read()`` (no copies; see :class:`_MappedStream`, also for why a file truncated while it
+    is read then ends the process with SIGBUS). Other inputs, and a file that cannot be
+    mapped, are read as without it; batches and messages are the same either way.
     """
     path = os.fspath(path)
     if chunk_bytes < 1:
         raise ValueError("chunk_bytes must be positive")
     st = stats if stats is not None else ReaderStats()
     f, raw, compressed = _open(path)
+    stream: _Stream | None = None
     try:
-        stream = _Stream(f, path, chunk_bytes, st, reuse_buffers)
+        mapping = _map(raw) if map_file and not compressed else None
+        stream = (_MappedStream(mapping, path, chunk_bytes, st, reuse_buffers) if mapping is not None
+                  else _Stream(f, path, chunk_bytes, st, reuse_buffers))
         stream.refill(0)
         if stream.avail < 4:
             stream.fault()
@@ -674,8 +764,22 @@ def read_capture(path: str | os.PathLike[str], *, chunk_bytes: int = 2 << 20,
                 "pcap magic a1b2c3d4/a1b23c4d, pcapng 0a0d0d0a or gzip 1f8b)")
         stream.fault()
     finally:
+        if isinstance(stream, _MappedStream):
+            stream.close()
         f.close()
         raw.close()
+
+
+def _map(raw: BinaryIO):
+    """A private mapping of the whole file, or None (not a regular file, empty, mapping refused)."""
+    try:
+        fd = raw.fileno()
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size == 0:
+            return None
+        return mmap.mmap(fd, 0, access=mmap.ACCESS_COPY)
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _truncated(stream: _Stream, st: ReaderStats, what: str) -> None:

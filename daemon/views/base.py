@@ -20,14 +20,16 @@ Views register themselves in :data:`VIEWS` when their module is imported; a view
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping
 
 import numpy as np
 
-from ..artifact import ViewInfo
 from ..plugins import Registry
 from ..schema import Checker, KeySpec, specs_of
 from ..runtime.tomlpos import KeyPath
+
+if TYPE_CHECKING:  # imported where used: `malsensor extract` needs no artifacts (hashlib, msgpack: ~10 ms)
+    from ..artifact import ViewInfo
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,8 @@ class View:
         raise NotImplementedError
 
     def info(self, options: Any = None) -> ViewInfo:
+        from ..artifact import ViewInfo
+
         o = self.options() if options is None else options
         return ViewInfo(self.name, self.version, tuple(self.shape(o)), self.dtype, tuple(self.columns),
                         self.feature_axis)
