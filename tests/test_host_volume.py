@@ -163,7 +163,7 @@ def test_replay_gives_the_trainers_volumes_and_host_events(tmp_path, trained):
     n = part.n
     assert n == 24 and len(events) == n  # 2 hosts (both ends are local with local_nets = [])
     art = load_artifact(models_dir / "hv")
-    assert "batch_stats" in art.params  # the running statistics travel as data
+    assert any("batch_stats" in p for p in art.param_paths)  # the running statistics travel as data
     probs = art.predict_proba(part.x.astype(np.float32))
     by_key = {(e["net"]["host"], e["net"]["end_ns"]): e for e in events}
     assert len(by_key) == n
