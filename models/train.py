@@ -88,33 +88,45 @@ def fit_gradient(kind, ctx: LoopContext, x_tr: np.ndarray, y_tr: np.ndarray, x_v
     tx = optax.chain(optax.clip_by_global_norm(tc.grad_clip) if tc.grad_clip > 0 else optax.identity(),
                      optax.adamw(schedule, weight_decay=tc.weight_decay))
     key = jax.random.PRNGKey(_seed_int(tc.seed, 0))
-    net = module.init({"params": key}, kind.prepare_inputs(norm_j, jnp.asarray(x_tr[:1])), train=False)["params"]
+    variables = module.init({"params": key}, kind.prepare_inputs(norm_j, jnp.asarray(x_tr[:1])), train=False)
+    net = variables["params"]
+    # batch normalisation: flax's "batch_stats" collection (running mean and variance), updated by
+    # every training step, used as it is at evaluation and exported with the params ({} otherwise)
+    bstats = jax.tree_util.tree_map(jnp.asarray, dict(variables.get("batch_stats", {})))
+    has_bs = bool(jax.tree_util.tree_leaves(bstats))
     opt_state = tx.init(net)
     cw = jnp.asarray(class_w)
 
-    def logits_fn(p, x, train, rng=None):
+    def variables_of(p, bs):
+        return {"params": p, "batch_stats": bs} if has_bs else {"params": p}
+
+    def logits_fn(p, bs, x, train, rng=None):
+        """Logits, and the batch statistics after this batch (unchanged unless training)."""
         z = kind.prepare_inputs(norm_j, x)
         rngs = {"dropout": rng} if rng is not None else {}
-        return module.apply({"params": p}, z, train=train, rngs=rngs)
+        if train and has_bs:
+            logits, upd = module.apply(variables_of(p, bs), z, train=True, rngs=rngs, mutable=["batch_stats"])
+            return logits, upd["batch_stats"]
+        return module.apply(variables_of(p, bs), z, train=train, rngs=rngs), bs
 
-    def loss_fn(p, x, y, valid, rng):
-        logits = logits_fn(p, x, True, rng)
+    def loss_fn(p, bs, x, y, valid, rng):
+        logits, bs = logits_fn(p, bs, x, True, rng)
         ce = optax.softmax_cross_entropy_with_integer_labels(logits, y)
         w = cw[y] * valid
-        return (ce * w).sum() / jnp.maximum(w.sum(), 1e-9)
+        return (ce * w).sum() / jnp.maximum(w.sum(), 1e-9), bs
 
     @jax.jit
-    def train_step(p, o, x, y, valid, step):
+    def train_step(p, bs, o, x, y, valid, step):
         rng = jax.random.fold_in(jax.random.PRNGKey(_seed_int(tc.seed, 1)), step)
-        loss, g = jax.value_and_grad(loss_fn)(p, x, y, valid, rng)
+        (loss, bs), g = jax.value_and_grad(loss_fn, has_aux=True)(p, bs, x, y, valid, rng)
         upd, o = tx.update(g, o, p)
-        return optax.apply_updates(p, upd), o, loss
+        return optax.apply_updates(p, upd), bs, o, loss
 
     @jax.jit
-    def probs_j(p, x):
-        return jax.nn.softmax(logits_fn(p, x, False), axis=-1)
+    def probs_j(p, bs, x):
+        return jax.nn.softmax(logits_fn(p, bs, x, False)[0], axis=-1)
 
-    def probs_np(p, x: np.ndarray) -> np.ndarray:
+    def probs_np(p, bs, x: np.ndarray) -> np.ndarray:
         out = np.empty((x.shape[0], n_classes), dtype=np.float32)
         eb = tc.eval_batch_size
         for i in range(0, x.shape[0], eb):
@@ -122,27 +134,33 @@ def fit_gradient(kind, ctx: LoopContext, x_tr: np.ndarray, y_tr: np.ndarray, x_v
             k = chunk.shape[0]
             if k < eb and x.shape[0] > eb:
                 chunk = np.concatenate([chunk, np.zeros((eb - k, *x.shape[1:]), np.float32)])
-            out[i:i + k] = np.asarray(probs_j(p, chunk))[:k]
+            out[i:i + k] = np.asarray(probs_j(p, bs, chunk))[:k]
         return out
 
     # ---- state, possibly from a checkpoint
     epoch, step_in_epoch, history = 0, 0, []
-    best = {"score": -1.0, "loss": float("inf"), "epoch": None, "params": net}
+    best = {"score": -1.0, "loss": float("inf"), "epoch": None, "params": net, "batch_stats": bstats}
     stale = 0
     elapsed = 0.0
     st = ctx.resume_state()
     if st is not None:
         template = serialization.to_state_dict(net)
+        trees = {"params": template, "best_params": template, "opt_state": serialization.to_state_dict(opt_state)}
+        if has_bs:
+            trees.update(batch_stats=serialization.to_state_dict(bstats),
+                         best_batch_stats=serialization.to_state_dict(bstats))
         ckpt.check_state(ctx.work, st, ints={"epoch": (0, tc.epochs), "step_in_epoch": (0, steps_per_epoch),
                                              "best_epoch": (-1, max(tc.epochs - 1, 0)), "stale": (0, tc.epochs)},
-                         numbers=("best_score", "best_loss", "elapsed"), maps=("history",),
-                         trees={"params": template, "best_params": template,
-                                "opt_state": serialization.to_state_dict(opt_state)})
+                         numbers=("best_score", "best_loss", "elapsed"), maps=("history",), trees=trees)
         net = serialization.from_state_dict(net, st["params"])
+        best_bs = bstats
+        if has_bs:
+            best_bs = serialization.from_state_dict(bstats, st["best_batch_stats"])
+            bstats = serialization.from_state_dict(bstats, st["batch_stats"])
         opt_state = serialization.from_state_dict(opt_state, st["opt_state"])
         best = {"score": float(st["best_score"]), "loss": float(st["best_loss"]),
                 "epoch": None if int(st["best_epoch"]) < 0 else int(st["best_epoch"]),
-                "params": serialization.from_state_dict(net, st["best_params"])}
+                "params": serialization.from_state_dict(net, st["best_params"]), "batch_stats": best_bs}
         epoch, step_in_epoch = int(st["epoch"]), int(st["step_in_epoch"])
         history = [dict(h) for h in _as_list(st["history"])]
         stale = int(st["stale"])
@@ -150,7 +168,9 @@ def fit_gradient(kind, ctx: LoopContext, x_tr: np.ndarray, y_tr: np.ndarray, x_v
         log.info("resuming from checkpoint: epoch %d, step %d of %d", epoch + 1, step_in_epoch, steps_per_epoch)
 
     def save(done_epoch: int, done_step: int) -> None:
-        ckpt.save(ctx.work, ctx.run_key, {
+        extra = {"batch_stats": serialization.to_state_dict(bstats),
+                 "best_batch_stats": serialization.to_state_dict(best["batch_stats"])} if has_bs else {}
+        ckpt.save(ctx.work, ctx.run_key, {**extra,
             "params": serialization.to_state_dict(net), "opt_state": serialization.to_state_dict(opt_state),
             "best_params": serialization.to_state_dict(best["params"]), "best_score": best["score"],
             "best_loss": best["loss"], "best_epoch": -1 if best["epoch"] is None else best["epoch"],
@@ -174,8 +194,8 @@ def fit_gradient(kind, ctx: LoopContext, x_tr: np.ndarray, y_tr: np.ndarray, x_v
                 if k < bs:                              # pad the last batch: one compiled shape
                     idx = np.concatenate([idx, idx[: bs - k] if k >= bs - k else np.resize(idx, bs - k)])
                     valid[k:] = 0.0
-                net, opt_state, loss = train_step(net, opt_state, x_tr[idx], y_tr[idx], valid,
-                                                  epoch * steps_per_epoch + s)
+                net, bstats, opt_state, loss = train_step(net, bstats, opt_state, x_tr[idx], y_tr[idx], valid,
+                                                          epoch * steps_per_epoch + s)
                 losses.append(loss)
                 bar.update(1, **({"loss": float(loss)} if (s + 1) % 50 == 0 else {}))
                 if every > 0 and time.monotonic() - last_ckpt >= every and s + 1 < steps_per_epoch:
@@ -185,18 +205,19 @@ def fit_gradient(kind, ctx: LoopContext, x_tr: np.ndarray, y_tr: np.ndarray, x_v
         rec = {"epoch": epoch + 1, "train_loss": train_loss, "seconds": time.monotonic() - t_ep,
                "lr": float(schedule(min((epoch + 1) * steps_per_epoch, total)))}
         if not ctx.skip_eval and x_va is not None and x_va.shape[0]:
-            pv = probs_np(net, x_va)
+            pv = probs_np(net, bstats, x_va)
             rep = classification_report(y_va, pv.argmax(1), [str(i) for i in range(n_classes)])
             rec.update(val_loss=log_loss(pv, y_va), val_accuracy=rep["accuracy"], val_macro_f1=rep["macro_f1"])
             better = rep["macro_f1"] > best["score"] + 1e-6 or (
                 abs(rep["macro_f1"] - best["score"]) <= 1e-6 and rec["val_loss"] < best["loss"])
             if better:
-                best = {"score": rep["macro_f1"], "loss": rec["val_loss"], "epoch": epoch + 1, "params": net}
+                best = {"score": rep["macro_f1"], "loss": rec["val_loss"], "epoch": epoch + 1, "params": net,
+                        "batch_stats": bstats}
                 stale = 0
             else:
                 stale += 1
         else:
-            best = {"score": -1.0, "loss": float("inf"), "epoch": epoch + 1, "params": net}
+            best = {"score": -1.0, "loss": float("inf"), "epoch": epoch + 1, "params": net, "batch_stats": bstats}
         history.append(rec)
         _log_epoch(ctx, rec)
         epoch += 1
@@ -212,14 +233,17 @@ def fit_gradient(kind, ctx: LoopContext, x_tr: np.ndarray, y_tr: np.ndarray, x_v
         if ctx.stop_after_epochs is not None and epochs_run >= ctx.stop_after_epochs:
             raise _Interrupted()
     params = {"norm": norm_j, "net": best["params"]}
+    if has_bs:
+        params["batch_stats"] = best["batch_stats"]  # data in the artifact, like the weights
 
     def probs_fn(p, x):
         z = kind.prepare_inputs(p["norm"], x)
-        return jax.nn.softmax(module.apply({"params": p["net"]}, z, train=False), axis=-1)
+        v = {"params": p["net"], "batch_stats": p["batch_stats"]} if "batch_stats" in p else {"params": p["net"]}
+        return jax.nn.softmax(module.apply(v, z, train=False), axis=-1)
 
     return FitResult(jax.tree_util.tree_map(np.asarray, params), probs_fn, history,
                      kind.describe_inputs(norm, kind.view(cfg).columns), {}, best["epoch"],
-                     lambda x: probs_np(best["params"], x))
+                     lambda x: probs_np(best["params"], best["batch_stats"], x))
 
 
 class _Interrupted(Exception):

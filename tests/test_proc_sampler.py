@@ -154,7 +154,8 @@ def test_same_pid_reused_is_another_process():
 def test_an_idle_process_is_reused_and_one_that_ran_is_read_again(tmp_path):
     # waits for a line, then opens one more file and says so
     code = ("import sys\nheld = []\nfor line in sys.stdin:\n"
-            f"    held.append(open({str(tmp_path / 'f')!r}, 'w'))\n    print('ok', flush=True)\n")
+            f"    if line == 'x\\n': held.append(open({str(tmp_path / 'f')!r}, 'w'))\n    sum(range(3_000_000))\n"
+            "    print('ok', flush=True)\n")
     p = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         s = ProcSampler(refresh=1000)
@@ -163,6 +164,8 @@ def test_an_idle_process_is_reused_and_one_that_ran_is_read_again(tmp_path):
         time.sleep(0.2)
         second = s.sample()
         assert second.counts["full_reads"] < first.counts["full_reads"] == first.n
+        # its stat too: schedstat unchanged -> the bytes read in the first sample
+        assert first.counts["stat_reused"] == 0 < second.counts["stat_reused"]
         assert np.array_equal(_row(first, p.pid)[C["fds_total"]:C["fds_other"] + 1],
                               _row(second, p.pid)[C["fds_total"]:C["fds_other"] + 1])
         p.stdin.write("x\n")
@@ -171,10 +174,19 @@ def test_an_idle_process_is_reused_and_one_that_ran_is_read_again(tmp_path):
         third = s.sample()
         assert _row(third, p.pid)[C["fds_file"]] == _row(second, p.pid)[C["fds_file"]] + 1
         assert _row(third, p.pid)[C["ctx_voluntary_per_s"]] > 0
+        assert _row(second, p.pid)[C["cpu_user"]] == 0 < _row(third, p.pid)[C["cpu_user"]]  # stat read again
+        # it runs again without opening or closing anything: as many fds, the links are not read again
+        p.stdin.write("y\n")
+        p.stdin.flush()
+        assert p.stdout.readline() == "ok\n"
+        fourth = s.sample()
+        assert fourth.counts["fds_reused"] >= 1 and _row(fourth, p.pid)[C["cpu_user"]] > 0
+        assert np.array_equal(_row(fourth, p.pid)[C["fds_total"]:C["fds_other"] + 1],
+                              _row(third, p.pid)[C["fds_total"]:C["fds_other"] + 1])
         every = ProcSampler(refresh=1)
         every.sample()
         again = every.sample()
-        assert again.counts["full_reads"] == again.n
+        assert again.counts["full_reads"] == again.n and again.counts["stat_reused"] == 0
     finally:
         p.kill()
         p.wait()

@@ -1,5 +1,10 @@
-"""Events of entity ``host`` (``event_type`` "host"): one per classified /proc volume, with its
-time span and the processes that weigh most (pid, comm, their top metrics)."""
+"""Events of entity ``host`` (``event_type`` "host"): one per classified volume.
+
+* a /proc volume (``proc_volume@1``): its time span and the processes that weigh most (pid,
+  comm, their top metrics), under ``proc``;
+* a network volume (``host_volume@1``): the local host (address or MAC), its time span and the
+  connections with the most bytes, under ``net``.
+"""
 from __future__ import annotations
 
 from typing import Any
@@ -19,6 +24,8 @@ class HostFormatter(JsonFormatter):
         return int(pb.keys[j]["end_ns"])
 
     def fields(self, pb, j: int, features: bool) -> dict[str, Any]:
+        if "peer_hi" in pb.keys.dtype.names:
+            return self.net_fields(pb, j)
         k = pb.keys[j]
         x = pb.detail[j]
         top = []
@@ -32,6 +39,16 @@ class HostFormatter(JsonFormatter):
             top.append(entry)
         return {"proc": {"start_ns": int(k["start_ns"]), "end_ns": int(k["end_ns"]),
                          "processes": int(k["processes"]), "steps": int(x.shape[0]), "top": top}}
+
+
+    def net_fields(self, pb, j: int) -> dict[str, Any]:
+        from ..views.host_volume import top_connections
+
+        k = pb.keys[j]
+        x = pb.detail[j]
+        return {"net": {"host": str(k["host"]), "start_ns": int(k["start_ns"]), "end_ns": int(k["end_ns"]),
+                        "connections": int(k["connections"]), "windows": int(x.shape[0]),
+                        "top": top_connections(k, x, TOP_PROCESSES)}}
 
 
 register_formatter(HostFormatter())

@@ -161,6 +161,14 @@ class Dispatcher:
             if rows is not None and rows.n:
                 r.queue.put(rows, t, block=self.block, stop=self.stop, on_wait=beat)
 
+    def finish(self) -> None:
+        """The sources have stopped: each router hands over what it still holds (Router.finish)."""
+        t = time.monotonic_ns()
+        for r in self.routes:
+            rows = r.router.finish()
+            if rows is not None and rows.n:
+                r.queue.put(rows, t, block=self.block, stop=self.stop)
+
 
 @dataclass
 class WorkerCounters:

@@ -525,6 +525,8 @@ class Service:
             src.stop()
         for src in self.sources:
             src.join(left(CAPTURE_STOP_S))
+        if self._emit_at_stop():
+            self.dispatcher.finish()  # windowed views close their open windows
         for q in self.queues.values():
             q.close()
         for w in list(self.workers.values()) + self.retired_workers:

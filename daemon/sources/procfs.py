@@ -91,4 +91,5 @@ class ProcfsSource(ThreadSource):
         t = self.sampler.totals
         return {"procfs_samples": self.sampler.samples, "procfs_vanished": t["vanished"],
                 "procfs_io_unreadable": t["io_unreadable"], "procfs_fd_unreadable": t["fd_unreadable"],
-                "procfs_full_reads": t.get("full_reads", 0), "procfs_late": self.late, "procfs_cpu_s": round(self.cpu_s, 3)}
+                "procfs_full_reads": t.get("full_reads", 0), "procfs_stat_reused": t.get("stat_reused", 0),
+                "procfs_late": self.late, "procfs_cpu_s": round(self.cpu_s, 3)}

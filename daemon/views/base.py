@@ -65,6 +65,11 @@ class Router:
         """Entities held back waiting for more data (shown in stats)."""
         return 0
 
+    def finish(self) -> EntityRows | None:
+        """End of input (a replay's end, a stop that emits open connections): what the router
+        still holds that is complete enough to classify (windowed views close their windows)."""
+        return None
+
 
 class View:
     name: ClassVar[str]
