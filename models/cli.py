@@ -3,7 +3,7 @@
     malsensor-train fit --model KIND|SPEC.toml --data PATH [--label COL] --out MODELS_DIR --name NAME
                         [-b N] [-e N] [--lr X] [--seed N] [-l LEVEL] [--checkpoint MINUTES] [--resume]
                         [--skip-test] [--skip-eval]
-    malsensor-train evaluate ARTIFACT DATA [--label COL] [--json]
+    malsensor-train evaluate ARTIFACT DATA [--label COL] [--json] [--report DIR]
     malsensor-train predict ARTIFACT DATA [--topk K]
     malsensor-train inspect ARTIFACT [--json]
     malsensor-train record-proc --label LABEL --duration S --out DIR [--interval S] [--steps D]
@@ -82,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("artifact")
     e.add_argument("data", nargs="+")
     e.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    e.add_argument("--report", type=Path, metavar="DIR",
+                   help="also write DIR/evaluation.json (and, for trace models, window_probabilities.png/.json)")
     _data_args(e)
 
     pr = sub.add_parser("predict", help="one JSON object per row: pred, true, topk")
@@ -161,7 +163,7 @@ def run(a: argparse.Namespace) -> int:
     d = use.DataArgs(a.data, a.label, a.label_from, a.macs, a.ips, bool(a.skip_bad))
     art = use.open_artifact(a.artifact)
     if a.command == "evaluate":
-        rep = use.evaluate(art, d)
+        rep = use.evaluate(art, d, a.report)
         if a.json:
             sys.stdout.write(json.dumps(rep, ensure_ascii=False) + "\n")
         else:

@@ -186,6 +186,14 @@ def run_fit(opts: FitOptions) -> FitOutcome:
         m = metrics["test"]
         log.info("test: n %d  accuracy %.4f  macro-F1 %.4f  weighted-F1 %.4f", m["n"], m["accuracy"],
                  m["macro_f1"], m["weighted_f1"])
+        threshold = spec.as_dict()["model"].get("eval_threshold")
+        if threshold is not None:  # window models of whole traces (lstm): Barnum's trace-level eval stage
+            from .pt_eval import eval_stage
+
+            m["traces"] = t = eval_stage(report_dir, ds.groups[te], y_all[te], test_probs, labels, float(threshold),
+                                         f"{opts.name} {version}: test windows ({te.size})")
+            log.info("test traces (flagged when a window's probability > %s): %d, accuracy %.4f  macro-F1 %.4f",
+                     threshold, t["traces"], t["accuracy"], t["macro_f1"])
     # canary: real rows (test, else validation, else training) plus an all-zero row
     pool = te if te.size else va if va.size else tr
     rng = np.random.default_rng(tc.seed)
