@@ -41,6 +41,9 @@ def _data_args(p: argparse.ArgumentParser, *, with_label: bool = True) -> None:
                                                             "listed address get its label, others 'benign'")
     g.add_argument("--skip-bad", action="store_true", default=None,
                    help="count and skip malformed rows instead of stopping at the first")
+    g.add_argument("--workers", type=int, default=0, metavar="N",
+                   help="processes reading processor-trace samples (default 0: one per core for 64 MB "
+                        "or more, else 1)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -137,7 +140,7 @@ def run(a: argparse.Namespace) -> int:
                           epochs=a.epochs, lr=a.lr, seed=a.seed, split=a.split, dedup=a.dedup,
                           skip_bad=a.skip_bad, semantics=a.semantics, checkpoint_minutes=a.checkpoint,
                           resume=a.resume, skip_test=a.skip_test, skip_eval=a.skip_eval, reports=a.reports,
-                          platforms=tuple(a.platforms or ("cpu",)), merge=_merge(a.merge))
+                          platforms=tuple(a.platforms or ("cpu",)), merge=_merge(a.merge), workers=a.workers)
         print_summary(run_fit(opts))
         return 0
     if a.command == "record-proc":
@@ -160,7 +163,7 @@ def run(a: argparse.Namespace) -> int:
     if a.command == "inspect":
         use.inspect(use.open_artifact(a.artifact), as_json=a.json)
         return 0
-    d = use.DataArgs(a.data, a.label, a.label_from, a.macs, a.ips, bool(a.skip_bad))
+    d = use.DataArgs(a.data, a.label, a.label_from, a.macs, a.ips, bool(a.skip_bad), workers=a.workers)
     art = use.open_artifact(a.artifact)
     if a.command == "evaluate":
         rep = use.evaluate(art, d, a.report)

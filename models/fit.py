@@ -56,6 +56,7 @@ class FitOptions:
     progress: bool = True
     merge: dict[str, str] = field(default_factory=dict)
     stop_after_epochs: int | None = None     # tests: interrupt after N epochs (as a crash would)
+    workers: int = 0                         # processes reading pt samples (0: auto)
 
 
 @dataclass
@@ -90,7 +91,7 @@ def data_options(opts: FitOptions, spec: Spec, require_labels: bool = True) -> D
     return DataOptions(LabelSpec(mode, label, opts.macs, opts.ips),
                        spec.data.skip_bad if opts.skip_bad is None else opts.skip_bad,
                        spec.data.dedup if opts.dedup is None else opts.dedup,
-                       opts.semantics, require_labels, opts.merge)
+                       opts.semantics, require_labels, opts.merge, opts.workers)
 
 
 def describe_dataset(ds: Dataset) -> None:

@@ -32,6 +32,7 @@ class DataArgs:
     ips: Path | None = None
     skip_bad: bool = False
     semantics: str | None = None
+    workers: int = 0                  # processes reading pt samples (0: auto)
 
 
 def open_artifact(path: str | Path) -> Artifact:
@@ -69,7 +70,8 @@ def load_for(art: Artifact, d: DataArgs, require_labels: bool) -> Dataset:
     if mode == "auto" and label and not d.macs and not d.ips:
         mode = "column"
     semantics = d.semantics or art.meta.get("view", {}).get("semantics") or "malsensor"
-    opts = DataOptions(LabelSpec(mode, label, d.macs, d.ips), d.skip_bad, False, semantics, require_labels)
+    opts = DataOptions(LabelSpec(mode, label, d.macs, d.ips), d.skip_bad, False, semantics, require_labels,
+                       workers=d.workers)
     ds = load_dataset(d.paths, data_view(art), opts)
     want = art.meta.get("view", {}).get("semantics")
     if want and ds.semantics and ds.semantics != want:

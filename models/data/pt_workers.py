@@ -109,6 +109,7 @@ class ParallelRead:
         self.procs: dict[int, mp.process.BaseProcess] = {}
         self.holding: dict[int, int] = {}      # worker -> file index it is reading
         self.next_id = 0
+        self.deaths = 0
 
     def _start_worker(self) -> None:
         wid = self.next_id
@@ -124,7 +125,7 @@ class ParallelRead:
         log.info("reading %d sample file(s) with %d worker process(es)", n, self.n_workers)
         for _ in range(self.n_workers):
             self._start_worker()
-        done: dict[int, Part | None] = {}
+        done: dict[int, tuple] = {}
         sent = given = 0
         finished = False
         try:
@@ -134,7 +135,7 @@ class ParallelRead:
                     self.tasks.put((sent, str(f), t))
                     sent += 1
                 if given in done:
-                    part = done.pop(given)
+                    part = self._deliver(done.pop(given))
                     given += 1
                     yield part if part is not None else self._empty(self.files[given - 1][0])
                     continue
@@ -154,15 +155,20 @@ class ParallelRead:
         if msg[0] == "start":
             self.holding[msg[1]] = msg[2]
             return
+        self.holding.pop(msg[1], None)
+        done[msg[2]] = msg
+
+    def _deliver(self, msg: tuple) -> Part | None:
+        """A file's part, its log lines and its bad samples, in file order (so counts, messages
+        and the error that stops a load without --skip-bad are the serial reader's)."""
         _, wid, idx, part, rows_read, bad, lines, seconds = msg
-        self.holding.pop(wid, None)
         for level, line in lines:                       # whole lines, written by this process only
             log.log(level, "worker %d: %s", wid, line)
         self.stats.rows_read += rows_read
         for where, problem in bad:
             self.stats.bad(where, problem, self.opts.skip_bad)   # raises unless --skip-bad, as serially
             log.warning("worker %d: skipped %s: %s", wid, where, problem)
-        done[idx] = part
+        return part
 
     def _check_alive(self, done: dict) -> None:
         for wid, p in list(self.procs.items()):
@@ -170,11 +176,14 @@ class ParallelRead:
                 continue
             del self.procs[wid]
             idx = self.holding.pop(wid, None)
+            self.deaths += 1
+            if self.deaths > self.n_workers + len(self.files):   # not one sample's fault: they cannot start
+                raise TrainError(f"the sample reader processes keep dying (the last, worker {wid}, with exit "
+                                 f"code {p.exitcode}): read with one process (--workers 1) to see why")
             if idx is not None:
                 where = str(self.files[idx][0])
-                log.warning("worker %d: died (exit code %s) while reading %s", wid, p.exitcode, where)
-                self.stats.bad(where, f"the worker reading it died (exit code {p.exitcode})", self.opts.skip_bad)
-                done[idx] = None
+                done[idx] = ("part", wid, idx, None, 0, [(where, f"the worker reading it died (exit code "
+                                                               f"{p.exitcode})")], [], 0.0)
             self._start_worker()
 
     def _empty(self, path: Path) -> Part:
