@@ -328,5 +328,9 @@ def print_summary(out: FitOutcome, stream=sys.stdout) -> None:
     if m:
         which = "test" if "test" in out.metrics else "val"
         line += f"\n{which}: n {m['n']}  accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}"
+        if "traces" in m:
+            t = m["traces"]
+            line += (f"\n{which} traces: {t['traces']} (flagged when a window's probability > {t['threshold']})  "
+                     f"accuracy {t['accuracy']:.4f}  macro-F1 {t['macro_f1']:.4f}")
     line += f"\nreport: {out.report_dir}"
     print(line, file=stream)

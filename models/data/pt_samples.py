@@ -58,8 +58,9 @@ def windows_of(sample: PtSample, view: ViewInfo) -> tuple[np.ndarray, np.ndarray
 
 
 # Below this much sample data one process reads faster than starting workers: a spawned worker
-# takes 1-3 s to import numpy/numba and the decoder, while one core decodes and cuts the 10 MB of
-# the real recordings (22,000 windows) in about 2.7 s (measured on the shared 2-core machine).
+# took 3-8 s to import numpy/numba and load the decoder's kernels before its first sample, while
+# one process decoded and cut the 0.9 MB of the real recordings' ten samples (22,144 windows) in
+# 2.7 s, mostly that same loading (measured on the shared 2-core machine).
 PARALLEL_MIN_BYTES = 64 << 20
 
 
