@@ -40,7 +40,8 @@ from malsensor.daemon.pt.decoder import decode_chunks  # noqa: E402
 
 def build_walker(tmp: Path) -> Path:
     exe = tmp / "pt_libipt_walk"
-    subprocess.run(["gcc", "-O2", "-o", str(exe), str(HERE / "c" / "pt_libipt_walk.c"), "-lipt"], check=True)
+    src = HERE / "c" / "pt_libipt_walk.c"         # the loop itself: tests/c/pt_libipt_loop.h
+    subprocess.run(["gcc", "-O2", "-I", str(REPO / "tests" / "c"), "-o", str(exe), str(src), "-lipt"], check=True)
     return exe
 
 

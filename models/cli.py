@@ -3,7 +3,7 @@
     malsensor-train fit --model KIND|SPEC.toml --data PATH [--label COL] --out MODELS_DIR --name NAME
                         [-b N] [-e N] [--lr X] [--seed N] [-l LEVEL] [--checkpoint MINUTES] [--resume]
                         [--skip-test] [--skip-eval]
-    malsensor-train evaluate ARTIFACT DATA [--label COL] [--json]
+    malsensor-train evaluate ARTIFACT DATA [--label COL] [--json] [--report DIR]
     malsensor-train predict ARTIFACT DATA [--topk K]
     malsensor-train inspect ARTIFACT [--json]
     malsensor-train record-proc --label LABEL --duration S --out DIR [--interval S] [--steps D]
@@ -41,6 +41,9 @@ def _data_args(p: argparse.ArgumentParser, *, with_label: bool = True) -> None:
                                                             "listed address get its label, others 'benign'")
     g.add_argument("--skip-bad", action="store_true", default=None,
                    help="count and skip malformed rows instead of stopping at the first")
+    g.add_argument("--workers", type=int, default=0, metavar="N",
+                   help="processes reading processor-trace samples (default 0: one per core for 64 MB "
+                        "or more, else 1)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("artifact")
     e.add_argument("data", nargs="+")
     e.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    e.add_argument("--report", type=Path, metavar="DIR",
+                   help="also write DIR/evaluation.json (and, for trace models, window_probabilities.png/.json)")
     _data_args(e)
 
     pr = sub.add_parser("predict", help="one JSON object per row: pred, true, topk")
@@ -135,7 +140,7 @@ def run(a: argparse.Namespace) -> int:
                           epochs=a.epochs, lr=a.lr, seed=a.seed, split=a.split, dedup=a.dedup,
                           skip_bad=a.skip_bad, semantics=a.semantics, checkpoint_minutes=a.checkpoint,
                           resume=a.resume, skip_test=a.skip_test, skip_eval=a.skip_eval, reports=a.reports,
-                          platforms=tuple(a.platforms or ("cpu",)), merge=_merge(a.merge))
+                          platforms=tuple(a.platforms or ("cpu",)), merge=_merge(a.merge), workers=a.workers)
         print_summary(run_fit(opts))
         return 0
     if a.command == "record-proc":
@@ -158,10 +163,10 @@ def run(a: argparse.Namespace) -> int:
     if a.command == "inspect":
         use.inspect(use.open_artifact(a.artifact), as_json=a.json)
         return 0
-    d = use.DataArgs(a.data, a.label, a.label_from, a.macs, a.ips, bool(a.skip_bad))
+    d = use.DataArgs(a.data, a.label, a.label_from, a.macs, a.ips, bool(a.skip_bad), workers=a.workers)
     art = use.open_artifact(a.artifact)
     if a.command == "evaluate":
-        rep = use.evaluate(art, d)
+        rep = use.evaluate(art, d, a.report)
         if a.json:
             sys.stdout.write(json.dumps(rep, ensure_ascii=False) + "\n")
         else:

@@ -56,6 +56,7 @@ class FitOptions:
     progress: bool = True
     merge: dict[str, str] = field(default_factory=dict)
     stop_after_epochs: int | None = None     # tests: interrupt after N epochs (as a crash would)
+    workers: int = 0                         # processes reading pt samples (0: auto)
 
 
 @dataclass
@@ -90,7 +91,7 @@ def data_options(opts: FitOptions, spec: Spec, require_labels: bool = True) -> D
     return DataOptions(LabelSpec(mode, label, opts.macs, opts.ips),
                        spec.data.skip_bad if opts.skip_bad is None else opts.skip_bad,
                        spec.data.dedup if opts.dedup is None else opts.dedup,
-                       opts.semantics, require_labels, opts.merge)
+                       opts.semantics, require_labels, opts.merge, opts.workers)
 
 
 def describe_dataset(ds: Dataset) -> None:
@@ -186,6 +187,14 @@ def run_fit(opts: FitOptions) -> FitOutcome:
         m = metrics["test"]
         log.info("test: n %d  accuracy %.4f  macro-F1 %.4f  weighted-F1 %.4f", m["n"], m["accuracy"],
                  m["macro_f1"], m["weighted_f1"])
+        threshold = spec.as_dict()["model"].get("eval_threshold")
+        if threshold is not None:  # window models of whole traces (lstm): Barnum's trace-level eval stage
+            from .pt_eval import eval_stage
+
+            m["traces"] = t = eval_stage(report_dir, ds.groups[te], y_all[te], test_probs, labels, float(threshold),
+                                         f"{opts.name} {version}: test windows ({te.size})")
+            log.info("test traces (flagged when a window's probability > %s): %d, accuracy %.4f  macro-F1 %.4f",
+                     threshold, t["traces"], t["accuracy"], t["macro_f1"])
     # canary: real rows (test, else validation, else training) plus an all-zero row
     pool = te if te.size else va if va.size else tr
     rng = np.random.default_rng(tc.seed)
@@ -319,5 +328,9 @@ def print_summary(out: FitOutcome, stream=sys.stdout) -> None:
     if m:
         which = "test" if "test" in out.metrics else "val"
         line += f"\n{which}: n {m['n']}  accuracy {m['accuracy']:.4f}  macro-F1 {m['macro_f1']:.4f}"
+        if "traces" in m:
+            t = m["traces"]
+            line += (f"\n{which} traces: {t['traces']} (flagged when a window's probability > {t['threshold']})  "
+                     f"accuracy {t['accuracy']:.4f}  macro-F1 {t['macro_f1']:.4f}")
     line += f"\nreport: {out.report_dir}"
     print(line, file=stream)

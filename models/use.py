@@ -32,6 +32,7 @@ class DataArgs:
     ips: Path | None = None
     skip_bad: bool = False
     semantics: str | None = None
+    workers: int = 0                  # processes reading pt samples (0: auto)
 
 
 def open_artifact(path: str | Path) -> Artifact:
@@ -69,7 +70,8 @@ def load_for(art: Artifact, d: DataArgs, require_labels: bool) -> Dataset:
     if mode == "auto" and label and not d.macs and not d.ips:
         mode = "column"
     semantics = d.semantics or art.meta.get("view", {}).get("semantics") or "malsensor"
-    opts = DataOptions(LabelSpec(mode, label, d.macs, d.ips), d.skip_bad, False, semantics, require_labels)
+    opts = DataOptions(LabelSpec(mode, label, d.macs, d.ips), d.skip_bad, False, semantics, require_labels,
+                       workers=d.workers)
     ds = load_dataset(d.paths, data_view(art), opts)
     want = art.meta.get("view", {}).get("semantics")
     if want and ds.semantics and ds.semantics != want:
@@ -78,7 +80,9 @@ def load_for(art: Artifact, d: DataArgs, require_labels: bool) -> Dataset:
     return ds
 
 
-def evaluate(art: Artifact, d: DataArgs) -> dict:
+def evaluate(art: Artifact, d: DataArgs, report: Path | None = None) -> dict:
+    """Metrics of ``art`` on labelled data; with ``report``, the folder gets evaluation.json (and,
+    for window models of traces, the window-probability histograms beside it)."""
     ds = load_for(art, d, require_labels=True)
     index = {lab: i for i, lab in enumerate(art.labels)}
     unseen = sorted(set(ds.y.tolist()) - set(index))
@@ -94,12 +98,20 @@ def evaluate(art: Artifact, d: DataArgs) -> dict:
     out["version"] = art.version
     threshold = (art.meta.get("hyper", {}).get("model") or {}).get("eval_threshold")
     if threshold is not None:  # window models of whole traces (lstm): Barnum's trace-level verdict
-        from .pt_eval import trace_ids, trace_report
+        from .pt_eval import eval_stage, trace_ids, trace_report
 
-        out["traces"] = trace_report(trace_ids(ds.groups, y), y, probs, list(art.labels), float(threshold))
+        if report is not None:
+            out["traces"] = eval_stage(report, ds.groups, y, probs, list(art.labels), float(threshold),
+                                       f"{art.meta.get('name', '')} {art.version}: {ds.n} windows")
+        else:
+            out["traces"] = trace_report(trace_ids(ds.groups, y), y, probs, list(art.labels), float(threshold))
     out["data"] = {"files": ds.stats.files, "rows_read": ds.stats.rows_read, "bad_rows": ds.stats.bad_rows,
                    "unlabelled": ds.stats.unlabelled, "nonfinite_values": ds.stats.nonfinite_values,
                    "missing_values": ds.stats.missing_values, "duplicates": ds.stats.duplicates}
+    if report is not None:
+        from .report import write_json
+
+        write_json(Path(report) / "evaluation.json", out)
     return out
 
 

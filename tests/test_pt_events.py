@@ -9,7 +9,7 @@ import numpy as np
 from malsensor.daemon.outputs.eve import PredictionBatch
 from malsensor.daemon.outputs.events import FORMATTERS
 from malsensor.daemon.pt import pending
-from malsensor.models.pt_eval import trace_ids, trace_report
+from malsensor.models.pt_eval import HIST_JSON, HIST_PNG, eval_stage, trace_ids, trace_report
 
 LABELS = ["benign", "malicious"]
 
@@ -89,6 +89,46 @@ def test_trace_report_binary_is_barnums_verdict():
     assert rep["per_class"]["malicious"]["precision"] == 0.5 and rep["per_class"]["malicious"]["recall"] == 0.5
     assert rep["one_vs_rest"]["malicious"]["f1"] == 0.5
     assert trace_ids(np.array([0, 0, 1, 1]), np.array([2, 3, 2, 2])).tolist() == [0, 1, 2, 2]
+
+
+def assert_png(path) -> tuple[int, int]:
+    """A valid PNG (signature, chunks and CRCs checked by Pillow's verify); its size."""
+    from PIL import Image
+
+    raw = path.read_bytes()
+    assert raw[:8] == b"\x89PNG\r\n\x1a\n" and raw[12:16] == b"IHDR" and raw[-8:-4] == b"IEND"
+    with Image.open(path) as im:
+        im.verify()
+    with Image.open(path) as im:
+        im.load()
+        assert im.format == "PNG" and im.width > 100 and im.height > 100
+        return im.size
+
+
+def test_eval_stage_writes_histograms_whose_counts_are_the_windows(tmp_path):
+    trace = np.array([0, 0, 1, 1, 2, 2])
+    y = np.array([1, 1, 1, 1, 0, 0])
+    p = np.array([0.1, 0.96, 0.94, 0.5, 0.97, 1.0])
+    probs = np.stack([1 - p, p], axis=1).astype(np.float32)
+    rep = eval_stage(tmp_path / "r", trace, y, probs, LABELS, 0.95, "t")
+    assert (rep["tp"], rep["fn"], rep["fp"], rep["tn"]) == (1, 1, 1, 0)   # the same verdict as trace_report
+    h = rep["histograms"]
+    assert h == json.loads((tmp_path / "r" / HIST_JSON).read_text())
+    assert list(h["classes"]) == ["malicious"] and len(h["bins"]) == 21 and h["windows"] == 6
+    mal = h["classes"]["malicious"]
+    # malicious windows at 0.1, 0.96, 0.94, 0.5; benign at 0.97 and 1.0 (in the last bin, edges included)
+    assert mal["own"] == [0, 0, 1] + [0] * 7 + [1] + [0] * 7 + [1, 1]
+    assert mal["rest"] == [0] * 19 + [2]
+    assert_png(tmp_path / "r" / HIST_PNG)
+    # several classes: one panel per class, own + rest = every window
+    probs3 = np.random.default_rng(1).dirichlet(np.ones(3), 50).astype(np.float32)
+    y3 = np.random.default_rng(2).integers(0, 3, 50)
+    h3 = eval_stage(tmp_path / "m", np.zeros(50, np.int64), y3, probs3, ["a", "b", "c"], 0.5, "t")["histograms"]
+    assert list(h3["classes"]) == ["a", "b", "c"]
+    for j, c in enumerate("abc"):
+        assert sum(h3["classes"][c]["own"]) == int((y3 == j).sum())
+        assert sum(h3["classes"][c]["own"]) + sum(h3["classes"][c]["rest"]) == 50
+    assert_png(tmp_path / "m" / HIST_PNG)
 
 
 def test_spool_quarantines_bad_samples_with_their_reason_and_keeps_going(tmp_path):

@@ -15,8 +15,10 @@ import numpy as np
 
 from conftest import DATA, require_data
 from pt_barnum import CASES, build, rng_bytes, write_sample
+from test_pt_events import assert_png
 from malsensor.daemon.pt.samples import read_barnum
 from malsensor.daemon.pt.tokens import trace_windows
+from malsensor.models.pt_eval import HIST_JSON, HIST_PNG
 
 TESTS = Path(__file__).resolve().parent
 MALSENSORD = [sys.executable, "-m", "malsensor.daemon.runtime.main"]
@@ -70,9 +72,19 @@ def test_pt_modality_fit_evaluate_and_serve_a_spool(tmp_path):
     n_windows = {s.label: trace_windows(s.read_trace(), s.modules, SEQ_LEN, SEQ_LEN)[0].shape[0] for s in heads}
     assert meta["data"]["rows"] == sum(n_windows.values())
     assert meta["metrics"]["test"]["accuracy"] >= 0.9   # the last 20 % of each head (by position)
+    # the eval stage of fit: trace-level verdict on the test split, histograms beside metrics.json
+    report_dir = tmp_path / "reports" / "pt" / meta["version"]
+    test_m = json.loads((report_dir / "metrics.json").read_text())["metrics"]["test"]
+    tt = test_m["traces"]
+    assert tt["traces"] == 5 and tt["threshold"] == 0.95 and set(tt["one_vs_rest"]) == set(CASES)
+    assert sum(map(sum, tt["confusion"]["matrix"])) == 5 and 0 <= tt["macro_f1"] <= 1
+    hist = json.loads((report_dir / HIST_JSON).read_text())
+    assert hist == tt["histograms"] and hist["windows"] == test_m["n"] == meta["data"]["split"]["sizes"]["test"]
+    assert all(sum(h["own"]) + sum(h["rest"]) == test_m["n"] for h in hist["classes"].values())
+    assert_png(report_dir / HIST_PNG)
 
     ev = _run([*TRAIN, "evaluate", str(tmp_path / "models" / "pt" / "current"), str(tmp_path / "tail"),
-               "--label", "label", "--json"])
+               "--label", "label", "--json", "--report", str(tmp_path / "eval")])
     assert ev.returncode == 0, ev.stderr[-3000:]
     rep = json.loads(ev.stdout)
     tails = {s.label: s for s in (read_barnum(p) for p in sorted((tmp_path / "tail").iterdir()))}
@@ -86,6 +98,11 @@ def test_pt_modality_fit_evaluate_and_serve_a_spool(tmp_path):
     assert set(t["one_vs_rest"]) == set(CASES)
     assert t["one_vs_rest"]["mruby"]["tp"] == 1            # the longest recordings are told apart
     assert t["one_vs_rest"]["avscript_32"]["tp"] == 1
+    assert json.loads((tmp_path / "eval" / "evaluation.json").read_text()) == rep
+    assert t["histograms"]["windows"] == rep["n"]
+    for lab, h in t["histograms"]["classes"].items():
+        assert sum(h["own"]) == tail_windows[lab] and sum(h["own"]) + sum(h["rest"]) == rep["n"]
+    assert_png(tmp_path / "eval" / HIST_PNG)
 
     # ---- the daemon on a spool: every tail, a broken sample, one left half processed by a crash
     spool = tmp_path / "spool"

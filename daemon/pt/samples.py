@@ -15,7 +15,7 @@ never raises on bad input.
 """
 from __future__ import annotations
 
-import gzip
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,14 +61,44 @@ class ScanResult:
     skipped: list[tuple[Path, str]] = field(default_factory=list)   # (where, why)
 
 
+GZ_CHUNK = 1 << 16
+
+
 def read_maybe_gz(path: Path) -> bytes:
     data = Path(path).read_bytes()
-    if str(path).endswith(".gz"):
+    return gunzip(data, path) if str(path).endswith(".gz") else data
+
+
+def gunzip(data: bytes, where) -> bytes:
+    """The gzip members of ``data`` one after the other (as ``gzip.decompress``); a bad or cut
+    stream raises a SampleError naming the compressed byte offset where it goes wrong."""
+    out, pos = [], 0
+    while pos < len(data):
+        start = pos
+        d = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)     # a gzip header, trailer checked
+        while not d.eof:
+            if pos >= len(data):
+                raise SampleError(f"{where}: not a valid gzip file (it ends at byte {len(data)}, inside the "
+                                  f"member that starts at byte {start})")
+            chunk = data[pos:pos + GZ_CHUNK]
+            before = d.copy()
+            try:
+                out.append(d.decompress(chunk))
+            except zlib.error as e:
+                raise SampleError(f"{where}: not a valid gzip file at byte {pos + _bad_byte(before, chunk)} "
+                                  f"({e})") from None
+            pos += len(chunk) - len(d.unused_data)
+    return b"".join(out)
+
+
+def _bad_byte(d, chunk: bytes) -> int:
+    """Where in ``chunk`` the decompressor ``d`` fails (byte by byte on the error path only)."""
+    for i in range(len(chunk)):
         try:
-            return gzip.decompress(data)
-        except (OSError, EOFError) as e:
-            raise SampleError(f"{path}: not a valid gzip file ({e})") from None
-    return data
+            d.decompress(chunk[i:i + 1])
+        except zlib.error:
+            return i
+    return len(chunk) - 1
 
 
 def _present(folder: Path, name: str) -> Path | None:

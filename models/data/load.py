@@ -12,6 +12,7 @@ dropped with ``dedup``).
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ class DataOptions:
     semantics: str = "malsensor"          # for captures run through the extractor
     require_labels: bool = True           # predict may run on unlabelled rows
     merge: dict[str, str] = field(default_factory=dict)  # label -> replacement
+    workers: int = 0                      # readers with read_all (pt samples): processes, 0 = one per core
 
 
 def view_reader(view: ViewInfo):
@@ -100,14 +102,21 @@ def load_dataset(paths: Sequence[str | Path], view: ViewInfo, opts: DataOptions 
     reader = view_reader(view)
     files = list_files(paths, reader)
     stats.files = len(files)
+    # a reader may read its files in parallel (read_all: the parts in file order), else one by one
+    parts = reader.read_all(files, view, opts, stats) if hasattr(reader, "read_all") else \
+        (reader.read(f, t, view, opts, stats) for f, t in files)
+    with contextlib.closing(parts):
+        return _assemble(paths, files, parts, view, opts, stats, progress)
+
+
+def _assemble(paths, files, parts, view: ViewInfo, opts: DataOptions, stats: DataStats, progress) -> Dataset:
     ls = opts.labels
     wanted = opts.require_labels or ls.mode != "auto" or ls.macs is not None or ls.ips is not None
     labeller = Labeller(ls, stats) if wanted else None
     xs, ys, gs, names, tss = [], [], [], [], []
     semantics = set()
     captures = False
-    for gi, (f, file_type) in enumerate(files):
-        part = reader.read(f, file_type, view, opts, stats)
+    for gi, ((f, file_type), part) in enumerate(zip(files, parts)):
         if progress is not None:
             progress(gi + 1, len(files), f)
         if part.n == 0:

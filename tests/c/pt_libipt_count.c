@@ -3,14 +3,14 @@
  * Walks the trace as ptdump does: pt_pkt_sync_forward, pt_pkt_next until an error,
  * then pt_pkt_sync_forward again (the end of the trace ends the walk). Prints one
  * "NAME COUNT" line per packet type seen (malsensor's names; mode split into
- * mode.exec / mode.tsx, tnt by size) and "errors N", "resyncs N".
+ * mode.exec / mode.tsx, tnt by size) and "errors N". The loop is pt_libipt_loop.h's,
+ * shared with bench/c/pt_libipt_walk.c.
  *
  * Build: gcc -O2 -o pt_libipt_count pt_libipt_count.c -lipt
  */
-#include <intel-pt.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
+
+#include "pt_libipt_loop.h"
 
 enum { N = 64 };
 
@@ -47,66 +47,45 @@ static const char *name_of(const struct pt_packet *p)
 	}
 }
 
+struct tally {
+	const char *names[N];
+	unsigned long long counts[N];
+	int n;
+};
+
+static void count(const struct pt_packet *pkt, void *ctx)
+{
+	struct tally *t = ctx;
+	const char *name = name_of(pkt);
+	int i;
+
+	for (i = 0; i < t->n && strcmp(t->names[i], name); ++i)
+		;
+	if (i == t->n) {
+		t->names[t->n] = name;
+		t->counts[t->n++] = 0;
+	}
+	t->counts[i] += 1;
+}
+
 int main(int argc, char **argv)
 {
-	const char *names[N];
-	unsigned long long counts[N], errors = 0, resyncs = 0;
-	int nnames = 0, err, i;
-	struct pt_config config;
-	struct pt_packet_decoder *dec;
-	struct pt_packet pkt;
+	struct tally t = { .n = 0 };
+	unsigned long long errors;
 	uint8_t *buf;
 	long size;
-	FILE *f;
+	int i;
 
 	if (argc != 2) {
 		fprintf(stderr, "usage: %s TRACE\n", argv[0]);
 		return 2;
 	}
-	f = fopen(argv[1], "rb");
-	if (!f || fseek(f, 0, SEEK_END) || (size = ftell(f)) < 0 || fseek(f, 0, SEEK_SET)) {
-		perror(argv[1]);
+	buf = pt_read_file(argv[1], &size);
+	if (!buf || pt_walk(buf, size, count, &t, &errors) < 0)
 		return 2;
-	}
-	buf = malloc(size ? size : 1);
-	if (!buf || fread(buf, 1, size, f) != (size_t) size) {
-		perror(argv[1]);
-		return 2;
-	}
-	fclose(f);
-
-	pt_config_init(&config);
-	config.begin = buf;
-	config.end = buf + size;
-	dec = pt_pkt_alloc_decoder(&config);
-	if (!dec)
-		return 2;
-
-	for (err = pt_pkt_sync_forward(dec); err >= 0; err = pt_pkt_sync_forward(dec)) {
-		for (;;) {
-			const char *name;
-
-			err = pt_pkt_next(dec, &pkt, sizeof(pkt));
-			if (err < 0)
-				break;
-			name = name_of(&pkt);
-			for (i = 0; i < nnames && strcmp(names[i], name); ++i)
-				;
-			if (i == nnames) {
-				names[nnames] = name;
-				counts[nnames++] = 0;
-			}
-			counts[i] += 1;
-		}
-		if (err == -pte_eos)
-			break;
-		errors += 1;
-		resyncs += 1;
-	}
-	for (i = 0; i < nnames; ++i)
-		printf("%s %llu\n", names[i], counts[i]);
+	for (i = 0; i < t.n; ++i)
+		printf("%s %llu\n", t.names[i], t.counts[i]);
 	printf("errors %llu\n", errors);
-	pt_pkt_free_decoder(dec);
 	free(buf);
 	return 0;
 }
