@@ -182,7 +182,7 @@ def _run_dask(tasks: list[Task], address: str):
         raise TrainError("--dask needs dask.distributed: install the train extra (pip install 'malsensor[train]')") \
             from None
     try:
-        client = Client(address, timeout="30s")
+        client = Client(address)  # connect timeout: distributed.comm.timeouts.connect (30 s)
     except (OSError, TimeoutError) as e:
         raise TrainError(f"--dask {address}: cannot reach the scheduler ({e})") from None
     try:

@@ -357,7 +357,7 @@ def dask_booster(address: str, params: dict, x_tr: np.ndarray, y_tr: np.ndarray,
     except ImportError as e:
         raise TrainError(f"--dask needs dask.distributed and pandas: install the train extra ({e})") from None
     try:
-        client = Client(address, timeout="30s")
+        client = Client(address)  # connect timeout: distributed.comm.timeouts.connect (30 s)
     except (OSError, TimeoutError) as e:
         raise TrainError(f"--dask {address}: cannot reach the scheduler ({e})") from None
     n_workers = max(1, len(client.scheduler_info().get("workers", {})))
