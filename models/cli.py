@@ -167,6 +167,9 @@ def _dataset(a: argparse.Namespace) -> int:
         if v is None:
             raise TrainError(f"--view {ref}: no such view (views: {', '.join(VIEWS.names())})")
         view = v.info()
+        if 0 in view.shape:
+            raise TrainError(f"--view {ref} has options (shape {list(view.shape)} by default): give the model "
+                             f"that reads it, --model SPEC.toml")
     mode = a.label_from
     if mode == "auto" and a.label is not None and not a.macs and not a.ips:
         mode = "column"

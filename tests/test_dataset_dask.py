@@ -180,7 +180,16 @@ def test_gbdt_on_dask_same_quality(tmp_path, cluster):
     acc = {k: f.metrics["test"]["accuracy"] for k, f in fits.items()}
     assert acc["local"] >= 0.9 and acc["dask"] >= 0.9, acc        # measured 0.93-0.94 on these rows
     assert abs(acc["local"] - acc["dask"]) <= 0.01, acc
-    meta = A.load_artifact(b.artifact).meta
+    # evaluate reads the folder as it reads the CSV files it was built from
+    from malsensor.models import use
+
+    art = use.open_artifact(b.artifact)
+    on_folder = use.evaluate(art, use.DataArgs([str(ds)]))
+    on_files = use.evaluate(art, use.DataArgs([str(p) for p in parts], label="label"))
+    assert on_folder["n"] == on_files["n"] == 6000
+    for k in ("accuracy", "macro_f1", "loss", "confusion"):
+        assert on_folder[k] == on_files[k]
+    meta = art.meta
     assert meta["model_static"]["dask"] == cluster and "dask" not in a.result.static
     assert meta["export"]["max_abs_diff_vs_trainer"] <= 1e-6     # the artifact is the booster the cluster made
 
