@@ -161,7 +161,6 @@ def unsw_parts(tmp_path, parts=3, rows=6000):
 def test_gbdt_on_dask_same_quality(tmp_path, cluster):
     """The dataset built on the cluster from UNSW rows, then gbdt boosted locally and through
     xgboost.dask: the same held-out rows, accuracy within 0.01 of each other."""
-    from malsensor.daemon import artifact as A
     from malsensor.models.fit import FitOptions, run_fit
 
     parts = unsw_parts(tmp_path)

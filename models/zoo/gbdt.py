@@ -283,47 +283,45 @@ def fit_gbdt(kind: "GBDT", ctx, x_tr: np.ndarray, y_tr: np.ndarray, x_va: np.nda
         log.info("resuming from checkpoint: %d of %d rounds done", rounds, cfg.n_estimators)
     booster = xgb.Booster(model_file=bytearray(raw)) if raw is not None else None
     chunks_run = 0
-    with ProgressBar("boosting rounds", cfg.n_estimators, enabled=ctx.progress, unit="round") as bar:
-        bar.update(rounds)
-        while rounds < cfg.n_estimators and not stopped:
-            m = min(cfg.rounds_per_chunk, cfg.n_estimators - rounds)
-            t0 = time.monotonic()
-            try:
+    try:
+        with ProgressBar("boosting rounds", cfg.n_estimators, enabled=ctx.progress, unit="round") as bar:
+            bar.update(rounds)
+            while rounds < cfg.n_estimators and not stopped:
+                m = min(cfg.rounds_per_chunk, cfg.n_estimators - rounds)
+                t0 = time.monotonic()
                 booster, evals_result = boost(m, booster)
-            except BaseException:
-                close()
-                raise
-            rec: dict[str, Any] = {"epoch": len(history) + 1, "rounds": rounds + m,
-                                   "trees": (rounds + m) * (1 if n_classes == 2 else n_classes)}
-            if use_val:
-                for i, loss in enumerate(evals_result["val"][metric]):
-                    if loss < best["loss"]:                     # XGBoost's EarlyStopping: strictly lower
-                        best = {"loss": float(loss), "round": rounds + i + 1}
-                pv = booster_proba(booster, x_va)
-                rep = classification_report(y_va, pv.argmax(1), [str(i) for i in range(n_classes)])
-                rec.update(val_loss=float(evals_result["val"][metric][-1]), val_accuracy=rep["accuracy"],
-                           val_macro_f1=rep["macro_f1"])
-            rounds += m
-            if not use_val:
-                best = {"loss": float("nan"), "round": rounds}
-            stopped = (use_val and cfg.early_stopping_rounds > 0
-                       and rounds - best["round"] >= cfg.early_stopping_rounds)
-            rec["seconds"] = time.monotonic() - t0
-            history.append(rec)
-            _log_epoch(ctx, rec)
-            bar.update(m)
-            ckpt.save(ctx.work, ctx.run_key, {
-                "booster": bytes(booster.save_raw("json")), "rounds": rounds, "stopped": stopped,
-                "best_loss": best["loss"], "best_round": best["round"],
-                "history": {str(i): h for i, h in enumerate(history)}})
-            chunks_run += 1
-            if stopped:
-                log.info("early stop: validation %s did not improve for %d rounds (best round %d of %d)",
-                         metric, rounds - best["round"], best["round"], rounds)
-            if (ctx.stop_after_epochs is not None and chunks_run >= ctx.stop_after_epochs
-                    and rounds < cfg.n_estimators and not stopped):
-                raise _Interrupted()
-    close()
+                rec: dict[str, Any] = {"epoch": len(history) + 1, "rounds": rounds + m,
+                                       "trees": (rounds + m) * (1 if n_classes == 2 else n_classes)}
+                if use_val:
+                    for i, loss in enumerate(evals_result["val"][metric]):
+                        if loss < best["loss"]:                     # XGBoost's EarlyStopping: strictly lower
+                            best = {"loss": float(loss), "round": rounds + i + 1}
+                    pv = booster_proba(booster, x_va)
+                    rep = classification_report(y_va, pv.argmax(1), [str(i) for i in range(n_classes)])
+                    rec.update(val_loss=float(evals_result["val"][metric][-1]), val_accuracy=rep["accuracy"],
+                               val_macro_f1=rep["macro_f1"])
+                rounds += m
+                if not use_val:
+                    best = {"loss": float("nan"), "round": rounds}
+                stopped = (use_val and cfg.early_stopping_rounds > 0
+                           and rounds - best["round"] >= cfg.early_stopping_rounds)
+                rec["seconds"] = time.monotonic() - t0
+                history.append(rec)
+                _log_epoch(ctx, rec)
+                bar.update(m)
+                ckpt.save(ctx.work, ctx.run_key, {
+                    "booster": bytes(booster.save_raw("json")), "rounds": rounds, "stopped": stopped,
+                    "best_loss": best["loss"], "best_round": best["round"],
+                    "history": {str(i): h for i, h in enumerate(history)}})
+                chunks_run += 1
+                if stopped:
+                    log.info("early stop: validation %s did not improve for %d rounds (best round %d of %d)",
+                             metric, rounds - best["round"], best["round"], rounds)
+                if (ctx.stop_after_epochs is not None and chunks_run >= ctx.stop_after_epochs
+                        and rounds < cfg.n_estimators and not stopped):
+                    raise _Interrupted()
+    finally:
+        close()                                    # the Dask client, when there is one
     keep = best["round"] or rounds                 # 0: no validation loss was ever finite
     final = booster[:keep] if keep < rounds else booster
     model = from_xgboost(final)
