@@ -19,7 +19,7 @@ from train_data import UNSW, write_spec
 
 # small real captures (2,000-8,000 packets), two folders so that --label-from folder gives two labels
 BENIGN = ("http_espn.pcapng", "ndpi_443_firefox.pcap")
-MALICIOUS = ("stratosphere_scanning_host.pcap", "synscan.pcapng", "stratosphere_ssh_bruteforce.pcap")
+MALICIOUS = ("stratosphere_scanning_host.pcap", "synscan.pcapng")
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +91,7 @@ def test_dask_extraction_equals_local(tmp_path, cluster):
     one = build([inp], tmp_path / "one", workers=1)
     procs = build([inp], tmp_path / "procs", workers=2)
     dask = build([inp], tmp_path / "dask", dask=cluster)
-    assert one.built == procs.built == dask.built == 5 and one.failed == procs.failed == dask.failed == 0
+    assert one.built == procs.built == dask.built == 4 and one.failed == procs.failed == dask.failed == 0
     m1, t1 = shard_tables(tmp_path / "one")
     for other in ("procs", "dask"):
         m2, t2 = shard_tables(tmp_path / other)
@@ -118,7 +118,7 @@ def test_reuse_changes_and_bad_files(tmp_path):
     out = tmp_path / "ds"
     first = build([inp], out, workers=1)
     again = build([inp], out, workers=1)
-    assert (first.built, first.reused) == (5, 0) and (again.built, again.reused) == (0, 5)
+    assert (first.built, first.reused) == (4, 0) and (again.built, again.reused) == (0, 4)
     # a changed input: a copy of a capture cut short (a truncated capture keeps what came before the cut)
     victim = inp / "malicious" / "synscan.pcapng"
     data = victim.read_bytes()
@@ -129,10 +129,10 @@ def test_reuse_changes_and_bad_files(tmp_path):
     proc = cli("dataset", "--data", inp, "--out", out, "--workers", "1", "--label-from", "folder")
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
-    assert "junk.pcap" in proc.stderr and "3 reused, 1 failed" in proc.stdout, proc.stdout + proc.stderr
+    assert "junk.pcap" in proc.stderr and "2 reused, 1 failed" in proc.stdout, proc.stdout + proc.stderr
     m = json.loads((out / "manifest.json").read_text())
-    assert len(m["files"]) == 4 and [f["file"].endswith("junk.pcap") for f in m["failed"]] == [True]
-    assert len(list((out / "shards").glob("*.parquet"))) == 4        # the removed capture's shard is gone
+    assert len(m["files"]) == 3 and [f["file"].endswith("junk.pcap") for f in m["failed"]] == [True]
+    assert len(list((out / "shards").glob("*.parquet"))) == 3        # the removed capture's shard is gone
     half = next(e for e in m["files"] if e["file"].endswith("synscan.pcapng"))
     assert half["digest"] != first.manifest["files"][-1]["digest"]
     assert 0 < half["rows_in_shard"] < next(e for e in first.manifest["files"]
@@ -144,7 +144,7 @@ def test_reuse_changes_and_bad_files(tmp_path):
         load([out], label="attack_cat")
 
 
-def unsw_parts(tmp_path, parts=3, rows=6000):
+def unsw_parts(tmp_path, parts=3, rows=3000):
     """Every 8th row of the real UNSW CSV (both label columns), cut into ``parts`` files."""
     src = require_data(UNSW)
     lines = src.read_text(encoding="utf-8-sig").splitlines()
@@ -160,32 +160,32 @@ def unsw_parts(tmp_path, parts=3, rows=6000):
 
 def test_gbdt_on_dask_same_quality(tmp_path, cluster):
     """The dataset built on the cluster from UNSW rows, then gbdt boosted locally and through
-    xgboost.dask: the same held-out rows, accuracy within 0.01 of each other."""
+    xgboost.dask: the same held-out rows, accuracy within 0.015 of each other."""
     from malsensor.models.fit import FitOptions, run_fit
 
     parts = unsw_parts(tmp_path)
     ds = tmp_path / "ds"
     r = build(parts, ds, dask=cluster, label="label")
-    assert r.built == 3 and r.manifest["rows"] == 6000
+    assert r.built == 3 and r.manifest["rows"] == 3000
     assert_same_dataset(load([ds], "auto"), load(parts, label="label"))
-    spec = write_spec(tmp_path, "gbdt", {"n_estimators": 60, "rounds_per_chunk": 30, "max_depth": 6,
+    spec = write_spec(tmp_path, "gbdt", {"n_estimators": 40, "rounds_per_chunk": 20, "max_depth": 6,
                                          "n_jobs": 1, "early_stopping_rounds": 20})
     fits = {}
     for how, addr in (("local", None), ("dask", cluster)):
         fits[how] = run_fit(FitOptions(model=str(spec), data=[str(ds)], out=tmp_path / "m", name=how,
                                        reports=tmp_path / "r", progress=False, dask=addr))
     a, b = fits["local"], fits["dask"]
-    assert np.array_equal(a.test_idx, b.test_idx) and a.test_idx.size == 1200
+    assert np.array_equal(a.test_idx, b.test_idx) and a.test_idx.size == 600
     acc = {k: f.metrics["test"]["accuracy"] for k, f in fits.items()}
-    assert acc["local"] >= 0.9 and acc["dask"] >= 0.9, acc        # measured 0.93-0.94 on these rows
-    assert abs(acc["local"] - acc["dask"]) <= 0.01, acc
+    assert acc["local"] >= 0.9 and acc["dask"] >= 0.9, acc
+    assert abs(acc["local"] - acc["dask"]) <= 0.015, acc   # 9 of the 600 rows
     # evaluate reads the folder as it reads the CSV files it was built from
     from malsensor.models import use
 
     art = use.open_artifact(b.artifact)
     on_folder = use.evaluate(art, use.DataArgs([str(ds)]))
     on_files = use.evaluate(art, use.DataArgs([str(p) for p in parts], label="label"))
-    assert on_folder["n"] == on_files["n"] == 6000
+    assert on_folder["n"] == on_files["n"] == 3000
     for k in ("accuracy", "macro_f1", "loss", "confusion"):
         assert on_folder[k] == on_files[k]
     meta = art.meta
