@@ -88,7 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--model", metavar="KIND|SPEC.toml", help="build the view this model reads")
     ds.add_argument("--view", metavar="NAME@V", help="build this view (default conn@1)")
     ds.add_argument("--workers", type=int, default=0, metavar="N",
-                    help="local worker processes (default: one per CPU; 1: in this process)")
+                    help="local worker processes (default: one per 256 MB of input, up to one per CPU; "
+                         "1: in this process)")
     ds.add_argument("--dask", metavar="SCHEDULER_ADDRESS", help="run the files' tasks on this Dask cluster")
     ds.add_argument("--rebuild", action="store_true", help="rebuild every shard, even of unchanged inputs")
     ds.add_argument("--semantics", choices=("malsensor", "argus"), default="malsensor",
