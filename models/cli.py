@@ -8,6 +8,8 @@
     malsensor-train inspect ARTIFACT [--json]
     malsensor-train record-proc --label LABEL --duration S --out DIR [--interval S] [--steps D]
                                 [--processes H] [--stride N]
+    malsensor-train dataset --data PATH --out DIR [--model KIND|SPEC.toml | --view NAME@V] [--workers N]
+                            [--dask SCHEDULER_ADDRESS] [--rebuild] [--label COL | --macs CSV | ...]
     malsensor-train dataset-proc --out DIR [--runs N] [--duration S] [--behaviours a,b] [--by-behaviour]
 
 ARTIFACT is an artifact directory, a ``current`` link or a model folder holding one.
@@ -79,7 +81,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="report folders go to DIR/NAME/VERSION (default ./reports)")
     f.add_argument("--platform", action="append", dest="platforms", metavar="NAME",
                    help="jax.export platform(s) for the artifact (default cpu; e.g. cpu and cuda)")
+    f.add_argument("--dask", metavar="SCHEDULER_ADDRESS",
+                   help="gbdt: boost on this Dask cluster (xgboost.dask; docs/training-at-scale.md)")
     _data_args(f)
+
+    ds = sub.add_parser("dataset", help="input files -> rows as Parquet shards + manifest, in parallel over files")
+    ds.add_argument("--data", required=True, action="append", metavar="PATH", help="file or folder (repeatable)")
+    ds.add_argument("--out", required=True, type=Path, metavar="DIR", help="dataset folder (manifest.json + shards/)")
+    ds.add_argument("--model", metavar="KIND|SPEC.toml", help="build the view this model reads")
+    ds.add_argument("--view", metavar="NAME@V", help="build this view (default conn@1)")
+    ds.add_argument("--workers", type=int, default=0, metavar="N",
+                    help="local worker processes (default: one per 256 MB of input, up to one per CPU; "
+                         "1: in this process)")
+    ds.add_argument("--dask", metavar="SCHEDULER_ADDRESS", help="run the files' tasks on this Dask cluster")
+    ds.add_argument("--rebuild", action="store_true", help="rebuild every shard, even of unchanged inputs")
+    ds.add_argument("--semantics", choices=("malsensor", "argus"), default="malsensor",
+                    help="feature definitions for captures (docs/features.md)")
+    ds.add_argument("-l", "--log-level", dest="log_level_sub", choices=LEVELS)
+    _data_args(ds)
 
     e = sub.add_parser("evaluate", help="metrics of an artifact on labelled data")
     e.add_argument("artifact")
@@ -131,6 +150,46 @@ def _merge(pairs: list[str]) -> dict[str, str]:
     return out
 
 
+def _dataset(a: argparse.Namespace) -> int:
+    from .data.labels import LabelSpec
+    from .data.load import DataOptions
+    from .dataset import BuildOptions, build_dataset
+
+    if a.model and a.view:
+        raise TrainError("give --model or --view, not both")
+    if a.workers < 0:
+        raise TrainError("--workers must be >= 0 (0: one per CPU)")
+    if a.model:
+        from .spec import load_spec
+        from .zoo.base import get_kind
+
+        spec = load_spec(a.model)
+        view = get_kind(spec.kind).view(spec.model)
+    else:
+        from malsensor.daemon.views.base import VIEWS
+
+        ref = a.view or "conn@1"
+        v = VIEWS.find(ref)
+        if v is None:
+            raise TrainError(f"--view {ref}: no such view (views: {', '.join(VIEWS.names())})")
+        view = v.info()
+        if 0 in view.shape:
+            raise TrainError(f"--view {ref} has options (shape {list(view.shape)} by default): give the model "
+                             f"that reads it, --model SPEC.toml")
+    mode = a.label_from
+    if mode == "auto" and a.label is not None and not a.macs and not a.ips:
+        mode = "column"
+    opts = DataOptions(LabelSpec(mode, a.label, a.macs, a.ips), bool(a.skip_bad), False, a.semantics,
+                       require_labels=False)
+    r = build_dataset(BuildOptions(a.data, a.out, view, opts, a.workers, a.dask, a.rebuild))
+    m = r.manifest
+    print(f"{m['rows_in_shards']} rows ({m['rows']} labelled) from {len(m['files'])} file(s) -> {a.out}: "
+          f"{r.built} built, {r.reused} reused, {r.failed} failed")
+    if m["label_counts"]:
+        print("labels: " + ", ".join(f"{k} {v}" for k, v in m["label_counts"].items()))
+    return 1 if r.failed else 0
+
+
 def run(a: argparse.Namespace) -> int:
     if a.command == "fit":
         from .fit import FitOptions, print_summary, run_fit
@@ -140,9 +199,12 @@ def run(a: argparse.Namespace) -> int:
                           epochs=a.epochs, lr=a.lr, seed=a.seed, split=a.split, dedup=a.dedup,
                           skip_bad=a.skip_bad, semantics=a.semantics, checkpoint_minutes=a.checkpoint,
                           resume=a.resume, skip_test=a.skip_test, skip_eval=a.skip_eval, reports=a.reports,
-                          platforms=tuple(a.platforms or ("cpu",)), merge=_merge(a.merge), workers=a.workers)
+                          platforms=tuple(a.platforms or ("cpu",)), merge=_merge(a.merge), workers=a.workers,
+                          dask=a.dask)
         print_summary(run_fit(opts))
         return 0
+    if a.command == "dataset":
+        return _dataset(a)
     if a.command == "record-proc":
         from .record_proc import RecordOptions, record
 

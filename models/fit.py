@@ -57,6 +57,7 @@ class FitOptions:
     merge: dict[str, str] = field(default_factory=dict)
     stop_after_epochs: int | None = None     # tests: interrupt after N epochs (as a crash would)
     workers: int = 0                         # processes reading pt samples (0: auto)
+    dask: str | None = None                  # gbdt: scheduler address, boost with xgboost.dask
 
 
 @dataclass
@@ -154,8 +155,10 @@ def run_fit(opts: FitOptions) -> FitOutcome:
     version = _run_version(work, key, model_dir, opts.resume)
     report_dir = opts.reports / opts.name / version
     writer = open_writer(report_dir / "tensorboard")
+    if opts.dask and not getattr(kind, "dask", False):
+        raise TrainError(f"--dask: model kind {spec.kind} does not train on Dask (gbdt does)")
     ctx = LoopContext(spec, work, key, opts.resume, opts.checkpoint_minutes, opts.skip_eval, opts.progress,
-                      writer, opts.stop_after_epochs)
+                      writer, opts.stop_after_epochs, opts.dask)
     x_va = ds.x[va] if va.size else None
     y_va = y_all[va] if va.size else None
     t0 = time.monotonic()

@@ -48,6 +48,7 @@ class LoopContext:
     progress: bool = True
     writer: Any = None                # tensorboardX SummaryWriter or None
     stop_after_epochs: int | None = None   # tests: simulate a crash after this many epochs
+    dask: str | None = None                # scheduler address (kinds with ``dask = True``: gbdt)
 
     def resume_state(self) -> dict[str, Any] | None:
         """The checkpoint to go on from: None without ``--resume``, or (with a warning) when

@@ -3,7 +3,8 @@
 The view's trainer-side reader (``View.reader``) says which files it reads and how; the
 connection views' (data/readers.py) recognise files by name: ``*.jsonl``/``*.ndjson``/
 ``*.json`` rows, ``*.csv`` and ``*.parquet``/``*.pq`` tables, captures (``*.pcap``,
-``*.pcapng``, ``*.cap``, optionally ``.gz``). A folder is searched recursively (sorted, so
+``*.pcapng``, ``*.cap``, optionally ``.gz``). A dataset folder (``malsensor-train dataset``,
+data/shards.py) stands for the files it was built from. A folder is searched recursively (sorted, so
 the order and the digest are reproducible).
 Cleaning, applied and counted here: missing and non-finite values become 0 (what
 the daemon's views emit for undefined values, and what the exported model does to
@@ -25,6 +26,7 @@ from malsensor.daemon.artifact import ViewInfo
 
 from ..errors import TrainError
 from .labels import Labeller, LabelSpec
+from .shards import dataset_shards, is_dataset_dir, read_shard
 from .table import DataStats, Dataset
 
 log = logging.getLogger("malsensor.train.data")
@@ -67,7 +69,9 @@ def list_files(paths: Sequence[str | Path], reader) -> list[tuple[Path, str]]:
     what = getattr(reader, "description", "data")
     out: list[tuple[Path, str]] = []
     for p in map(Path, paths):
-        if p.is_dir():
+        if is_dataset_dir(p):  # a `malsensor-train dataset` folder: its shards stand for its inputs
+            out.extend((ref, "shard") for ref in dataset_shards(p))
+        elif p.is_dir():
             found = [(f, t) for f in sorted(p.rglob("*")) if f.is_file() and (t := reader.file_type(f))
                      and not f.name.startswith(".") and not _is_table(f)]
             if not found:
@@ -102,9 +106,16 @@ def load_dataset(paths: Sequence[str | Path], view: ViewInfo, opts: DataOptions 
     reader = view_reader(view)
     files = list_files(paths, reader)
     stats.files = len(files)
-    # a reader may read its files in parallel (read_all: the parts in file order), else one by one
-    parts = reader.read_all(files, view, opts, stats) if hasattr(reader, "read_all") else \
-        (reader.read(f, t, view, opts, stats) for f, t in files)
+    # a reader may read its files in parallel (read_all: the parts in file order), else one by
+    # one; a dataset folder's shards (data/shards.py) are read as they are
+
+    def one_by_one():
+        for f, t in files:
+            yield read_shard(f, view, opts.labels.column, stats) if t == "shard" else \
+                reader.read(f, t, view, opts, stats)
+
+    parts = reader.read_all(files, view, opts, stats) \
+        if hasattr(reader, "read_all") and not any(t == "shard" for _, t in files) else one_by_one()
     with contextlib.closing(parts):
         return _assemble(paths, files, parts, view, opts, stats, progress)
 

@@ -251,9 +251,23 @@ def fit_gbdt(kind: "GBDT", ctx, x_tr: np.ndarray, y_tr: np.ndarray, x_va: np.nda
         raise TrainError("internal: every class must be present in the training split")
     params = xgb_params(cfg, n_classes, _seed_int(tc.seed, 0))
     metric = params["eval_metric"]
-    dtrain = xgb.DMatrix(x_tr, label=y_tr, weight=np.asarray(class_weights, np.float32)[y_tr], nthread=cfg.n_jobs)
+    weights = np.asarray(class_weights, np.float32)[y_tr]
     use_val = x_va is not None and x_va.shape[0] > 0 and not ctx.skip_eval
-    dval = xgb.DMatrix(x_va, label=y_va, nthread=cfg.n_jobs) if use_val else None
+    if ctx.dask:
+        boost, close = dask_booster(ctx.dask, params, x_tr, y_tr, weights, x_va if use_val else None, y_va)
+    else:
+        dtrain = xgb.DMatrix(x_tr, label=y_tr, weight=weights, nthread=cfg.n_jobs)
+        dval = xgb.DMatrix(x_va, label=y_va, nthread=cfg.n_jobs) if use_val else None
+
+        def boost(m: int, booster):
+            evals_result: dict = {}
+            booster = xgb.train(params, dtrain, num_boost_round=m, xgb_model=booster,
+                                evals=[(dval, "val")] if use_val else [], evals_result=evals_result,
+                                verbose_eval=False)
+            return booster, evals_result
+
+        def close():
+            pass
 
     raw: bytes | None = None
     rounds, history = 0, []
@@ -269,50 +283,52 @@ def fit_gbdt(kind: "GBDT", ctx, x_tr: np.ndarray, y_tr: np.ndarray, x_va: np.nda
         log.info("resuming from checkpoint: %d of %d rounds done", rounds, cfg.n_estimators)
     booster = xgb.Booster(model_file=bytearray(raw)) if raw is not None else None
     chunks_run = 0
-    with ProgressBar("boosting rounds", cfg.n_estimators, enabled=ctx.progress, unit="round") as bar:
-        bar.update(rounds)
-        while rounds < cfg.n_estimators and not stopped:
-            m = min(cfg.rounds_per_chunk, cfg.n_estimators - rounds)
-            t0 = time.monotonic()
-            evals_result: dict = {}
-            booster = xgb.train(params, dtrain, num_boost_round=m, xgb_model=booster,
-                                evals=[(dval, "val")] if use_val else [], evals_result=evals_result,
-                                verbose_eval=False)
-            rec: dict[str, Any] = {"epoch": len(history) + 1, "rounds": rounds + m,
-                                   "trees": (rounds + m) * (1 if n_classes == 2 else n_classes)}
-            if use_val:
-                for i, loss in enumerate(evals_result["val"][metric]):
-                    if loss < best["loss"]:                     # XGBoost's EarlyStopping: strictly lower
-                        best = {"loss": float(loss), "round": rounds + i + 1}
-                pv = booster_proba(booster, x_va)
-                rep = classification_report(y_va, pv.argmax(1), [str(i) for i in range(n_classes)])
-                rec.update(val_loss=float(evals_result["val"][metric][-1]), val_accuracy=rep["accuracy"],
-                           val_macro_f1=rep["macro_f1"])
-            rounds += m
-            if not use_val:
-                best = {"loss": float("nan"), "round": rounds}
-            stopped = (use_val and cfg.early_stopping_rounds > 0
-                       and rounds - best["round"] >= cfg.early_stopping_rounds)
-            rec["seconds"] = time.monotonic() - t0
-            history.append(rec)
-            _log_epoch(ctx, rec)
-            bar.update(m)
-            ckpt.save(ctx.work, ctx.run_key, {
-                "booster": bytes(booster.save_raw("json")), "rounds": rounds, "stopped": stopped,
-                "best_loss": best["loss"], "best_round": best["round"],
-                "history": {str(i): h for i, h in enumerate(history)}})
-            chunks_run += 1
-            if stopped:
-                log.info("early stop: validation %s did not improve for %d rounds (best round %d of %d)",
-                         metric, rounds - best["round"], best["round"], rounds)
-            if (ctx.stop_after_epochs is not None and chunks_run >= ctx.stop_after_epochs
-                    and rounds < cfg.n_estimators and not stopped):
-                raise _Interrupted()
+    try:
+        with ProgressBar("boosting rounds", cfg.n_estimators, enabled=ctx.progress, unit="round") as bar:
+            bar.update(rounds)
+            while rounds < cfg.n_estimators and not stopped:
+                m = min(cfg.rounds_per_chunk, cfg.n_estimators - rounds)
+                t0 = time.monotonic()
+                booster, evals_result = boost(m, booster)
+                rec: dict[str, Any] = {"epoch": len(history) + 1, "rounds": rounds + m,
+                                       "trees": (rounds + m) * (1 if n_classes == 2 else n_classes)}
+                if use_val:
+                    for i, loss in enumerate(evals_result["val"][metric]):
+                        if loss < best["loss"]:                     # XGBoost's EarlyStopping: strictly lower
+                            best = {"loss": float(loss), "round": rounds + i + 1}
+                    pv = booster_proba(booster, x_va)
+                    rep = classification_report(y_va, pv.argmax(1), [str(i) for i in range(n_classes)])
+                    rec.update(val_loss=float(evals_result["val"][metric][-1]), val_accuracy=rep["accuracy"],
+                               val_macro_f1=rep["macro_f1"])
+                rounds += m
+                if not use_val:
+                    best = {"loss": float("nan"), "round": rounds}
+                stopped = (use_val and cfg.early_stopping_rounds > 0
+                           and rounds - best["round"] >= cfg.early_stopping_rounds)
+                rec["seconds"] = time.monotonic() - t0
+                history.append(rec)
+                _log_epoch(ctx, rec)
+                bar.update(m)
+                ckpt.save(ctx.work, ctx.run_key, {
+                    "booster": bytes(booster.save_raw("json")), "rounds": rounds, "stopped": stopped,
+                    "best_loss": best["loss"], "best_round": best["round"],
+                    "history": {str(i): h for i, h in enumerate(history)}})
+                chunks_run += 1
+                if stopped:
+                    log.info("early stop: validation %s did not improve for %d rounds (best round %d of %d)",
+                             metric, rounds - best["round"], best["round"], rounds)
+                if (ctx.stop_after_epochs is not None and chunks_run >= ctx.stop_after_epochs
+                        and rounds < cfg.n_estimators and not stopped):
+                    raise _Interrupted()
+    finally:
+        close()                                    # the Dask client, when there is one
     keep = best["round"] or rounds                 # 0: no validation loss was ever finite
     final = booster[:keep] if keep < rounds else booster
     model = from_xgboost(final)
     params_arr, static = layout(cfg, model, x_tr.shape[1])
     static.update(library=f"xgboost {xgb.__version__}", rounds_trained=rounds, best_round=best["round"])
+    if ctx.dask:
+        static["dask"] = ctx.dask
     log.info("gbdt: %d rounds kept of %d trained (%d trees, depth %d, %s traversal)", static["rounds"], rounds,
              static["trees"], static["depth"], static["traversal"])
 
@@ -324,11 +340,53 @@ def fit_gbdt(kind: "GBDT", ctx, x_tr: np.ndarray, y_tr: np.ndarray, x_va: np.nda
                      lambda x: booster_proba(final, x), final)
 
 
+def dask_booster(address: str, params: dict, x_tr: np.ndarray, y_tr: np.ndarray, weights: np.ndarray,
+                 x_va: np.ndarray | None, y_va: np.ndarray | None):
+    """``boost(rounds, booster) -> (booster, evals_result)`` on a Dask cluster (``xgboost.dask``),
+    and ``close()``. The rows are cut into two partitions per worker and sent to the cluster
+    once; each chunk of rounds continues the previous booster (``xgb_model``), as the local
+    loop does, so checkpoints, early stopping and ``--resume`` work the same. Distributed
+    ``hist`` merges the workers' quantile sketches, so the trees are not bit-identical to a
+    local fit (tests/test_dataset_dask.py bounds the accuracy difference)."""
+    try:
+        import dask.array as da
+        import xgboost.dask as dxgb
+        from distributed import Client
+    except ImportError as e:
+        raise TrainError(f"--dask needs dask.distributed and pandas: install the train extra ({e})") from None
+    try:
+        client = Client(address)  # connect timeout: distributed.comm.timeouts.connect (30 s)
+    except (OSError, TimeoutError) as e:
+        raise TrainError(f"--dask {address}: cannot reach the scheduler ({e})") from None
+    n_workers = max(1, len(client.scheduler_info().get("workers", {})))
+    log.info("gbdt on dask %s: %d worker(s), %d training rows", address, n_workers, x_tr.shape[0])
+
+    def arrays(x, *cols):
+        rows = max(1, -(-x.shape[0] // (2 * n_workers)))
+        return [da.from_array(x, chunks=(rows, x.shape[1]))] + [da.from_array(c, chunks=rows) for c in cols]
+
+    X, y, w = arrays(x_tr, y_tr, weights)
+    dtrain = dxgb.DaskDMatrix(client, X, y, weight=w)
+    dval = None
+    if x_va is not None:
+        Xv, yv = arrays(x_va, y_va)
+        dval = dxgb.DaskDMatrix(client, Xv, yv)
+    p = {k: v for k, v in params.items() if k != "nthread"}    # the workers' own threads
+
+    def boost(m: int, booster):
+        out = dxgb.train(client, p, dtrain, num_boost_round=m, xgb_model=booster,
+                         evals=[(dval, "val")] if dval is not None else [], verbose_eval=False)
+        return out["booster"], out["history"]
+
+    return boost, client.close
+
+
 @register
 class GBDT(ModelKind):
     name = "gbdt"
     config_cls = GBDTConfig
     fitted = True
+    dask = True                        # fit --dask: xgboost.dask
     reference = "XGBoost predict_proba"
 
     def view(self, cfg: GBDTConfig) -> ViewInfo:
