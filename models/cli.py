@@ -44,8 +44,9 @@ def _data_args(p: argparse.ArgumentParser, *, with_label: bool = True) -> None:
     g.add_argument("--skip-bad", action="store_true", default=None,
                    help="count and skip malformed rows instead of stopping at the first")
     g.add_argument("--workers", type=int, default=0, metavar="N",
-                   help="processes reading processor-trace samples (default 0: one per core for 64 MB "
-                        "or more, else 1)")
+                   help="worker processes reading the input files (dataset: captures and tables; fit, "
+                        "evaluate: processor-trace samples). 0 (default): chosen from the input's size, "
+                        "up to one per CPU; 1: in this process")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,9 +91,6 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--out", required=True, type=Path, metavar="DIR", help="dataset folder (manifest.json + shards/)")
     ds.add_argument("--model", metavar="KIND|SPEC.toml", help="build the view this model reads")
     ds.add_argument("--view", metavar="NAME@V", help="build this view (default conn@1)")
-    ds.add_argument("--workers", type=int, default=0, metavar="N",
-                    help="local worker processes (default: one per 256 MB of input, up to one per CPU; "
-                         "1: in this process)")
     ds.add_argument("--dask", metavar="SCHEDULER_ADDRESS", help="run the files' tasks on this Dask cluster")
     ds.add_argument("--rebuild", action="store_true", help="rebuild every shard, even of unchanged inputs")
     ds.add_argument("--semantics", choices=("malsensor", "argus"), default="malsensor",
