@@ -178,8 +178,10 @@ def run_fit(opts: FitOptions) -> FitOutcome:
         if not opts.skip_eval:
             import jax
 
-            sel = jax.jit(lambda x: result.probs_fn(result.params, x))
-            pv = predict_in_batches(lambda x: np.asarray(sel(x)), ds.x[va], tc.eval_batch_size, len(labels))
+            sel = jax.jit(result.probs_fn)     # params as arguments (traced), as export_model does
+            params = jax.tree_util.tree_map(jax.numpy.asarray, result.params)
+            pv = predict_in_batches(lambda x: np.asarray(sel(params, x), dtype=np.float64), ds.x[va],
+                                    tc.eval_batch_size, len(labels))
             selection_val = classification_report(y_all[va], pv.argmax(1), labels, log_loss(pv, y_all[va]))
         spec_r = kind.refit_spec(spec, result)
         both = np.sort(np.concatenate([tr, va]))
