@@ -46,6 +46,20 @@ def test_columns_are_conn_then_unsw_names():
                                      "state", "service")
 
 
+def test_shipped_unsw_spec():
+    from train_data import REPO
+
+    from malsensor.models.spec import load_spec
+    from malsensor.models.zoo.base import get_kind
+
+    spec = load_spec(REPO / "etc" / "models" / "unsw.toml")
+    kind = get_kind(spec.kind)
+    kind.check(spec.model)
+    assert spec.kind == "gbdt" and kind.view(spec.model).ref == "conn_ctx@1"
+    assert kind.view(spec.model).shape == (27,)
+    assert spec.data.refit is True and spec.data.split == "random"
+
+
 def test_service_by_port():
     proto = np.array([6, 6, 17, 6, 17, 6, 6, 1, 17])
     sport = np.array([40000, 20, 5000, 40000, 68, 40001, 40002, 0, 40000])
@@ -154,7 +168,8 @@ def test_refit_meta_says_which_rows_the_artifact_saw(ctx_model):
     sizes = meta["data"]["split"]["sizes"]
     assert meta["view"]["name"] == "conn_ctx" and meta["view"]["shape"] == [27]
     assert meta["data"]["trained_on"]["splits"] == ["train", "val"]
-    assert meta["data"]["trained_on"]["rows"] == sizes["train"] + sizes["val"] == 800 - sizes["test"]
+    assert meta["data"]["trained_on"]["rows"] == sizes["train"] + sizes["val"] == meta["data"]["rows"] - sizes["test"]
+    assert sizes["val"] > 0 and sizes["test"] > 0
     assert meta["data"]["trained_on"]["refit"]["early_stopping_rounds"] == 0
 
 
@@ -167,7 +182,7 @@ def test_split_ratios_80_20_0(tmp_path):
     meta = json.loads((tmp_path / "m" / "s" / "current" / "meta.json").read_text())
     assert meta["data"]["split"]["fractions"] == [0.8, 0.2, 0.0]
     assert meta["data"]["split"]["sizes"]["test"] == 0
-    assert meta["data"]["trained_on"]["rows"] == 200
+    assert meta["data"]["trained_on"]["rows"] == meta["data"]["rows"] and meta["data"]["split"]["sizes"]["val"] > 0
     bad = cli("fit", "--model", spec, "--data", small, "--out", tmp_path / "m", "--name", "t",
               "--split-ratios", "80,30")
     assert bad.returncode != 0 and "split ratios '80,30'" in bad.stderr
