@@ -196,7 +196,7 @@ def test_replay_serves_conn_ctx_without_skew(tmp_path, ctx_model):
     logs.mkdir()
     cfg = tmp_path / "m.toml"
     cfg.write_text(
-        '[service]\nuser = ""\n[metrics]\nenabled = false\n'
+        '[service]\nuser = ""\n[metrics]\nenabled = false\n[tracking]\nsemantics = "argus"\n'
         f'[stats]\npath = "{logs}/stats.jsonl"\n'
         '[inference]\nbatch_sizes = [1, 16, 256]\n'
         f'[[model]]\nname = "ctx"\nmodels_dir = "{ctx_model}"\nview = "conn_ctx@1"\n'
@@ -214,7 +214,8 @@ def test_replay_serves_conn_ctx_without_skew(tmp_path, ctx_model):
 
     view = CONN_CTX.info()
     reader = view_reader(view)
-    part = reader.read(capture, reader.file_type(capture), view, DataOptions(), DataStats())
+    # the model learnt UNSW's (Argus) values: the daemon and the reader compute argus semantics
+    part = reader.read(capture, reader.file_type(capture), view, DataOptions(semantics="argus"), DataStats())
     n = len(part.src_ip)
     assert n > 100 and len(events) == n
     probs = load_artifact(ctx_model / "ctx").predict_proba(np.asarray(part.x, np.float32))

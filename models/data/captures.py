@@ -51,7 +51,10 @@ def read_capture_file(path: Path, view: ViewInfo, stats: DataStats, semantics: s
     if series and lookback > len(SERIES_POINTS):
         raise TrainError(f"conn_series lookback {lookback} exceeds the {len(SERIES_POINTS)} snapshot points "
                          f"{SERIES_POINTS}")
-    cfg = TrackerConfig()
+    # the lifecycle of the semantics, as the daemon's [tracking] and `malsensor extract` take it
+    # (TrackerConfig() here gave Argus semantics the malsensor lifecycle: 369 connections of
+    # stratosphere_scanning_host.pcap where the daemon finds 321)
+    cfg = TrackerConfig.for_semantics(semantics)
     if series:
         cfg = replace(cfg, snapshot_packets=tuple(SERIES_POINTS[:lookback]))
     recs, fts = [], []
