@@ -74,6 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="no validation pass per epoch (no model selection or early stopping)")
     f.add_argument("--split", choices=("auto", "random", "group", "time"),
                    help="auto: by capture file for captures, else stratified random (60/20/20)")
+    f.add_argument("--split-ratios", metavar="TRAIN,VAL,TEST",
+                   help="split percentages (default: the spec's, 60,20,20), e.g. 80,20,0")
+    f.add_argument("--refit", action="store_true", default=None,
+                   help="after selection, refit the chosen configuration on train + validation (meta.json "
+                        "data.trained_on says which rows the artifact saw)")
     f.add_argument("--dedup", action="store_true", default=None, help="drop repeated (features, label) rows")
     f.add_argument("--semantics", choices=("malsensor", "argus"), default="malsensor",
                    help="feature definitions for captures (docs/features.md)")
@@ -198,7 +203,7 @@ def run(a: argparse.Namespace) -> int:
                           skip_bad=a.skip_bad, semantics=a.semantics, checkpoint_minutes=a.checkpoint,
                           resume=a.resume, skip_test=a.skip_test, skip_eval=a.skip_eval, reports=a.reports,
                           platforms=tuple(a.platforms or ("cpu",)), merge=_merge(a.merge), workers=a.workers,
-                          dask=a.dask)
+                          dask=a.dask, split_ratios=a.split_ratios, refit=a.refit)
         print_summary(run_fit(opts))
         return 0
     if a.command == "dataset":

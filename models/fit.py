@@ -58,6 +58,8 @@ class FitOptions:
     stop_after_epochs: int | None = None     # tests: interrupt after N epochs (as a crash would)
     workers: int = 0                         # processes reading pt samples (0: auto)
     dask: str | None = None                  # gbdt: scheduler address, boost with xgboost.dask
+    split_ratios: str | None = None          # "TRAIN,VAL,TEST" percentages; None = the spec's (60,20,20)
+    refit: bool | None = None                # None = the spec's [data] refit
 
 
 @dataclass
@@ -128,7 +130,9 @@ def run_fit(opts: FitOptions) -> FitOutcome:
         raise TrainError(f"the data has a single class ({all_labels[0]!r}, {ds.n} rows): a classifier needs "
                          "at least two labels")
     split_mode = opts.split or spec.data.split
-    split = split_dataset(ds, split_mode, tc.seed)
+    fractions = parse_split_ratios(opts.split_ratios if opts.split_ratios is not None else spec.data.split_ratios)
+    split = split_dataset(ds, split_mode, tc.seed, fractions)
+    refit = spec.data.refit if opts.refit is None else opts.refit
     labels = sorted(set(ds.y[split.train].tolist()))
     if len(labels) < 2:
         raise TrainError(f"the training split has a single class ({labels[0]!r}): a classifier needs at least two")
@@ -171,6 +175,29 @@ def run_fit(opts: FitOptions) -> FitOutcome:
         raise
     t_fit = time.monotonic() - t0
     log.info("fitted in %.1f s", t_fit)
+    selection_val = None
+    trained_on = {"splits": ["train"], "rows": int(tr.size)}
+    if refit and va.size:
+        # score the selected model on validation before refitting: afterwards those rows are seen
+        if not opts.skip_eval:
+            import jax
+
+            sel = jax.jit(result.probs_fn)     # params as arguments (traced), as export_model does
+            params = jax.tree_util.tree_map(jax.numpy.asarray, result.params)
+            pv = predict_in_batches(lambda x: np.asarray(sel(params, x), dtype=np.float64), ds.x[va],
+                                    tc.eval_batch_size, len(labels))
+            selection_val = classification_report(y_all[va], pv.argmax(1), labels, log_loss(pv, y_all[va]))
+        spec_r = kind.refit_spec(spec, result)
+        both = np.sort(np.concatenate([tr, va]))
+        log.info("refit: the chosen configuration on train + validation (%d rows)", both.size)
+        ctx_r = LoopContext(spec_r, work, key + ":refit", False, opts.checkpoint_minutes, True, opts.progress,
+                            None, None)
+        t0 = time.monotonic()
+        cw = class_weights(y_all[both], len(labels), tc.class_weight)
+        result = kind.fit(ctx_r, ds.x[both], y_all[both], None, None, len(labels), cw)
+        t_fit += time.monotonic() - t0
+        trained_on = {"splits": ["train", "val"], "rows": int(both.size), "refit": spec_r.as_dict()["model"]}
+        log.info("refitted in %.1f s", time.monotonic() - t0)
 
     t0 = time.monotonic()
     exported = export_model(result.probs_fn, result.params, view, opts.platforms)
@@ -179,7 +206,9 @@ def run_fit(opts: FitOptions) -> FitOutcome:
     eb = tc.eval_batch_size
     metrics: dict = {}
     curves_ok = bool(result.history)
-    if va.size and not opts.skip_eval:
+    if selection_val is not None:
+        metrics["val"] = selection_val        # the selected model's (the artifact has seen these rows)
+    elif va.size and not opts.skip_eval and not (refit and va.size):
         pv = predict_in_batches(exported.call, ds.x[va], eb, n_cls)
         metrics["val"] = classification_report(y_all[va], pv.argmax(1), labels, log_loss(pv, y_all[va]))
     test_probs = None
@@ -228,8 +257,9 @@ def run_fit(opts: FitOptions) -> FitOutcome:
         "normalisation": result.normalisation,
         "data": {"digest": ds.digest(), "files": len(ds.group_names), "sources": _sources(ds.group_names),
                  "rows": ds.n, "labels": ds.label_counts(), "stats": ds.stats.as_dict(),
-                 "split": {"mode": split.mode, "seed": tc.seed, "fractions": [0.6, 0.2, 0.2],
+                 "split": {"mode": split.mode, "seed": tc.seed, "fractions": list(fractions),
                            "sizes": {"train": int(tr.size), "val": int(va.size), "test": int(te.size)}},
+                 "trained_on": trained_on,
                  "labels_without_training_rows": missing,
                  "label_source": _label_source(data_options(opts, spec))},
         "training": {"best_epoch": result.best_epoch, "epochs_run": len(result.history),
@@ -265,6 +295,23 @@ def run_fit(opts: FitOptions) -> FitOutcome:
         writer.close()
     ckpt.clear(work)
     return FitOutcome(path, version, report_dir, metrics, result, ds, labels, te)
+
+
+def parse_split_ratios(text: str) -> tuple[float, float, float]:
+    """"60,20,20" -> (0.6, 0.2, 0.2); "" -> the default. Percentages or fractions, summing to 100 (or 1)."""
+    if not text or not str(text).strip():
+        return (0.6, 0.2, 0.2)
+    parts = [p.strip() for p in str(text).split(",")]
+    try:
+        vals = [float(p) for p in parts]
+    except ValueError:
+        raise TrainError(f"split ratios {text!r}: expected three numbers TRAIN,VAL,TEST such as 80,20,0") from None
+    if len(vals) != 3 or min(vals) < 0:
+        raise TrainError(f"split ratios {text!r}: expected three numbers >= 0, TRAIN,VAL,TEST such as 80,20,0")
+    total = sum(vals)
+    if not (abs(total - 100) < 1e-6 or abs(total - 1) < 1e-9) or vals[0] == 0:
+        raise TrainError(f"split ratios {text!r}: they must sum to 100 (or 1), with a nonzero training share")
+    return tuple(v / total for v in vals)  # type: ignore[return-value]
 
 
 def _run_version(work: Path, key: str, model_dir: Path, resume: bool) -> str:

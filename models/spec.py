@@ -51,6 +51,8 @@ class DataConfig:
     split: str = "auto"                # auto | random | group | time
     dedup: bool = False
     skip_bad: bool = False
+    split_ratios: str = ""             # "" = 60,20,20; else "TRAIN,VAL,TEST" percentages (e.g. "80,20,0")
+    refit: bool = False                # after selection, refit the chosen configuration on train + validation
 
 
 @dataclass

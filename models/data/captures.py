@@ -9,6 +9,10 @@ or its final features when it ended with fewer packets. The tracker emits these
 as snapshots (``TrackerConfig.snapshot_packets``); a model that reads the series
 can classify a connection as soon as it reaches ``SERIES_POINTS[L-1]`` packets
 (early trigger) or ends, whichever comes first.
+
+``conn_ctx@1``: the 17 features plus the context columns of
+:class:`malsensor.daemon.views.conn_ctx.ConnContext`, fed the capture's finished
+connections in order (what one capture thread of the daemon does in a replay).
 """
 from __future__ import annotations
 
@@ -47,7 +51,10 @@ def read_capture_file(path: Path, view: ViewInfo, stats: DataStats, semantics: s
     if series and lookback > len(SERIES_POINTS):
         raise TrainError(f"conn_series lookback {lookback} exceeds the {len(SERIES_POINTS)} snapshot points "
                          f"{SERIES_POINTS}")
-    cfg = TrackerConfig()
+    # the lifecycle of the semantics, as the daemon's [tracking] and `malsensor extract` take it
+    # (TrackerConfig() here gave Argus semantics the malsensor lifecycle: 369 connections of
+    # stratosphere_scanning_host.pcap where the daemon finds 321)
+    cfg = TrackerConfig.for_semantics(semantics)
     if series:
         cfg = replace(cfg, snapshot_packets=tuple(SERIES_POINTS[:lookback]))
     recs, fts = [], []
@@ -74,6 +81,11 @@ def read_capture_file(path: Path, view: ViewInfo, stats: DataStats, semantics: s
         pos = {int(s): i for i, s in enumerate(ends[:, L.SERIAL])}
         x = np.empty((ends.shape[0], lookback, feat.shape[1]), dtype=np.float64)
         x[[pos[int(s)] for s in got_rec[:, L.SERIAL]]] = got_x
+    elif view.name == "conn_ctx":
+        # the daemon's own context code, connections in the order the tracker finished them
+        from malsensor.daemon.views.conn_ctx import ConnContext
+
+        x = ConnContext().rows(ends, feat[final])
     else:
         x = feat[final]
     stats.rows_read += int(ends.shape[0])

@@ -16,6 +16,9 @@ import numpy as np
 from malsensor.daemon.artifact import ViewInfo
 
 from ..errors import TrainError
+from malsensor.daemon.views.context import STATE_NAMES
+from malsensor.daemon.views.service import SERVICE_NAMES
+
 from .protocols import proto_number
 from .table import DataStats, Part
 
@@ -26,6 +29,10 @@ UNSW_COLUMNS = {
     "s_iat_mean": "sinpkt", "d_iat_mean": "dinpkt", "tcp_rtt": "tcprtt", "syn_ack": "synack",
     "ack_dat": "ackdat",
 }
+# conn_ctx@1's coded columns (Argus state names, UNSW service names): text -> code; a name
+# outside the list is code 0 ("-"), as the daemon codes what it cannot name
+TEXT_CODES = {"state": {n: i for i, n in enumerate(STATE_NAMES)},
+              "service": {n: i for i, n in enumerate(SERVICE_NAMES)}}
 DEFAULT_LABEL_COLUMNS = ("label", "s_mac")
 _MISSING = frozenset(("", "nan", "na", "null", "none", "?"))
 
@@ -53,8 +60,9 @@ def read_csv(path: Path, view: ViewInfo, label_col: str | None, stats: DataStats
         if all(c in pos for c in view.columns):
             names = list(view.columns)
             semantics = None
-        elif all(c in pos for c in UNSW_COLUMNS.values()):
-            names = [UNSW_COLUMNS[c] for c in view.columns]
+        elif all(c in pos for c in UNSW_COLUMNS.values()) and all(UNSW_COLUMNS.get(c, c) in pos
+                                                                  for c in view.columns):
+            names = [UNSW_COLUMNS.get(c, c) for c in view.columns]   # conn_ctx's ct_*, state, service as is
             semantics = "argus"
         else:
             missing = [c for c in view.columns if c not in pos]
@@ -70,6 +78,7 @@ def read_csv(path: Path, view: ViewInfo, label_col: str | None, stats: DataStats
                                  f"{', '.join(fields_at)}): which one holds the data is ambiguous")
         cols = [pos[n] for n in names]
         proto_j = view.columns.index("proto") if "proto" in view.columns else -1
+        coded = {j: TEXT_CODES[c] for j, c in enumerate(view.columns) if c in TEXT_CODES}
         if label_col is not None and label_col not in pos:
             raise TrainError(f"{path}:1: no label column {label_col!r} (columns: {', '.join(header)})")
         lab_name = label_col or next((c for c in DEFAULT_LABEL_COLUMNS if c in pos), None)
@@ -117,6 +126,8 @@ def read_csv(path: Path, view: ViewInfo, label_col: str | None, stats: DataStats
                 except ValueError:
                     if j == proto_j and (num := proto_number(s)) is not None:
                         vals.append(float(num))
+                    elif j in coded:     # conn_ctx's state and service: names -> codes, unknown -> 0 ("-")
+                        vals.append(float(coded[j].get(s, 0)))
                     else:
                         what = "unknown protocol name" if j == proto_j else "not a number"
                         err = f"column {header[i]!r} is {s!r}: {what}"

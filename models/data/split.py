@@ -33,12 +33,13 @@ class Split:
 
 def _cut(n: int, fractions: tuple[float, float, float]) -> tuple[int, int]:
     """Row counts for train and validation out of ``n`` (test gets the rest),
-    keeping at least one row per side when n >= 3."""
+    keeping at least one row on each side with a nonzero fraction when n >= 3."""
     a = int(round(n * fractions[0]))
     b = int(round(n * fractions[1]))
     if n >= 3:
-        a = min(max(a, 1), n - 2)
-        b = min(max(b, 1), n - a - 1)
+        need_val, need_test = int(fractions[1] > 0), int(fractions[2] > 0)   # a side asked for 0 stays empty
+        a = min(max(a, 1), n - need_val - need_test)
+        b = n - a if not need_test else min(max(b, need_val), n - a - need_test)
     else:
         a, b = n, 0
     return a, b

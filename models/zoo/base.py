@@ -37,6 +37,16 @@ class ModelKind:
     def check(self, cfg: Any) -> None:
         """Raise TrainError for invalid hyper-parameter combinations."""
 
+    def refit_spec(self, spec, result):
+        """The spec that refits the selected model on train + validation (``fit --refit``): no
+        validation rows are left, so whatever early stopping chose is fixed. Gradient kinds run
+        the best epoch's count of epochs; fitted kinds refit the same configuration."""
+        if not self.fitted:
+            from dataclasses import replace
+
+            return replace(spec, train=replace(spec.train, epochs=max(1, int(result.best_epoch or 1)), patience=0))
+        return spec
+
     def fit(self, ctx, x_tr: np.ndarray, y_tr: np.ndarray, x_va: np.ndarray | None, y_va: np.ndarray | None,
             n_classes: int, class_weights: np.ndarray):
         """Fit on the training split (validation rows for model selection); a

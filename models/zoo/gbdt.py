@@ -67,6 +67,11 @@ class GBDTConfig:
     # for the forest: 190 depth-8 trees, batch 4096, best of 15: perfect 13.0 ms, sparse 23.8 ms
     perfect_max_depth: int = 8
     n_jobs: int = 2
+    # the view it reads: "conn@1" (17 features) or "conn_ctx@1" (+ UNSW-NB15's connection context)
+    view: str = "conn@1"
+
+
+GBDT_VIEWS = ("conn@1", "conn_ctx@1")
 
 
 def check_config(cfg: GBDTConfig) -> None:
@@ -92,6 +97,8 @@ def check_config(cfg: GBDTConfig) -> None:
         raise TrainError(f"traversal must be one of {', '.join(TRAVERSALS)}, not {cfg.traversal!r}")
     if cfg.n_jobs < 1:
         raise TrainError("n_jobs must be >= 1")
+    if cfg.view not in GBDT_VIEWS:
+        raise TrainError(f"view must be one of {', '.join(GBDT_VIEWS)}, not {cfg.view!r}")
 
 
 def xgb_params(cfg: GBDTConfig, n_classes: int, seed: int) -> dict[str, Any]:
@@ -390,10 +397,21 @@ class GBDT(ModelKind):
     reference = "XGBoost predict_proba"
 
     def view(self, cfg: GBDTConfig) -> ViewInfo:
+        if cfg.view == "conn_ctx@1":
+            from malsensor.daemon.views.conn_ctx import CONN_CTX
+
+            return CONN_CTX.info()
         return CONN.info()
 
     def check(self, cfg: GBDTConfig) -> None:
         check_config(cfg)
+
+    def refit_spec(self, spec, result):
+        """Refit with the boosting rounds early stopping kept, and no early stopping."""
+        from dataclasses import replace
+
+        rounds = int(result.static.get("rounds") or spec.model.n_estimators)
+        return replace(spec, model=replace(spec.model, n_estimators=max(1, rounds), early_stopping_rounds=0))
 
     def probs(self, cfg: GBDTConfig, static: dict, params: dict, x):
         return gbdt_probs(static, params, x)
