@@ -389,6 +389,10 @@ class Service:
                 need = sorted(view.snapshot_points(m.options))
                 raise ValueError(f"model {m.name}: view {view.ref} needs the snapshot points {need}, which the "
                                  f"running flow tables do not all have ({sorted(snaps) or 'none'}); restart to apply")
+            if view.consumes == "connections" and view.seq_packets(m.options) > self.tracking.seq_packets:
+                raise ValueError(f"model {m.name}: view {view.ref} needs the first {view.seq_packets(m.options)} "
+                                 f"packets of each connection, the running flow tables keep "
+                                 f"{self.tracking.seq_packets}; restart to apply")
 
     def _apply(self, new: Config) -> None:
         old = self.cfg
