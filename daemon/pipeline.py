@@ -35,7 +35,7 @@ class ConnBatch:
 
     records: np.ndarray   # int64 (n, layout.N_COLS)
     features: np.ndarray  # float64 (n, 17), the conn view
-    seq: np.ndarray | None = None  # float32 (n, N, 5), the pkt_seq view (TrackerConfig.seq_packets > 0)
+    seq: np.ndarray | None = None  # float32 (n, N, 7), the pkt_seq view (TrackerConfig.seq_packets > 0)
     product: ClassVar[str] = "connections"
 
     def counts(self) -> dict[str, int]:

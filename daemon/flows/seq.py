@@ -11,7 +11,7 @@ table), this side store exists only when ``TrackerConfig.seq_packets > 0``:
   serial to a compact row: int16 size (IP total length, capped at 32767, negative when the
   packet went responder -> originator), uint8 TCP flags, float32 gap in seconds;
 * :func:`take_kernel` turns the rows of emitted records (by serial) into the view's float32
-  ``(n, N, 5)`` values and frees the rows of final records (snapshots keep theirs).
+  ``(n, N, 7)`` values and frees the rows of final records (snapshots keep theirs).
 
 Memory per row of capacity: serial 8 + count 2 + last time 8 + N * (2 + 1 + 4) + index 8 +
 free list 4 = 30 + 7N bytes (142 for N = 16). The capacity is the tracker's ``max_flows`` plus
@@ -23,10 +23,10 @@ from __future__ import annotations
 import numpy as np
 
 from ..jit import njit
-from .layout import END, END_SNAPSHOT, SERIAL
+from .layout import END, END_SNAPSHOT, KEY, SERIAL
 
 # The view's columns along the feature axis (docs/features.md, "pkt_seq@1")
-SEQ_COLUMNS = ("size", "direction", "iat", "tcp_flags", "mask")
+SEQ_COLUMNS = ("size", "direction", "iat", "tcp_flags", "proto", "service_port", "mask")
 N_SEQ_COLUMNS = len(SEQ_COLUMNS)
 SIZE_CAP = 32767
 # records that can be emitted but not yet taken: the tracker's output buffer (65,536 rows) and
@@ -115,7 +115,7 @@ def record_kernel(index, serials, count, last_ts, size, flags, iat, free, ctr,
 
 @njit(cache=True, nogil=True)
 def take_kernel(index, serials, count, size, flags, iat, free, ctr, records, out) -> None:
-    """The view's values of ``records`` into ``out`` (n, N, 5), zero-padded; frees the rows of
+    """The view's values of ``records`` into ``out`` (n, N, 7), zero-padded; frees the rows of
     final records."""
     n_max = out.shape[1]
     for i in range(records.shape[0]):
@@ -127,13 +127,18 @@ def take_kernel(index, serials, count, size, flags, iat, free, ctr, records, out
         if r < 0:
             continue
         c = min(np.int64(count[r]), n_max)
+        key = records[i, KEY]
+        proto = (key >> 32) & 0xFF
+        service = key & 0xFFFF      # the responder's port
         for j in range(c):
             s = np.int64(size[r, j])
             out[i, j, 0] = abs(s)
             out[i, j, 1] = -1.0 if s < 0 else 1.0
             out[i, j, 2] = iat[r, j]
             out[i, j, 3] = flags[r, j]
-            out[i, j, 4] = 1.0
+            out[i, j, 4] = proto
+            out[i, j, 5] = service
+            out[i, j, 6] = 1.0
         if (records[i, END] & 0xFF) != END_SNAPSHOT:
             _delete(index, serials, b)
             serials[r] = 0
@@ -169,7 +174,7 @@ class SeqRecorder:
                       self.free, self.ctr, start, end, tags, ts, ip_len, tcp_flags)
 
     def take(self, records: np.ndarray) -> np.ndarray:
-        """float32 (n, N, 5) for emitted records (rows of final records are freed)."""
+        """float32 (n, N, 7) for emitted records (rows of final records are freed)."""
         out = np.empty((records.shape[0], self.n_packets, N_SEQ_COLUMNS), dtype=np.float32)
         take_kernel(self.index, self.serials, self.count, self.size, self.flags, self.iat, self.free, self.ctr,
                     np.ascontiguousarray(records), out)

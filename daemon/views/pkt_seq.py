@@ -1,10 +1,12 @@
 """The ``pkt_seq@1`` view: a connection's first N packets, one row per packet.
 
-Row ``j`` of a connection's ``(N, 5)`` sample describes its ``j``-th packet (both directions,
+Row ``j`` of a connection's ``(N, 7)`` sample describes its ``j``-th packet (both directions,
 in capture order): ``size`` (IP total length, capped at 32767), ``direction`` (+1 originator ->
 responder, -1 back), ``iat`` (seconds since the connection's previous packet, 0 for the first),
-``tcp_flags`` (the TCP flag byte, 0 for other protocols) and ``mask`` (1 for a packet, 0 for
-the padding of connections with fewer than N packets; every other column is 0 there).
+``tcp_flags`` (the TCP flag byte, 0 for other protocols), ``proto`` (the IP protocol) and
+``service_port`` (the responder's port: IoT Sentinel's per-packet port class, the same on every
+packet of a connection) and ``mask`` (1 for a packet, 0 for the padding of connections with
+fewer than N packets; every other column is 0 there).
 
 The tracker keeps these packets only when a model reads this view
 (``TrackerConfig.seq_packets``, the largest ``n_packets`` of the configured models; see

@@ -19,7 +19,7 @@ from .table import DataStats, Part
 
 
 def read_pkt_seq(path: Path, n_packets: int, semantics: str = "malsensor") -> tuple[np.ndarray, np.ndarray]:
-    """(final flow records (n, N_COLS), float32 sequences (n, n_packets, 5)) of one capture."""
+    """(final flow records (n, N_COLS), float32 sequences (n, n_packets, 7)) of one capture."""
     from malsensor.daemon.flows import layout as L
     from malsensor.daemon.flows.config import TrackerConfig
     from malsensor.daemon.flows.seq import N_SEQ_COLUMNS
