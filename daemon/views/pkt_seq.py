@@ -42,6 +42,13 @@ class PktSeqOptions:
     trigger: str = opt("end", "view = \"pkt_seq@1\": classify at the connection's end, or \"early\" as soon as "
                               "it has n_packets packets (at its end if it ends with fewer)",
                        choices=("end", "early"))
+    device_window: float = opt(0.0, "view = \"pkt_seq@1\": also pool the connections of each source MAC over "
+                                    "windows of this many seconds into one \"device\" event (0 = off; "
+                                    "docs/devices.md)", min=0.0, max=86400.0)
+    device_pool: str = opt("mean", "view = \"pkt_seq@1\": how a device window pools its connections' "
+                                   "probabilities", choices=("mean", "logmean", "vote"))
+    device_min_connections: int = opt(1, "view = \"pkt_seq@1\": device windows with fewer connections are "
+                                         "not reported", min=1, max=1_000_000)
 
 
 class PktSeqRouter(Router):
@@ -89,7 +96,8 @@ class PktSeqView(ConnectionView):
         return PktSeqOptions(n_packets=int(info.shape[0]))
 
     def check(self, o: PktSeqOptions, ck: Checker, path) -> None:
-        pass
+        if not o.device_window and (o.device_pool != "mean" or o.device_min_connections != 1):
+            ck.problem((*path, "device_window"), "device_pool and device_min_connections need device_window > 0")
 
     def seq_packets(self, o: PktSeqOptions) -> int:
         return o.n_packets
