@@ -14,7 +14,9 @@ table), this side store exists only when ``TrackerConfig.seq_packets > 0``:
   ``(n, N, 7)`` values and frees the rows of final records (snapshots keep theirs).
 
 Memory per row of capacity: serial 8 + count 2 + last time 8 + N * (2 + 1 + 4) + index 8 +
-free list 4 = 30 + 7N bytes (142 for N = 16). The capacity is the tracker's ``max_flows`` plus
+free list 4 = 30 + 7N bytes (142 for N = 16; the index, rounded up to a power of two, takes
+8-16 bytes). Measured for the default ``max_flows`` (262,144) and N = 16: 344,064 rows,
+50.3 MB, 191.9 bytes per flow of the bound - beside the flow table's 252. The capacity is the tracker's ``max_flows`` plus
 the records that can wait between the tracker and the views (:data:`SLACK_ROWS`); rows that
 find it full are counted (``seq_full``) and their connection's sequence is empty (mask 0).
 """
