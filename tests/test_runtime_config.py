@@ -81,7 +81,8 @@ def test_shipped_config_is_valid_and_documents_every_key_with_its_default():
 
 def test_tracking_section_covers_trackerconfig():
     names = [s.name for s in C.section_specs("tracking")]
-    assert names[: len(C.TRACKER_KEYS)] == [f.name for f in fields(TrackerConfig) if f.name != "snapshot_packets"]
+    assert names[: len(C.TRACKER_KEYS)] == [f.name for f in fields(TrackerConfig)
+                                            if f.name not in ("snapshot_packets", "seq_packets")]
     assert names[len(C.TRACKER_KEYS):] == ["semantics", "protocols"]
 
 
