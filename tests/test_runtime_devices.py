@@ -59,7 +59,7 @@ def test_replay_pkt_seq_model_and_device_events(tmp_path, trained):
         f'device_window = {WINDOW_S}\n'
         f'[[output]]\npath = "{logs}/eve.json"\n')
     r = subprocess.run([*MALSENSORD, "-c", str(cfg), "--replay", str(capture)], capture_output=True, text=True,
-                       timeout=300)
+                       timeout=900)  # start-up compiles the kernels and the model: minutes on a loaded VM
     assert r.returncode == 0, r.stderr[-3000:]
     events = [json.loads(line) for line in (logs / "eve.json").read_text().splitlines()]
     conns = [e for e in events if e["event_type"] != "device"]
