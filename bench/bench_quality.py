@@ -1,6 +1,6 @@
 """Quality table for the README: UNSW-NB15 binary and 10-class, IoT device identification.
 
-    .venv/bin/python bench/bench_quality.py [--tasks binary,10class,iot]
+    .venv/bin/python bench/bench_quality.py [--tasks binary,10class,iot,iot-seq]
                                             [--models forest,gbdt,mlp,itransformer,baseline,xgboost,lightgbm]
                                             [--json OUT.json]
 
@@ -18,6 +18,11 @@ the same test rows; ``xgboost`` and ``lightgbm`` are ``XGBClassifier()`` and
 ``LGBMClassifier()`` with their defaults used the same way (the libraries used directly,
 beside the ``gbdt`` kind; ``lightgbm`` is not a dependency: rows skip unless it is
 installed, ``.venv/bin/python -m pip install lightgbm``).
+
+``iot-seq`` is device identification on ``pkt_seq@1`` (each connection's first 16 packets;
+``gbdt`` through etc/models/gbdt-pkt-seq.toml, the libraries on the same rows flattened). The
+IoT tasks also print the accuracy per device capture: a device's test connections in one
+capture pooled as the daemon's ``device`` events pool them (daemon/runtime/devices.py).
 """
 from __future__ import annotations
 
