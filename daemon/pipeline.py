@@ -35,6 +35,7 @@ class ConnBatch:
 
     records: np.ndarray   # int64 (n, layout.N_COLS)
     features: np.ndarray  # float64 (n, 17), the conn view
+    seq: np.ndarray | None = None  # float32 (n, N, 7), the pkt_seq view (TrackerConfig.seq_packets > 0)
     product: ClassVar[str] = "connections"
 
     def counts(self) -> dict[str, int]:
@@ -47,7 +48,7 @@ class ConnBatch:
         return int(self.records.shape[0])
 
     def select(self, mask: np.ndarray) -> "ConnBatch":
-        return ConnBatch(self.records[mask], self.features[mask])
+        return ConnBatch(self.records[mask], self.features[mask], None if self.seq is None else self.seq[mask])
 
     @property
     def is_snapshot(self) -> np.ndarray:
@@ -112,13 +113,19 @@ class ConnPipeline:
         return self._finish(held)
 
     def _finish(self, records: np.ndarray) -> ConnBatch | None:
+        recorder = self.tracker.seq
+        # every emitted record passes here once: the recorder frees the rows of final ones
+        seq = recorder.take(records) if recorder is not None and records.shape[0] else None
         if self.protocols is not None:
-            records = records[np.isin(L.proto_of(records), self.protocols)]
+            keep = np.isin(L.proto_of(records), self.protocols)
+            records = records[keep]
+            seq = None if seq is None else seq[keep]
         if records.shape[0] == 0:
             return None
         if self.semantics == "argus":
-            records = argus_orient(records)  # ra's orientation of mid-stream TCP records
-        cb = ConnBatch(records, conn_features(records, self.semantics))
+            # ra's orientation of mid-stream TCP records (pkt_seq directions stay the tracker's)
+            records = argus_orient(records)
+        cb = ConnBatch(records, conn_features(records, self.semantics), seq)
         snaps = int(cb.is_snapshot.sum())
         self.counters.snapshots += snaps
         self.counters.connections += cb.n - snaps

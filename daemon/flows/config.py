@@ -56,6 +56,10 @@ class TrackerConfig:
     snapshot_packets: tuple[int, ...] = field(default_factory=tuple)
     """Packet counts (both directions) at which a live connection's record is
     also emitted as a snapshot (feeds conn_series and early-triggered models)."""
+    seq_packets: int = 0
+    """Packets per connection whose size, direction, gap and TCP flags are kept for the
+    ``pkt_seq`` view (daemon/flows/seq.py); 0 (the default, no model reads pkt_seq) keeps
+    nothing, and the flow table stays at its bytes per flow."""
 
     @classmethod
     def for_semantics(cls, semantics: str, **overrides) -> "TrackerConfig":
@@ -90,3 +94,5 @@ class TrackerConfig:
             raise ValueError("evict_candidates must be >= 1")
         if any(p < 1 for p in self.snapshot_packets) or list(self.snapshot_packets) != sorted(set(self.snapshot_packets)):
             raise ValueError("snapshot_packets must be increasing positive packet counts")
+        if not 0 <= self.seq_packets <= 1024:
+            raise ValueError("seq_packets must be 0..1024")

@@ -513,8 +513,12 @@ def _argus_handshake(table, params, slot, st, t, flags, from_d, payload) -> np.i
 def track_kernel(table, index, perm, ctr, params, snaps,
                  start, ts, status, proto_a, ttl_a, flags_a, src_hi, src_lo, dst_hi, dst_lo,
                  sport_a, dport_a, ip_len, wirelen, seq_a, ack_a, smac_a, dmac_a, ipver_a,
-                 q_src_lo, q_dst_lo, q_sport, q_dport, q_proto, payload_a, out) -> tuple:
-    """Update the table with packets ``start..n``; return (next packet, rows emitted)."""
+                 q_src_lo, q_dst_lo, q_sport, q_dport, q_proto, payload_a, out, tags) -> tuple:
+    """Update the table with packets ``start..n``; return (next packet, rows emitted).
+
+    ``tags`` (empty, or one per packet): each packet accounted to a connection gets that
+    record's serial * 2 + 1 if it went responder -> originator (the pkt_seq recorder reads it);
+    the caller zeroes it, so untracked packets keep 0."""
     n = ts.shape[0]
     mask = index.shape[0] - 1
     cap = out.shape[0]
@@ -744,6 +748,8 @@ def track_kernel(table, index, perm, ctr, params, snaps,
             if (st & ST_FIN_S) and (st & ST_FIN_D):
                 st |= ST_CLOSING
         table[slot, STATE] = st
+        if tags.shape[0] > 0:
+            tags[p] = table[slot, SERIAL] * 2 + (1 if reverse else 0)
         if fresh or ((st ^ st_before) & (ST_CLOSING | ST_SYN)) != 0:  # a deadline may have come closer
             d = _deadline(table, params, slot)
             if d < ctr[C_NEXT_DEADLINE]:
@@ -828,19 +834,36 @@ class FlowTracker:
         self.params[P_ARGUS_TCP] = int(cfg.argus_tcp)
         self.snaps = np.asarray(cfg.snapshot_packets, dtype=np.int64)
         self.out = np.empty((max(out_rows, 4 * MAX_EMIT_PER_PACKET), N_COLS), dtype=np.int64)
+        # the first packets of each connection, only when a pkt_seq model needs them (flows/seq.py)
+        self.seq = None
+        self.tags = np.zeros(0, dtype=np.int64)
+        if cfg.seq_packets > 0:
+            from .seq import SeqRecorder
+
+            self.seq = SeqRecorder(cfg.seq_packets, n, max(out_rows, 4 * MAX_EMIT_PER_PACKET) + 16_384)
 
     def update(self, ts_ns: np.ndarray, wirelen: np.ndarray, d: Decoded, copy: bool = True) -> Iterator[np.ndarray]:
         """Account a decoded batch (its capture times and wire lengths alongside);
         yield emitted records as they fill up: copies, or with ``copy=False`` views of the
         output buffer that stay valid until the next record set is requested."""
         n = int(ts_ns.shape[0])
+        tags = self.tags
+        if self.seq is not None:
+            if tags.shape[0] < n:
+                self.tags = tags = np.zeros(max(n, 2 * tags.shape[0]), dtype=np.int64)
+            else:
+                tags[:n] = 0
         p = 0
         while p < n:
+            p0 = p
             p, k = track_kernel(
                 self.table, self.index, self.perm, self.ctr, self.params, self.snaps, p, ts_ns,
                 d.status, d.proto, d.ttl, d.tcp_flags, d.src_hi, d.src_lo, d.dst_hi, d.dst_lo,
                 d.sport, d.dport, d.ip_len, wirelen, d.seq, d.ack, d.src_mac, d.dst_mac,
-                d.ip_version, d.q_src_lo, d.q_dst_lo, d.q_sport, d.q_dport, d.q_proto, d.payload_len, self.out)
+                d.ip_version, d.q_src_lo, d.q_dst_lo, d.q_sport, d.q_dport, d.q_proto, d.payload_len, self.out,
+                tags)
+            if self.seq is not None:  # before the records go out: their packets are all in
+                self.seq.record(p0, p, tags, ts_ns, d.ip_len, d.tcp_flags)
             if k:
                 yield self.out[:k].copy() if copy else self.out[:k]
 
@@ -878,4 +901,5 @@ class FlowTracker:
             "sweeps": int(c[C_SWEEPS]),
             "max_flows": self.cfg.max_flows,
             "bytes_per_flow": bytes_per_flow(self.cfg.max_flows),
+            **({} if self.seq is None else self.seq.stats()),
         }

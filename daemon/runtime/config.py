@@ -42,7 +42,8 @@ __all__ = ["Config", "ConfigError", "Problem", "load_config", "parse_config", "c
 DEFAULT_CONFIG = "/etc/malsensor/malsensor.toml"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 BUILTIN_SOURCES = ("afpacket", "pcap", "procfs", "pt_spool")   # documented in etc/malsensor.toml (plugins add more)
-BUILTIN_VIEWS = ("conn@1", "conn_ctx@1", "conn_series@1", "proc_volume@1", "host_volume@1", "pt_tokens@1")
+BUILTIN_VIEWS = ("conn@1", "conn_ctx@1", "conn_series@1", "pkt_seq@1", "proc_volume@1", "host_volume@1",
+                 "pt_tokens@1")
 ALIASES = {"interface": "afpacket", "replay": "pcap"}  # old section -> [[source]] kind
 HOUR, DAY, YEAR = 3600.0, 86400.0, 365 * 86400.0
 
@@ -96,7 +97,7 @@ def _tracker_doc() -> dict[str, str]:
     }
 
 
-TRACKER_KEYS = tuple(f.name for f in fields(TrackerConfig) if f.name != "snapshot_packets")
+TRACKER_KEYS = tuple(f.name for f in fields(TrackerConfig) if f.name not in ("snapshot_packets", "seq_packets"))
 
 
 @dataclass(frozen=True)
@@ -249,11 +250,13 @@ class Config:
     def tracker_config(self) -> TrackerConfig:
         """TrackerConfig with the snapshot points the models' connection views need."""
         snaps: set[int] = set()
+        seq = 0
         for m in self.models:
             view = m.view_spec()
             if view.consumes == "connections":
                 snaps |= view.snapshot_points(m.options)
-        return replace(self.tracking.tracker, snapshot_packets=tuple(sorted(snaps)))
+                seq = max(seq, view.seq_packets(m.options))
+        return replace(self.tracking.tracker, snapshot_packets=tuple(sorted(snaps)), seq_packets=seq)
 
     def protocol_numbers(self) -> frozenset[int] | None:
         if not self.tracking.protocols:
@@ -303,7 +306,7 @@ def _tracker_specs() -> list[KeySpec]:
     docs = _tracker_doc()
     d = TrackerConfig()
     out = []
-    for s in specs_of(TrackerConfig, skip=("snapshot_packets",)):
+    for s in specs_of(TrackerConfig, skip=("snapshot_packets", "seq_packets")):
         lo, hi, excl = TRACKER_RANGES.get(s.name, (None, None, False))
         out.append(KeySpec(s.name, s.type, getattr(d, s.name), docs.get(s.name, ""), None, lo, hi, excl))
     return out

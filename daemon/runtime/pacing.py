@@ -37,7 +37,8 @@ class Pacer:
         """Slices of ``cb``, each yielded once its time has come (at once after ``stop``)."""
         finished = ~cb.is_snapshot
         for i in range(0, cb.n, self.slice_rows):
-            part = ConnBatch(cb.records[i:i + self.slice_rows], cb.features[i:i + self.slice_rows])
+            part = ConnBatch(cb.records[i:i + self.slice_rows], cb.features[i:i + self.slice_rows],
+                             None if cb.seq is None else cb.seq[i:i + self.slice_rows])
             k = int(finished[i:i + self.slice_rows].sum())
             if k:
                 self._wait(stop, beat)

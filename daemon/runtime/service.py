@@ -74,6 +74,7 @@ class Service:
         self.queues: dict[str, EntityQueue] = {}
         self.routers: dict[str, tuple[tuple, Router]] = {}  # (router key, router), kept across reloads
         self.workers: dict[str, ModelWorker] = {}
+        self.devices: dict = {}  # model name -> DeviceAggregator (pkt_seq device_window)
         self.retired_workers: list[ModelWorker] = []
         self.writer = EventWriter(cfg.outputs, self.latency)
         self.stats = StatsReporter(self.snapshot, self.latency, cfg.stats.path, cfg.stats.log)
@@ -135,7 +136,16 @@ class Service:
     def _start_worker(self, slot: ModelSlot) -> None:
         q = EntityQueue(self.cfg.inference.queue_size)
         name = slot.name
-        w = ModelWorker(slot, q, self.cfg.inference.batch_sizes, self._max_delay, self.writer.submit, self.host,
+        emit = self.writer.submit
+        window = getattr(slot.cfg.options, "device_window", 0.0)
+        if window:  # per-device verdicts pooled over the model's predictions (runtime/devices.py)
+            from .devices import DeviceAggregator
+
+            o = slot.cfg.options
+            emit = self.devices[name] = DeviceAggregator(window, o.device_pool, self.writer.submit,
+                                                         tuple(slot.cfg.benign_labels), slot.cfg.alert_threshold,
+                                                         o.device_min_connections)
+        w = ModelWorker(slot, q, self.cfg.inference.batch_sizes, self._max_delay, emit, self.host,
                         lambda: self.routers.get(name, (None, None))[1])
         self.queues[slot.name] = q
         self.workers[slot.name] = w
@@ -389,6 +399,10 @@ class Service:
                 need = sorted(view.snapshot_points(m.options))
                 raise ValueError(f"model {m.name}: view {view.ref} needs the snapshot points {need}, which the "
                                  f"running flow tables do not all have ({sorted(snaps) or 'none'}); restart to apply")
+            if view.consumes == "connections" and view.seq_packets(m.options) > self.tracking.seq_packets:
+                raise ValueError(f"model {m.name}: view {view.ref} needs the first {view.seq_packets(m.options)} "
+                                 f"packets of each connection, the running flow tables keep "
+                                 f"{self.tracking.seq_packets}; restart to apply")
 
     def _apply(self, new: Config) -> None:
         old = self.cfg
@@ -531,6 +545,10 @@ class Service:
             q.close()
         for w in list(self.workers.values()) + self.retired_workers:
             w.join(left())
+        for agg in self.devices.values():  # the device windows still open
+            pb = agg.flush()
+            if pb is not None:
+                self.writer.submit(pb)
         if self.writer.is_alive():
             self.writer.stop(left())
         if self.watcher is not None and self.watcher.is_alive():

@@ -154,6 +154,10 @@ class ConnectionView(View):
         """Packet counts at which the flow tracker must emit a snapshot row for this model."""
         return set()
 
+    def seq_packets(self, options) -> int:
+        """Packets per connection the flow tracker must keep for this model (pkt_seq)."""
+        return 0
+
 
 class ConnView(ConnectionView):
     name = CONN_VIEW

@@ -42,7 +42,6 @@ def read_capture_file(path: Path, view: ViewInfo, stats: DataStats, semantics: s
     try:
         from malsensor.daemon.flows import layout as L
         from malsensor.daemon.flows.config import TrackerConfig
-        from malsensor.daemon.outputs.rows import format_ip, format_mac
         from malsensor.daemon.pipeline import extract_file
     except ImportError as e:  # pragma: no cover - the daemon is part of this distribution
         raise TrainError(f"{path}: the capture extractor is not available ({e})") from None
@@ -89,6 +88,14 @@ def read_capture_file(path: Path, view: ViewInfo, stats: DataStats, semantics: s
     else:
         x = feat[final]
     stats.rows_read += int(ends.shape[0])
+    return capture_part(path, ends, x, semantics)
+
+
+def capture_part(path: Path, ends: np.ndarray, x: np.ndarray, semantics: str) -> Part:
+    """A capture's rows ``x`` with what labellers need from their flow records ``ends``."""
+    from malsensor.daemon.flows import layout as L
+    from malsensor.daemon.outputs.rows import format_ip, format_mac
+
     src_mac = [format_mac(int(m)) for m in ends[:, L.SRC_MAC]]
     dest_mac = [format_mac(int(m)) for m in ends[:, L.DST_MAC]]
     src_ip = [format_ip(int(h), int(lo)) for h, lo in zip(ends[:, L.SRC_HI], ends[:, L.SRC_LO])]

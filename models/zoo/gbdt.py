@@ -67,11 +67,14 @@ class GBDTConfig:
     # for the forest: 190 depth-8 trees, batch 4096, best of 15: perfect 13.0 ms, sparse 23.8 ms
     perfect_max_depth: int = 8
     n_jobs: int = 2
-    # the view it reads: "conn@1" (17 features) or "conn_ctx@1" (+ UNSW-NB15's connection context)
+    # what the trees read: "conn@1" (17 features), "conn_ctx@1" (+ UNSW-NB15's connection
+    # context), or a connection's first n_packets packets (pkt_seq@1, flattened packet by
+    # packet: n_packets x 5 inputs; device identification)
     view: str = "conn@1"
+    n_packets: int = 16               # view = "pkt_seq@1" only
 
 
-GBDT_VIEWS = ("conn@1", "conn_ctx@1")
+GBDT_VIEWS = ("conn@1", "conn_ctx@1", "pkt_seq@1")
 
 
 def check_config(cfg: GBDTConfig) -> None:
@@ -99,6 +102,16 @@ def check_config(cfg: GBDTConfig) -> None:
         raise TrainError("n_jobs must be >= 1")
     if cfg.view not in GBDT_VIEWS:
         raise TrainError(f"view must be one of {', '.join(GBDT_VIEWS)}, not {cfg.view!r}")
+    if cfg.view == "pkt_seq@1":
+        from malsensor.daemon.views.pkt_seq import N_PACKETS_MAX
+
+        if not 1 <= cfg.n_packets <= N_PACKETS_MAX:
+            raise TrainError(f"n_packets must be in 1..{N_PACKETS_MAX}, not {cfg.n_packets}")
+
+
+def flat(x):
+    """Rows as the trees see them: one vector per row (pkt_seq's (N, 5) packet by packet)."""
+    return x.reshape(x.shape[0], -1) if x.ndim > 2 else x
 
 
 def xgb_params(cfg: GBDTConfig, n_classes: int, seed: int) -> dict[str, Any]:
@@ -231,7 +244,7 @@ def booster_proba(booster, x: np.ndarray) -> np.ndarray:
     """XGBoost's own probabilities (what ``XGBClassifier.predict_proba`` returns)."""
     import xgboost as xgb
 
-    p = booster.predict(xgb.DMatrix(x))
+    p = booster.predict(xgb.DMatrix(flat(np.asarray(x))))
     if p.ndim == 1:
         return np.vstack([1.0 - p, p]).T
     return p
@@ -257,6 +270,8 @@ def fit_gbdt(kind: "GBDT", ctx, x_tr: np.ndarray, y_tr: np.ndarray, x_va: np.nda
     if np.unique(y_tr).size != n_classes:
         raise TrainError("internal: every class must be present in the training split")
     params = xgb_params(cfg, n_classes, _seed_int(tc.seed, 0))
+    x_tr = flat(x_tr)
+    x_va = None if x_va is None else flat(x_va)
     metric = params["eval_metric"]
     weights = np.asarray(class_weights, np.float32)[y_tr]
     use_val = x_va is not None and x_va.shape[0] > 0 and not ctx.skip_eval
@@ -401,6 +416,10 @@ class GBDT(ModelKind):
             from malsensor.daemon.views.conn_ctx import CONN_CTX
 
             return CONN_CTX.info()
+        if cfg.view == "pkt_seq@1":
+            from malsensor.daemon.views.pkt_seq import PKT_SEQ, PktSeqOptions
+
+            return PKT_SEQ.info(PktSeqOptions(n_packets=cfg.n_packets))
         return CONN.info()
 
     def check(self, cfg: GBDTConfig) -> None:
@@ -414,7 +433,7 @@ class GBDT(ModelKind):
         return replace(spec, model=replace(spec.model, n_estimators=max(1, rounds), early_stopping_rounds=0))
 
     def probs(self, cfg: GBDTConfig, static: dict, params: dict, x):
-        return gbdt_probs(static, params, x)
+        return gbdt_probs(static, params, flat(x))
 
     def fit(self, ctx, x_tr, y_tr, x_va, y_va, n_classes: int, class_weights: np.ndarray):
         return fit_gbdt(self, ctx, x_tr, y_tr, x_va, y_va, n_classes, class_weights)

@@ -1,0 +1,158 @@
+"""``malsensord --replay`` serving a gbdt model on ``pkt_seq@1`` with per-device pooling.
+
+The model is trained by ``malsensor-train`` on IoT Sentinel captures of three devices
+(labels by source MAC), published, and served by the daemon on a capture it did not see.
+Every connection gets one prediction equal to the artifact's ``predict_proba`` on the rows
+the trainer's reader builds from the same capture (no train/serve skew), and each source MAC
+gets one ``device`` event whose probabilities are the mean of its connections' (one window).
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import require_data
+from train_data import cli, write_spec
+
+MALSENSORD = [sys.executable, "-m", "malsensor.daemon.runtime.main"]
+DEVICES = ("Aria", "D-LinkCam", "EdimaxPlug1101W")
+N_PACKETS = 8
+WINDOW_S = 86400.0
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, Path, Path]:
+    iot = require_data("iot_sentinel")
+    tmp = tmp_path_factory.mktemp("devices")
+    data = tmp / "data"
+    for dev in DEVICES:
+        (data / dev).mkdir(parents=True)
+        caps = sorted((iot / dev).glob("*.pcap"))
+        for c in caps[:-1]:
+            (data / dev / c.name).symlink_to(c)
+    held_out = sorted((iot / "Aria").glob("*.pcap"))[-1]
+    spec = write_spec(tmp, "gbdt", {"view": "pkt_seq@1", "n_packets": N_PACKETS, "n_estimators": 20,
+                                    "max_depth": 4, "early_stopping_rounds": 0},
+                      None)
+    out = tmp / "models"
+    proc = cli("fit", "--model", spec, "--data", data, "--macs", iot / "device_macs.csv", "--split", "random",
+               "--out", out, "--name", "dev", "--reports", tmp / "r")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, held_out, iot
+
+
+def test_replay_pkt_seq_model_and_device_events(tmp_path, trained):
+    models_dir, capture, iot = trained
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    cfg = tmp_path / "m.toml"
+    cfg.write_text(
+        '[service]\nuser = ""\n[metrics]\nenabled = false\n'
+        f'[stats]\npath = "{logs}/stats.jsonl"\n'
+        '[inference]\nbatch_sizes = [1, 16, 256]\n'
+        f'[[model]]\nname = "dev"\nmodels_dir = "{models_dir}"\nview = "pkt_seq@1"\nn_packets = {N_PACKETS}\n'
+        f'device_window = {WINDOW_S}\n'
+        f'[[output]]\npath = "{logs}/eve.json"\n')
+    r = subprocess.run([*MALSENSORD, "-c", str(cfg), "--replay", str(capture)], capture_output=True, text=True,
+                       timeout=900)  # start-up compiles the kernels and the model: minutes on a loaded VM
+    assert r.returncode == 0, r.stderr[-3000:]
+    events = [json.loads(line) for line in (logs / "eve.json").read_text().splitlines()]
+    conns = [e for e in events if e["event_type"] != "device"]
+    devices = [e for e in events if e["event_type"] == "device"]
+
+    from malsensor.daemon.artifact import load_artifact
+    from malsensor.daemon.views.pkt_seq import PKT_SEQ, PktSeqOptions
+    from malsensor.models.data.load import DataOptions, view_reader
+    from malsensor.models.data.table import DataStats
+
+    view = PKT_SEQ.info(PktSeqOptions(n_packets=N_PACKETS))
+    reader = view_reader(view)
+    part = reader.read(capture, reader.file_type(capture), view, DataOptions(), DataStats())
+    n = len(part.src_ip)
+    assert n > 0 and len(conns) == n
+    art = load_artifact(models_dir / "dev")
+    x = np.asarray(part.x, dtype=np.float32)
+    probs = np.asarray(art.predict_proba(x))
+    labels = list(art.labels)
+    assert set(labels) == set(DEVICES)
+    by_conn = {}
+    for e in conns:
+        by_conn.setdefault((e["src_ip"], e["dest_ip"], e["flow"]["start"]), []).append(e)
+    from datetime import datetime
+
+    def start(e):
+        return round(datetime.strptime(e["flow"]["start"], "%Y-%m-%dT%H:%M:%S.%f%z").timestamp() * 1e6)
+
+    keyed = {(e["src_ip"], e["dest_ip"], start(e)): e for e in conns}
+    assert len(keyed) == n
+    for i in range(n):
+        e = keyed[(part.src_ip[i], part.dest_ip[i], round(part.ts[i] * 1e6))]
+        p = e["prediction"]
+        cid = int(np.argmax(probs[i]))
+        assert p["class_id"] == cid and p["label"] == labels[cid]
+        assert p["probability"] == pytest.approx(float(probs[i, cid]), abs=1e-5)
+
+    # one device event per source MAC and window: the mean of its connections' probabilities
+    macs = np.array(part.src_mac)
+    window = np.floor(np.asarray(part.ts) / WINDOW_S).astype(np.int64)
+    want = {}
+    for m in sorted(set(macs.tolist())):
+        for w in sorted(set(window[macs == m].tolist())):
+            sel = (macs == m) & (window == w)
+            want[(m, w)] = (int(sel.sum()), probs[sel].mean(axis=0))
+    assert len(devices) == len(want)
+    for d in devices:
+        dev = d["device"]
+        w = int(datetime.strptime(dev["window_start"], "%Y-%m-%dT%H:%M:%S.%f%z").timestamp() // WINDOW_S)
+        count, mean = want[(dev["mac"], w)]
+        assert dev["connections"] == count
+        p = d["prediction"]
+        cid = int(np.argmax(mean))
+        assert p["label"] == labels[cid] and p["trigger"] == "window:mean"
+        assert p["probability"] == pytest.approx(float(mean[cid]), abs=1e-5)
+    # the held-out capture's device: Aria's MAC is reported
+    aria = next(line.split(",")[1].strip() for line in (iot / "device_macs.csv").read_text().splitlines()
+                if line.startswith("Aria,"))
+    assert aria in {d["device"]["mac"] for d in devices}
+
+
+def test_device_aggregator_windows():
+    """Windows close when a later one of the same MAC starts, when the newest connection is a
+    whole window past them, and at flush; min_connections drops small windows."""
+    from malsensor.daemon.flows import layout as L
+    from malsensor.daemon.outputs.eve import PredictionBatch
+    from malsensor.daemon.runtime.devices import DeviceAggregator, pool_probs
+
+    def batch(macs, starts_s, probs):
+        rec = np.zeros((len(macs), L.N_COLS), dtype=np.int64)
+        rec[:, L.SRC_MAC] = macs
+        rec[:, L.FIRST_TS] = np.asarray(starts_s) * 10**9
+        rec[:, L.LAST_TS] = rec[:, L.FIRST_TS] + 10**9
+        p = np.asarray(probs, dtype=np.float32)
+        return PredictionBatch("m", "1", "end", ["a", "b"], rec, np.zeros((len(macs), 17)), p,
+                               p.argmax(1), np.argsort(-p, 1)[:, :2], np.zeros(len(macs), bool),
+                               np.zeros(len(macs), np.int64))
+
+    got = []
+    agg = DeviceAggregator(10.0, "mean", got.append, ("a",), 0.5, min_connections=2)
+    agg(batch([1, 1, 2], [100, 101, 102], [[0.9, 0.1], [0.5, 0.5], [0.2, 0.8]]))
+    assert [g.entity for g in got] == ["connection"]
+    agg(batch([1, 2], [112, 103], [[0.1, 0.9], [0.4, 0.6]]))  # MAC 1's window [100, 110) closes
+    dev = [g for g in got if g.entity == "device"]
+    assert len(dev) == 1 and dev[0].keys["mac"].tolist() == [1] and dev[0].keys["connections"].tolist() == [2]
+    np.testing.assert_allclose(dev[0].probs[0], [0.7, 0.3], rtol=1e-6)
+    assert dev[0].alert.tolist() == [False]  # "a" is benign
+    agg(batch([3], [125], [[0.5, 0.5]]))  # MAC 2's window [100, 110) is a whole window behind: closes
+    dev = [g for g in got if g.entity == "device"]
+    assert len(dev) == 2 and dev[1].keys["mac"].tolist() == [2] and dev[1].alert.tolist() == [True]
+    np.testing.assert_allclose(dev[1].probs[0], [0.3, 0.7], rtol=1e-6)
+    last = agg.flush()  # MAC 1's second window and MAC 3's have one connection each: not reported
+    assert last is None
+    np.testing.assert_allclose(pool_probs(np.array([[0.9, 0.1], [0.3, 0.7], [0.6, 0.4]]), "vote"), [2 / 3, 1 / 3])
+    lm = pool_probs(np.array([[0.8, 0.2], [0.5, 0.5]]), "logmean")
+    np.testing.assert_allclose(lm, np.array([0.4 ** 0.5, 0.1 ** 0.5]) / (0.4 ** 0.5 + 0.1 ** 0.5))
