@@ -37,7 +37,7 @@ from malsensor.daemon.views.conn import CONN
 
 from .. import checkpoint as ckpt
 from ..errors import TrainError
-from ..metrics import classification_report, log_loss
+from ..metrics import classification_report
 from ..progress import ProgressBar
 from .base import ModelKind, register
 from .forest import (TRAVERSALS, TreeArrays, _levels, choose_traversal, perfect_layout, perfect_leaves,
