@@ -79,6 +79,55 @@ def test_probabilities_equal_xgboost(unsw, task, max_depth, traversal):
     assert np.abs(got_t - clf.predict_proba(ties)).max() <= 1e-6
 
 
+def _pkt_seq_like_rows(n: int, rng) -> tuple[np.ndarray, np.ndarray]:
+    """pkt_seq@1-shaped rows (16 packets x 7 columns = 112 features, flattened), 3 classes: size,
+    direction (+1/-1, 0 in the padding), gap, TCP flags, protocol, port, mask (0 in the padding)."""
+    x = np.zeros((n, 16, 7), np.float32)
+    y = rng.integers(0, 3, n)
+    for i, k in enumerate(rng.integers(1, 17, n)):
+        x[i, :k, 0] = rng.integers(40, 1500, k) + 50 * y[i]
+        x[i, :k, 1] = rng.choice([-1, 1], k)
+        x[i, :k, 2] = rng.exponential(0.5, k) * (1 + y[i])
+        x[i, :k, 3] = rng.choice([2, 16, 18, 24], k)
+        x[i, :k, 4] = rng.choice([6, 17], k)
+        x[i, :k, 5] = (80, 443, 53)[y[i]] * (rng.random() < 0.7)
+        x[i, :k, 6] = 1
+    return x.reshape(n, -1), y
+
+
+@pytest.mark.parametrize("traversal", ["perfect", "sparse"])
+def test_splits_at_zero_equal_xgboost(traversal):
+    """XGBoost's ``x < 0`` (pkt_seq's direction column: -1/+1, 0 in the padding) became
+    ``x > -1.4e-45``, a subnormal that XLA flushes to -0: rows with x = 0 went left
+    (max |diff| 0.22 here, 0.0964 on IoT Sentinel) until forest.flush_safe."""
+    x, y = _pkt_seq_like_rows(3000, np.random.default_rng(0))
+    booster = xgb.train(G.xgb_params(G.GBDTConfig(), 3, 0), xgb.DMatrix(x, label=y), num_boost_round=40)
+    model = G.from_xgboost(booster)
+    zero_splits = sum(int(((t.left != -1) & (np.float32(np.nextafter(t.threshold, np.inf)) == 0)).sum())
+                      for t in model.trees)
+    assert zero_splits > 0 and x.shape[1] == 112        # the pattern under test is in the model
+    got, _, static = _jax(model, x, traversal)
+    assert static["traversal"] == traversal
+    ref = G.booster_proba(booster, x)
+    assert np.abs(got - ref).max() <= 1e-6
+    assert np.array_equal(got.argmax(1), ref.argmax(1))
+
+
+def test_flush_safe_thresholds():
+    """Subnormal thresholds become ones XLA compares like numpy for every normal float32 and 0."""
+    import jax
+    import jax.numpy as jnp
+    from malsensor.models.zoo import forest as F
+
+    t = np.array([-1e-45, -1e-40, 1e-40, 1e-45, 0.0, -F.FLT_MIN, 1.5, -2.0], np.float32)
+    safe = F.flush_safe(t)
+    assert safe.tolist() == [-F.FLT_MIN, -F.FLT_MIN, 0.0, 0.0, 0.0, -F.FLT_MIN, 1.5, -2.0]
+    xs = np.array([0.0, -0.0, F.FLT_MIN, -F.FLT_MIN, 1.0, -1.0, -2.0, 3e-38, -3e-38], np.float32)
+    want = xs[:, None] > t[None, :]                           # numpy: exact, no flush
+    got = np.asarray(jax.jit(lambda a, b: a[:, None] > b[None, :])(jnp.asarray(xs), jnp.asarray(safe)))
+    assert np.array_equal(got, want)
+
+
 def test_unsupported_boosters_are_refused(unsw):
     x, y, classes, _ = unsw
     rf = xgb.XGBClassifier(n_estimators=2, num_parallel_tree=3, max_depth=3, n_jobs=1).fit(x, y)

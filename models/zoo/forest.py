@@ -112,6 +112,27 @@ def threshold_f32(t: np.ndarray) -> np.ndarray:
     return t32
 
 
+FLT_MIN = np.float32(np.finfo(np.float32).tiny)     # smallest normal float32, 1.18e-38
+
+
+def flush_safe(t32: np.ndarray) -> np.ndarray:
+    """Thresholds that compare the same under XLA's flush of subnormals to zero.
+
+    XLA's CPU backend flushes subnormal float32 operands to zero (measured: ``0 > -1.4e-45``
+    is False there, True in numpy). XGBoost's split ``x < 0`` becomes ``x > -1.4e-45`` after
+    ``threshold_f32``, which XLA evaluates as ``x > -0``: rows with x = 0 went left instead of
+    right (pkt_seq's direction column, -1/+1 with 0 in padding, splits at exactly 0; 0.0964
+    max |diff| vs predict_proba on IoT Sentinel). A negative subnormal threshold becomes
+    ``-FLT_MIN`` and a positive one 0: for every normal float32 and zero, ``x > t`` (and
+    ``x <= t``) then gives what the subnormal threshold gives in exact arithmetic. Subnormal
+    inputs are flushed by XLA before any comparison, so no threshold can serve them."""
+    sub = (t32 != 0) & (np.abs(t32) < FLT_MIN)
+    out = t32.copy()
+    out[sub & (t32 < 0)] = -FLT_MIN
+    out[sub & (t32 > 0)] = 0
+    return out
+
+
 @dataclass
 class TreeArrays:
     """One tree in scikit-learn's layout, with class fractions per node."""
@@ -183,7 +204,7 @@ def perfect_layout(trees: list[TreeArrays], n_trees_total: int) -> dict[str, np.
         is_leaf = t.left[order] == -1
         ip, io = pos[~is_leaf], order[~is_leaf]
         feat[ti, ip] = t.feature[io]
-        thr[ti, ip] = threshold_f32(t.threshold[io])
+        thr[ti, ip] = flush_safe(threshold_f32(t.threshold[io]))
         lo, lp, ld = order[is_leaf], pos[is_leaf], dep[is_leaf]
         bottom = (lp + 1) * (1 << (depth - ld)) - 1 - ni   # leftmost descendant at depth D
         leaf_map[ti, bottom] = n_leaves + np.arange(lo.size, dtype=np.int32)
@@ -208,7 +229,7 @@ def sparse_layout(trees: list[TreeArrays], n_trees_total: int,
         new_id[order] = np.arange(n)
         is_leaf = t.left[order] == -1
         f = t.feature[order].astype(np.int32)
-        th = threshold_f32(t.threshold[order])
+        th = flush_safe(threshold_f32(t.threshold[order]))
         f[is_leaf] = 0
         th[is_leaf] = np.inf                                    # leaves loop on themselves
         left = np.where(is_leaf, np.arange(n), new_id[np.maximum(t.left[order], 0)]) + off

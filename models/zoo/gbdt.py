@@ -12,7 +12,9 @@ Conversion keeps XGBoost's arithmetic:
 
 * a split sends ``x`` left iff ``x < t`` (t float32). The traversal goes right iff
   ``x > t'``; with ``t'`` the largest float32 below ``t`` both agree for every float32
-  ``x`` (the forest's ``threshold_f32`` applied to ``t`` less one float64 step);
+  ``x`` (the forest's ``threshold_f32`` applied to ``t`` less one float64 step). A split
+  at exactly 0 makes ``t'`` the subnormal -1.4e-45, which XLA flushes to -0 (then ``x = 0``
+  went left): the layouts replace subnormal thresholds (``forest.flush_safe``);
 * XGBoost adds the trees' leaf values to the base margin one tree after another in
   float32, then applies the sigmoid (binary: ``[1 - p, p]``) or softmax. The exported
   function does the same additions in the same order (one loop step per boosting
