@@ -34,8 +34,8 @@ import numpy as np
 from ..artifact import ViewInfo
 from ..flows import layout as L
 from ..schema import Checker, opt
-from .base import EntityRows, Router, View, register_view
-from .conn import CONN_COLUMNS, N_FEATURES
+from .base import EntityRows, Router, register_view
+from .conn import CONN_COLUMNS, N_FEATURES, ConnectionView
 
 COLUMNS = CONN_COLUMNS + ("originator", "present")
 W = len(COLUMNS)
@@ -325,11 +325,13 @@ class HostViewInfo(ViewInfo):
     options: HostVolumeOptions | None = None
 
 
-class HostVolumeView(View):
+class HostVolumeView(ConnectionView):
+    """Over finished connections like the conn views (so the tracker asks it for snapshot
+    points and kept packets: none), grouped per local host."""
+
     name = "host_volume"
     version = 1
     entity = "host"
-    consumes = "connections"
     axes = ("window", "connection", "feature")
     feature_axis = 2
     columns = COLUMNS
@@ -358,9 +360,6 @@ class HostVolumeView(View):
             parse_nets(o.local_nets)
         except ValueError as e:
             ck.problem((*path, "local_nets"), str(e).removeprefix("local_nets: "))
-
-    def snapshot_points(self, o) -> set[int]:
-        return set()
 
     def router(self, o: HostVolumeOptions, facts) -> HostVolumeRouter:
         return HostVolumeRouter(o)
