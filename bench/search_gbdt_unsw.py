@@ -1,0 +1,98 @@
+"""Hyper-parameter search for etc/models/unsw.toml (issue 14): XGBoost directly on the
+trainer's own rows and seeded 60/20/20 split of the UNSW CSV (conn_ctx@1, 27 columns).
+
+    .venv/bin/python bench/search_gbdt_unsw.py [--label attack_cat] [--configs JSON]
+
+Each configuration early-stops on the validation log loss (as the gbdt kind does) and
+prints one JSON line: rounds kept, validation macro-F1 there (the selection figure), the
+best validation macro-F1 on a 25-round grid, and, for the record only, the test macro-F1
+(never used to choose). ``"refit": true`` adds the test figure of the same configuration
+refitted on train + validation with the kept rounds (what ``--refit`` publishes).
+CPU-heavy: 2 threads, one configuration at a time (the machine is shared); a 10-class fit
+takes 15 s to 3 minutes depending on the load.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+UNSW = REPO.parent / "shared" / "data" / "unsw_nb15" / "UNSW_NB15_82k.csv"
+# the configurations of the search in docs/training.md, in its order
+DEFAULT = [{"cw": "sqrt", "refit": True}, {"cw": "none"}, {"cw": "balanced"}, {"cw": "sqrt", "depth": 6},
+           {"cw": "sqrt", "depth": 10}, {"cw": "sqrt", "eta": 0.05}]
+
+
+def trainer_rows(label: str):
+    """The rows, codes and split ``malsensor-train fit --model etc/models/unsw.toml`` uses."""
+    from malsensor.models.data.load import load_dataset
+    from malsensor.models.data.split import split_dataset
+    from malsensor.models.fit import FitOptions, data_options, parse_split_ratios
+    from malsensor.models.spec import load_spec
+    from malsensor.models.zoo.base import get_kind
+
+    opts = FitOptions(model=str(REPO / "etc/models/unsw.toml"), data=[str(UNSW)], out=Path("/tmp"), name="x",
+                      label=label, progress=False)
+    spec = load_spec(opts.model)
+    ds = load_dataset(opts.data, get_kind(spec.kind).view(spec.model), data_options(opts, spec))
+    split = split_dataset(ds, spec.data.split, spec.train.seed, parse_split_ratios(spec.data.split_ratios))
+    labels = sorted(set(ds.y[split.train].tolist()))
+    code = {lab: i for i, lab in enumerate(labels)}
+    y = np.array([code.get(v, -1) for v in ds.y], dtype=np.int32)
+    va, te = split.val[y[split.val] >= 0], split.test[y[split.test] >= 0]
+    return ds.x, y, split.train, va, te, len(labels)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--label", default="attack_cat")
+    ap.add_argument("--configs", default=json.dumps(DEFAULT), help="JSON list of run() keyword sets")
+    a = ap.parse_args()
+    import xgboost as xgb
+    from sklearn.metrics import f1_score
+
+    from malsensor.models.data.split import class_weights
+
+    x, y, tr, va, te, k = trainer_rows(a.label)
+    dv = xgb.DMatrix(x[va], label=y[va], nthread=2)
+    dte = xgb.DMatrix(x[te], nthread=2)
+
+    def run(cw="sqrt", depth=8, eta=0.1, mcw=1.0, max_bin=256, col=1.0, sub=1.0, es=30, refit=False):
+        p = {"objective": "multi:softprob" if k > 2 else "binary:logistic", "eta": eta, "max_depth": depth,
+             "min_child_weight": mcw, "subsample": sub, "colsample_bytree": col, "max_bin": max_bin,
+             "tree_method": "hist", "nthread": 2, "seed": 0, "verbosity": 0}
+        if k > 2:
+            p["num_class"] = k
+
+        def pred(b, dm, r):
+            pr = b.predict(dm, iteration_range=(0, r)) if r else b.predict(dm)
+            return pr.argmax(1) if pr.ndim > 1 else (pr > 0.5).astype(int)
+
+        def f1(b, dm, yy, r=None):
+            return round(float(f1_score(yy, pred(b, dm, r), average="macro")), 4)
+
+        t0 = time.time()
+        dtr = xgb.DMatrix(x[tr], label=y[tr], weight=class_weights(y[tr], k, cw)[y[tr]], nthread=2)
+        b = xgb.train(p, dtr, 2000, evals=[(dv, "val")], early_stopping_rounds=es, verbose_eval=False)
+        best = b.best_iteration + 1
+        curve = [(r, f1(b, dv, y[va], r)) for r in range(25, b.num_boosted_rounds() + 1, 25)]
+        rb, vb = max(curve, key=lambda t: t[1])
+        out = dict(cw=cw, depth=depth, eta=eta, mcw=mcw, max_bin=max_bin, col=col, sub=sub, best_round=best,
+                   val_f1=f1(b, dv, y[va], best), f1_best_round=rb, f1_best_val=vb,
+                   test_f1=f1(b, dte, y[te], best), secs=round(time.time() - t0, 1))
+        if refit:
+            both = np.concatenate([tr, va])
+            dboth = xgb.DMatrix(x[both], label=y[both], weight=class_weights(y[both], k, cw)[y[both]], nthread=2)
+            out["refit_test_f1"] = f1(xgb.train(p, dboth, best, verbose_eval=False), dte, y[te])
+        print(json.dumps(out), flush=True)
+
+    for cfg in json.loads(a.configs):
+        run(**cfg)
+
+
+if __name__ == "__main__":
+    main()
