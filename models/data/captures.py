@@ -16,7 +16,6 @@ connections in order (what one capture thread of the daemon does in a replay).
 """
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -35,36 +34,42 @@ def is_capture(path: Path) -> bool:
     return any(name.endswith(s) for s in CAPTURE_SUFFIXES)
 
 
-def read_capture_file(path: Path, view: ViewInfo, stats: DataStats, semantics: str = "malsensor",
-                      lookback: int = 0) -> Part:
-    """Connections of one capture as a :class:`Part` (features in ``view``; with ``lookback``,
-    each connection's ``conn_series`` of that length)."""
+def capture_batches(path: Path, semantics: str, include_snapshots: bool = False, **tracking):
+    """The connection batches of one capture through the daemon's own extractor, with the
+    tracker lifecycle of ``semantics`` as the daemon's [tracking] and `malsensor extract` take
+    it (``tracking``: TrackerConfig overrides such as ``snapshot_packets``, ``seq_packets``).
+    Every capture reader goes through here: TrackerConfig() gave Argus semantics the
+    malsensor lifecycle (369 connections of stratosphere_scanning_host.pcap where the daemon
+    finds 321). A capture the extractor rejects becomes a TrainError naming the file."""
     try:
-        from malsensor.daemon.flows import layout as L
         from malsensor.daemon.flows.config import TrackerConfig
         from malsensor.daemon.pipeline import extract_file
     except ImportError as e:  # pragma: no cover - the daemon is part of this distribution
         raise TrainError(f"{path}: the capture extractor is not available ({e})") from None
+    cfg = TrackerConfig.for_semantics(semantics, **tracking)
+    try:
+        yield from extract_file(path, tracking=cfg, semantics=semantics, include_snapshots=include_snapshots)
+    except TrainError:
+        raise
+    except Exception as e:  # keep the extractor's message
+        raise TrainError(f"{path}: cannot extract connections ({type(e).__name__}: {e})") from None
+
+
+def read_capture_file(path: Path, view: ViewInfo, stats: DataStats, semantics: str = "malsensor",
+                      lookback: int = 0) -> Part:
+    """Connections of one capture as a :class:`Part` (features in ``view``; with ``lookback``,
+    each connection's ``conn_series`` of that length)."""
+    from malsensor.daemon.flows import layout as L
 
     series = lookback > 0
     if series and lookback > len(SERIES_POINTS):
         raise TrainError(f"conn_series lookback {lookback} exceeds the {len(SERIES_POINTS)} snapshot points "
                          f"{SERIES_POINTS}")
-    # the lifecycle of the semantics, as the daemon's [tracking] and `malsensor extract` take it
-    # (TrackerConfig() here gave Argus semantics the malsensor lifecycle: 369 connections of
-    # stratosphere_scanning_host.pcap where the daemon finds 321)
-    cfg = TrackerConfig.for_semantics(semantics)
-    if series:
-        cfg = replace(cfg, snapshot_packets=tuple(SERIES_POINTS[:lookback]))
+    snapshot_packets = tuple(SERIES_POINTS[:lookback]) if series else ()
     recs, fts = [], []
-    try:
-        for cb in extract_file(path, tracking=cfg, semantics=semantics, include_snapshots=series):
-            recs.append(cb.records)
-            fts.append(cb.features)
-    except TrainError:
-        raise
-    except Exception as e:  # a capture the reader rejects: name it, keep the message
-        raise TrainError(f"{path}: cannot extract connections ({type(e).__name__}: {e})") from None
+    for cb in capture_batches(path, semantics, include_snapshots=series, snapshot_packets=snapshot_packets):
+        recs.append(cb.records)
+        fts.append(cb.features)
     if recs:
         rec = np.concatenate(recs)
         feat = np.concatenate(fts)
@@ -76,7 +81,7 @@ def read_capture_file(path: Path, view: ViewInfo, stats: DataStats, semantics: s
     ends = rec[final]
     if series:
         # the daemon's assembler, then back into the order of the connections' final rows
-        got_rec, got_x = SeriesAssembler(lookback, cfg.snapshot_packets).feed(rec, feat)
+        got_rec, got_x = SeriesAssembler(lookback, snapshot_packets).feed(rec, feat)
         pos = {int(s): i for i, s in enumerate(ends[:, L.SERIAL])}
         x = np.empty((ends.shape[0], lookback, feat.shape[1]), dtype=np.float64)
         x[[pos[int(s)] for s in got_rec[:, L.SERIAL]]] = got_x

@@ -12,26 +12,18 @@ import numpy as np
 
 from malsensor.daemon.artifact import ViewInfo
 
-from ..errors import TrainError
-from .captures import is_capture
+from .captures import capture_batches, is_capture
 from .table import DataStats, Part
 
 
 def host_volumes(path: Path, options, semantics: str = "malsensor") -> tuple[np.ndarray, np.ndarray]:
     """``(keys, x)`` of every volume of one capture (``options``: HostVolumeOptions)."""
-    from malsensor.daemon.flows.config import TrackerConfig
-    from malsensor.daemon.pipeline import extract_file
     from malsensor.daemon.views.host_volume import W, HostVolumeBuilder, key_dtype
 
     b = HostVolumeBuilder(options)
     got = []
-    try:
-        for cb in extract_file(path, tracking=TrackerConfig(), semantics=semantics):
-            got.extend(b.feed(cb.records, cb.features))
-    except TrainError:
-        raise
-    except Exception as e:  # a capture the reader rejects: name it, keep the message
-        raise TrainError(f"{path}: cannot extract connections ({type(e).__name__}: {e})") from None
+    for cb in capture_batches(path, semantics):
+        got.extend(b.feed(cb.records, cb.features))
     got.extend(b.finish())
     if not got:
         return (np.zeros(0, key_dtype(options.windows, options.connections)),

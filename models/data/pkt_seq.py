@@ -13,28 +13,19 @@ import numpy as np
 
 from malsensor.daemon.artifact import ViewInfo
 
-from ..errors import TrainError
-from .captures import capture_part, is_capture
+from .captures import capture_batches, capture_part, is_capture
 from .table import DataStats, Part
 
 
 def read_pkt_seq(path: Path, n_packets: int, semantics: str = "malsensor") -> tuple[np.ndarray, np.ndarray]:
     """(final flow records (n, N_COLS), float32 sequences (n, n_packets, 7)) of one capture."""
     from malsensor.daemon.flows import layout as L
-    from malsensor.daemon.flows.config import TrackerConfig
     from malsensor.daemon.flows.seq import N_SEQ_COLUMNS
-    from malsensor.daemon.pipeline import extract_file
 
-    cfg = TrackerConfig(seq_packets=int(n_packets))  # the lifecycle the conn reader uses too
     recs, seqs = [], []
-    try:
-        for cb in extract_file(path, tracking=cfg, semantics=semantics):
-            recs.append(cb.records)
-            seqs.append(cb.seq)
-    except TrainError:
-        raise
-    except Exception as e:  # a capture the reader rejects: name it, keep the message
-        raise TrainError(f"{path}: cannot extract connections ({type(e).__name__}: {e})") from None
+    for cb in capture_batches(path, semantics, seq_packets=int(n_packets)):
+        recs.append(cb.records)
+        seqs.append(cb.seq)
     if not recs:
         return np.zeros((0, L.N_COLS), dtype=np.int64), np.zeros((0, n_packets, N_SEQ_COLUMNS), dtype=np.float32)
     return np.concatenate(recs), np.concatenate(seqs)
