@@ -28,7 +28,7 @@ DAEMON = Path(__file__).resolve().parent
 
 # every module whose code or constants end up inside a kernel
 KERNEL_SOURCES = ("jit.py", "aot.py", "intrinsics.py", "intrinsics_llvm.py", "decode.py", "capture/batch.py",
-                  "capture/pcapfile.py", "flows/layout.py", "flows/config.py", "flows/table.py", "views/conn.py",
+                  "capture/pcapfile.py", "flows/layout.py", "flows/config.py", "flows/signature.py", "flows/table.py", "views/conn.py",
                   "views/argus.py", "outputs/jsontext.py", "outputs/rows.py", "outputs/parquet.py",
                   "outputs/community_id.py")
 
@@ -51,7 +51,7 @@ SPEC: dict[str, tuple[str, ...]] = {
         'none(i8[:, ::1], f8[:, ::1])',
     ),
     'decode._decode_kernel': (
-        'none(u1[::1], i8[::1], i4[::1], i4[::1], i4[::1], i4[::1], u1[::1], u1[::1], u1[::1], u1[::1], u1[::1], u8[::1], u8[::1], u8[::1], u8[::1], u2[::1], u2[::1], i4[::1], u4[::1], u4[::1], i4[::1], u8[::1], u8[::1], i4[::1], u8[::1], u8[::1], u2[::1], u2[::1], u1[::1])',
+        'none(u1[::1], i8[::1], i4[::1], i4[::1], i4[::1], i4[::1], u1[::1], u1[::1], u1[::1], u1[::1], u1[::1], u8[::1], u8[::1], u8[::1], u8[::1], u2[::1], u2[::1], i4[::1], u4[::1], u4[::1], i4[::1], u8[::1], u8[::1], i4[::1], u8[::1], u8[::1], u2[::1], u2[::1], u1[::1], i4[::1])',
     ),
     'jsontext.put_ip': (
         'i8(u1[::1], i8, i8, i8)',
@@ -78,7 +78,7 @@ SPEC: dict[str, tuple[str, ...]] = {
         'i8(i8[:, ::1], i4[::1], i4[::1], i8[::1], i8, i8[:, ::1])',
     ),
     'table.track_kernel': (
-        'UniTuple(i8, 2)(i8[:, ::1], i4[::1], i4[::1], i8[::1], i8[::1], i8[::1], i8, i8[::1], u1[::1], u1[::1], u1[::1], u1[::1], u8[::1], u8[::1], u8[::1], u8[::1], u2[::1], u2[::1], i4[::1], i4[::1], u4[::1], u4[::1], u8[::1], u8[::1], u1[::1], u8[::1], u8[::1], u2[::1], u2[::1], u1[::1], i4[::1], i8[:, ::1], i8[::1])',
+        'UniTuple(i8, 2)(i8[:, ::1], i4[::1], i4[::1], i8[::1], i8[::1], i8[::1], i8, i8[::1], u1[::1], u1[::1], u1[::1], u1[::1], u8[::1], u8[::1], u8[::1], u8[::1], u2[::1], u2[::1], i4[::1], i4[::1], u4[::1], u4[::1], u8[::1], u8[::1], u1[::1], u8[::1], u8[::1], u2[::1], u2[::1], u1[::1], i4[::1], i4[::1], u1[::1], i8[::1], i4[::1], i8[:, ::1], i8[::1])',
     ),
 }
 

@@ -135,6 +135,9 @@ class Decoded:
     q_sport: np.ndarray      # uint16: quoted TCP/UDP ports, 0 for other quoted protocols
     q_dport: np.ndarray      # uint16
     q_proto: np.ndarray      # uint8: quoted IP protocol, 0 when none
+    # where the TCP/UDP payload starts, from the frame's first byte (0 for other packets): the flow
+    # tracker reads a direction's first payload bytes there (flows/signature.py)
+    payload_off: np.ndarray  # int32
     # the full-capacity arrays these are views of (decode_batch reuses them), or None
     _store: "Decoded | None" = field(default=None, repr=False, compare=False)
 
@@ -155,7 +158,7 @@ _FIELD_DTYPES: dict[str, type] = {
     "ip_len": np.int32, "seq": np.uint32, "ack": np.uint32, "payload_len": np.int32,
     "src_mac": np.uint64, "dst_mac": np.uint64, "vlan": np.int32,
     "q_src_lo": np.uint64, "q_dst_lo": np.uint64, "q_sport": np.uint16, "q_dport": np.uint16,
-    "q_proto": np.uint8,
+    "q_proto": np.uint8, "payload_off": np.int32,
 }
 assert tuple(_FIELD_DTYPES) == tuple(f.name for f in fields(Decoded) if not f.name.startswith("_"))
 
@@ -192,7 +195,7 @@ def _decode_kernel(buf, offset, caplen, wirelen, linktype, kvlan,
                    o_status, o_ipver, o_proto, o_ttl, o_flags,
                    o_src_hi, o_src_lo, o_dst_hi, o_dst_lo, o_sport, o_dport,
                    o_ip_len, o_seq, o_ack, o_payload, o_src_mac, o_dst_mac, o_vlan,
-                   o_q_src_lo, o_q_dst_lo, o_q_sport, o_q_dport, o_q_proto):
+                   o_q_src_lo, o_q_dst_lo, o_q_sport, o_q_dport, o_q_proto, o_payload_off):
     n = offset.shape[0]
     blen = buf.shape[0]
     v4map = np.uint64(IPV4_MAPPED_PREFIX)
@@ -233,6 +236,7 @@ def _decode_kernel(buf, offset, caplen, wirelen, linktype, kvlan,
         q_sport = 0
         q_dport = 0
         q_proto = 0
+        poff = 0
 
         while True:  # runs once; `break` leaves with `st` set
             lt = linktype[i]
@@ -430,6 +434,7 @@ def _decode_kernel(buf, offset, caplen, wirelen, linktype, kvlan,
                     st = TCP_BAD_DATA_OFFSET
                     break
                 payload = ipl - doff
+                poff = l4 + doff
             elif proto == 17:
                 if ipl < 8:
                     st = L4_SHORT
@@ -444,6 +449,7 @@ def _decode_kernel(buf, offset, caplen, wirelen, linktype, kvlan,
                     st = UDP_BAD_LENGTH
                     break
                 payload = ipl - 8
+                poff = l4 + 8
             elif proto == 1 or proto == 58:
                 if ipl < 8:
                     st = L4_SHORT
@@ -508,6 +514,7 @@ def _decode_kernel(buf, offset, caplen, wirelen, linktype, kvlan,
         o_q_sport[i] = q_sport
         o_q_dport[i] = q_dport
         o_q_proto[i] = q_proto
+        o_payload_off[i] = poff
 
 
 # ---------------------------------------------------------------- Python API
@@ -541,7 +548,7 @@ def decode_batch(batch: PacketBatch, out: Decoded | None = None) -> Decoded:
         res.status, res.ip_version, res.proto, res.ttl, res.tcp_flags,
         res.src_hi, res.src_lo, res.dst_hi, res.dst_lo, res.sport, res.dport,
         res.ip_len, res.seq, res.ack, res.payload_len, res.src_mac, res.dst_mac, res.vlan,
-        res.q_src_lo, res.q_dst_lo, res.q_sport, res.q_dport, res.q_proto,
+        res.q_src_lo, res.q_dst_lo, res.q_sport, res.q_dport, res.q_proto, res.payload_off,
     )
     return res
 

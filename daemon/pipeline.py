@@ -142,7 +142,8 @@ class ConnPipeline:
         c.batches += 1
         c.wire_bytes += int(batch.wirelen.sum(dtype=np.int64))
         c.status += np.bincount(d.status[: batch.n], minlength=256)
-        for records in self.tracker.update(batch.ts_ns, batch.wirelen, d, copy=self.emit_rows <= 0):
+        for records in self.tracker.update(batch.ts_ns, batch.wirelen, d, copy=self.emit_rows <= 0,
+                                           frames=batch):
             cb = self._hold(records)
             if cb is not None:
                 yield cb

@@ -72,6 +72,13 @@ ST_ACK_ACKS_SYNACK = 1 << 9   # the ACK's ack number was synack_seq + 1
 ST_ARGUS_SYNACK_OK = 1 << 10  # the SYN-ACK had flags exactly SYN|ACK and came while Argus was in SYN_SENT
 ST_ARGUS_ACK_OK = 1 << 11     # the first packet without SYN after it was a pure ACK from s, no payload
 ST_ARGUS_HS_OVER = 1 << 12    # Argus's handshake states are left (that decision is taken)
+# (bits 13..21: Argus's TCP state, table.py; 40, 41: the argus view's own marks, views/argus.py)
+# Payload classes (flows/signature.py SIG_*): one byte per direction, set at the first packet of
+# that direction that carries payload, from its first bytes; 0 = no payload seen. They use bits
+# of STATE that were free, so the row keeps its size. views/service.py names the service from them.
+ST_SIG_S_SHIFT = 48           # originator's class: STATE bits 48..55
+ST_SIG_D_SHIFT = 56           # responder's class: STATE bits 56..63
+ST_SIG_BITS = -(1 << 48)      # both bytes (bits 48..63), as an int64 mask
 
 # END reasons (low byte of END)
 END_FIN = 1
@@ -119,6 +126,14 @@ def s_last_ttl(rec):
 
 def d_last_ttl(rec):
     return (rec[..., TTL_LAST] >> 8) & 0xFF
+
+
+def s_payload_class(rec):
+    return (rec[..., STATE] >> ST_SIG_S_SHIFT) & 0xFF
+
+
+def d_payload_class(rec):
+    return (rec[..., STATE] >> ST_SIG_D_SHIFT) & 0xFF
 
 
 def s_iat_n(rec):

@@ -23,6 +23,7 @@ from typing import Iterator
 import numpy as np
 from ..jit import njit
 
+from ..capture.batch import PacketBatch
 from ..decode import STATUS_OK, Decoded
 from ..intrinsics import prefetch
 from .config import NS, TrackerConfig
@@ -33,8 +34,9 @@ from .layout import (
     S_PKTS, S_TTL_SUM, S_WIRE_BYTES, SEQ, SERIAL, SRC_HI, SRC_LO, SRC_MAC, ST_ACK_ACKS_SYNACK,
     ST_CLOSING, ST_ESTABLISHED, ST_FIN_D, ST_FIN_S, ST_MIDSTREAM, ST_RST, ST_SYN, ST_SYNACK,
     ST_SYNACK_ACKS_SYN, STATE, SYN_TS, SYNACK_TS, TTL_LAST, ST_ARGUS_ACK_OK, ST_ARGUS_HS_OVER,
-    ST_ARGUS_SYNACK_OK,
+    ST_ARGUS_SYNACK_OK, ST_SIG_BITS, ST_SIG_D_SHIFT, ST_SIG_S_SHIFT,
 )
+from .signature import payload_class
 
 # TCP flag bits
 FIN, SYN, RST, PSH, ACK, URG = 1, 2, 4, 8, 16, 32
@@ -239,7 +241,7 @@ _ARGUS_TCP_BITS = AS_MASK | (np.int64(3) << 16) | (np.int64(3) << 18) | (np.int6
 # STATE bits a status-interval split keeps in argus mode: Argus's TCP state goes on (R4)
 _ARGUS_KEEP_BITS = (ST_SYN | ST_SYNACK | ST_ESTABLISHED | ST_FIN_S | ST_FIN_D | ST_RST | ST_CLOSING
                     | ST_SYNACK_ACKS_SYN | ST_ACK_ACKS_SYNACK | ST_ARGUS_SYNACK_OK | ST_ARGUS_ACK_OK
-                    | ST_ARGUS_HS_OVER | _ARGUS_TCP_BITS)
+                    | ST_ARGUS_HS_OVER | _ARGUS_TCP_BITS | ST_SIG_BITS)
 
 
 @njit(cache=True, inline="always")
@@ -410,7 +412,8 @@ def _restart_active(table, ctr, params, slot) -> None:
         for c in range(FIRST_TS, SRC_MAC):
             table[slot, c] = 0
         table[slot, TTL_LAST] = pos_bits
-        table[slot, STATE] = ST_MIDSTREAM | ST_ESTABLISHED | ST_ARGUS_HS_OVER
+        # the connection goes on: its payload classes too (its first payloads were in the last record)
+        table[slot, STATE] = (table[slot, STATE] & ST_SIG_BITS) | ST_MIDSTREAM | ST_ESTABLISHED | ST_ARGUS_HS_OVER
         table[slot, SEQ] = 0
     table[slot, SERIAL] = ctr[C_NEXT_SERIAL]
     ctr[C_NEXT_SERIAL] += 1
@@ -513,8 +516,13 @@ def _argus_handshake(table, params, slot, st, t, flags, from_d, payload) -> np.i
 def track_kernel(table, index, perm, ctr, params, snaps,
                  start, ts, status, proto_a, ttl_a, flags_a, src_hi, src_lo, dst_hi, dst_lo,
                  sport_a, dport_a, ip_len, wirelen, seq_a, ack_a, smac_a, dmac_a, ipver_a,
-                 q_src_lo, q_dst_lo, q_sport, q_dport, q_proto, payload_a, out, tags) -> tuple:
+                 q_src_lo, q_dst_lo, q_sport, q_dport, q_proto, payload_a, payload_off_a, buf, frame_off,
+                 caplen_a, out, tags) -> tuple:
     """Update the table with packets ``start..n``; return (next packet, rows emitted).
+
+    ``buf``/``frame_off``/``caplen_a`` are the batch's frames (``buf`` empty: payloads are not
+    looked at); the first TCP/UDP payload of each direction is classified there
+    (flows/signature.py) into that direction's byte of STATE.
 
     ``tags`` (empty, or one per packet): each packet accounted to a connection gets that
     record's serial * 2 + 1 if it went responder -> originator (the pkt_seq recorder reads it);
@@ -740,6 +748,16 @@ def track_kernel(table, index, perm, ctr, params, snaps,
                         st |= ST_SYNACK_ACKS_SYN
                 if flags & FIN:
                     st |= ST_FIN_D
+        plen = np.int64(payload_a[p])
+        if plen > 0 and buf.shape[0] > 0 and (is_tcp or proto_a[p] == IPPROTO_UDP):
+            sig_shift = ST_SIG_D_SHIFT if reverse else ST_SIG_S_SHIFT
+            if ((st >> sig_shift) & 0xFF) == 0:   # this direction's first payload: one look at it
+                poff = np.int64(payload_off_a[p])
+                at = frame_off[p] + poff
+                avail = min(plen, np.int64(caplen_a[p]) - poff, buf.shape[0] - at)
+                if at < 0 or poff <= 0:
+                    avail = 0
+                st |= payload_class(buf, at, avail, plen, is_tcp) << sig_shift
         if is_tcp:
             if not (st & ST_ARGUS_HS_OVER):
                 st = _argus_handshake(table, params, slot, st, t, flags, reverse, payload_a[p])
@@ -806,6 +824,11 @@ def bytes_per_flow(max_flows: int) -> float:
     return (max_flows * N_COLS * 8 + index_buckets * 4 + max_flows * 4) / max_flows
 
 
+_NO_BYTES = np.zeros(0, dtype=np.uint8)
+_NO_OFFSETS = np.zeros(0, dtype=np.int64)
+_NO_LENGTHS = np.zeros(0, dtype=np.int32)
+
+
 class FlowTracker:
     """Owns one flow table. Not thread-safe: one tracker per capture thread."""
 
@@ -842,11 +865,20 @@ class FlowTracker:
 
             self.seq = SeqRecorder(cfg.seq_packets, n, max(out_rows, 4 * MAX_EMIT_PER_PACKET) + 16_384)
 
-    def update(self, ts_ns: np.ndarray, wirelen: np.ndarray, d: Decoded, copy: bool = True) -> Iterator[np.ndarray]:
+    def update(self, ts_ns: np.ndarray, wirelen: np.ndarray, d: Decoded, copy: bool = True,
+               frames: PacketBatch | None = None) -> Iterator[np.ndarray]:
         """Account a decoded batch (its capture times and wire lengths alongside);
         yield emitted records as they fill up: copies, or with ``copy=False`` views of the
-        output buffer that stay valid until the next record set is requested."""
+        output buffer that stay valid until the next record set is requested. ``frames`` (the
+        batch ``d`` was decoded from) lets the tracker classify first payloads; without it
+        every connection's payload classes stay 0."""
         n = int(ts_ns.shape[0])
+        if frames is None:
+            buf, frame_off, caplen = _NO_BYTES, _NO_OFFSETS, _NO_LENGTHS
+        else:
+            buf = np.asarray(frames.buf, dtype=np.uint8).reshape(-1)
+            frame_off = np.asarray(frames.offset, dtype=np.int64)
+            caplen = np.asarray(frames.caplen, dtype=np.int32)
         tags = self.tags
         if self.seq is not None:
             if tags.shape[0] < n:
@@ -860,8 +892,8 @@ class FlowTracker:
                 self.table, self.index, self.perm, self.ctr, self.params, self.snaps, p, ts_ns,
                 d.status, d.proto, d.ttl, d.tcp_flags, d.src_hi, d.src_lo, d.dst_hi, d.dst_lo,
                 d.sport, d.dport, d.ip_len, wirelen, d.seq, d.ack, d.src_mac, d.dst_mac,
-                d.ip_version, d.q_src_lo, d.q_dst_lo, d.q_sport, d.q_dport, d.q_proto, d.payload_len, self.out,
-                tags)
+                d.ip_version, d.q_src_lo, d.q_dst_lo, d.q_sport, d.q_dport, d.q_proto, d.payload_len,
+                d.payload_off, buf, frame_off, caplen, self.out, tags)
             if self.seq is not None:  # before the records go out: their packets are all in
                 self.seq.record(p0, p, tags, ts_ns, d.ip_len, d.tcp_flags)
             if k:

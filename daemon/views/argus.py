@@ -87,6 +87,9 @@ def _swap_sides(r: np.ndarray) -> None:
     iat = r[L.IAT_N]
     r[L.IAT_N] = ((iat & 0xFFFFFFFF) << 32) | ((iat >> 32) & 0xFFFFFFFF)
     st = r[L.STATE]
+    sig_s = (st >> L.ST_SIG_S_SHIFT) & 0xFF   # each side's payload class goes with its side
+    sig_d = (st >> L.ST_SIG_D_SHIFT) & 0xFF
+    st = (st & ~np.int64(L.ST_SIG_BITS)) | (sig_d << L.ST_SIG_S_SHIFT) | (sig_s << L.ST_SIG_D_SHIFT)
     fins = st & (L.ST_FIN_S | L.ST_FIN_D)
     st &= ~np.int64(L.ST_FIN_S | L.ST_FIN_D)
     if fins & L.ST_FIN_S:

@@ -3,7 +3,8 @@
 27 columns: :data:`~malsensor.daemon.views.conn.CONN_COLUMNS`, then the eight ``ct_*``
 counters (:mod:`malsensor.daemon.views.context`, UNSW-NB15's definitions over the last
 100 connections), then ``state`` (Argus's state name as its code, ``STATE_NAMES``) and
-``service`` (``SERVICE_NAMES`` code, :mod:`malsensor.daemon.views.service`). The ten added
+``service`` (``SERVICE_NAMES`` code, :mod:`malsensor.daemon.views.service`: by the first
+payload bytes' signature where they name one, else by the responder's port). The ten added
 columns carry UNSW-NB15's names, so the UNSW CSV trains the view directly (its text
 ``state``/``service`` values become the same codes; models/data/csvsrc.py).
 
@@ -39,7 +40,7 @@ from ..schema import Checker, opt
 from .base import EntityRows, Router, register_view
 from .conn import CONN_COLUMNS, N_FEATURES, ConnectionView
 from .context import CT_COLUMNS, STATE_CODE, STATE_NAMES, WINDOW, ContextWindow
-from .service import SERVICE_NAMES, service_codes
+from .service import SERVICE_NAMES, record_services
 
 CONN_CTX_VIEW = "conn_ctx"
 CONN_CTX_VERSION = 1
@@ -100,8 +101,8 @@ class ConnContext:
         rec = np.ascontiguousarray(rec, dtype=np.int64).reshape(-1, L.N_COLS)
         state = argus_states(rec)
         key = rec[:, L.KEY]
-        sport, dport, proto = (key >> 16) & 0xFFFF, key & 0xFFFF, (key >> 32) & 0xFF
-        service = service_codes(proto, sport, dport)
+        sport, dport = (key >> 16) & 0xFFFF, key & 0xFFFF
+        service = record_services(rec)
         sttl = np.clip(np.rint(conn[:, 4]), 0, 255).astype(np.int64)
         dttl = np.clip(np.rint(conn[:, 5]), 0, 255).astype(np.int64)
         ct = self.window.update(address_ids(rec[:, L.SRC_HI], rec[:, L.SRC_LO]),

@@ -1,22 +1,31 @@
-"""A connection's ``service`` as UNSW-NB15 names it, from its ports.
+"""A connection's ``service`` as UNSW-NB15 names it: by payload signature, else by port.
 
 UNSW-NB15's ``service`` column was filled by Bro/Zeek, which names a connection's
 service by the analyzer that parsed it (dynamic protocol detection) and leaves ``-``
 where none did. The CSV holds thirteen values (:data:`SERVICE_NAMES`; the code of a
-service is its index, ``-`` = 0). This module names the service by the responder's
-well-known port (:data:`PORT_RULES`: IANA's ports for the protocols UNSW's Zeek
-analysers covered), the rule Zeek falls back to for a connection no analyser parsed.
-``ftp-data`` is the active-mode data channel, which the FTP server opens *from* port 20,
-so it is also recognised by the originator's port.
+service is its index, ``-`` = 0).
 
-Not done yet (issue 14, section 1): where the first payload bytes name another protocol
-(HTTP on a high port, TLS on 8443, SSH on 2222), Zeek's signatures win over the port.
-The flow table keeps no payload bytes today; see docs/features.md.
+Precedence (:func:`record_services`; docs/features.md lists every byte rule):
+
+1. a payload signature: the flow tracker classified each direction's first payload
+   (flows/signature.py) into the record's STATE; :func:`_signature_service` names the
+   service from the two classes. Where Zeek's signature requires the responder's answer
+   (``requires-reverse-signature``: http, ssh, ftp, smtp, pop3, irc) both sides must match;
+   ssl (a ClientHello or a ServerHello), dns, dhcp, snmp and radius need one side;
+2. otherwise the responder's well-known port (:data:`PORT_RULES`: IANA's ports for the
+   protocols UNSW's Zeek analysers covered); ``ftp-data`` is the active-mode data channel,
+   which the FTP server opens *from* port 20, so it is also recognised by the originator's port.
+
+So a signature wins over the port (SSH on port 80 is ``ssh``); a payload that matches no
+signature leaves the port's name (random bytes to port 80 stay ``http``: Zeek would say
+``-`` once its HTTP analyser gave up, which a first packet cannot tell).
 """
 from __future__ import annotations
 
 import numpy as np
 
+from ..flows import layout as L
+from ..flows import signature as S
 from ..jit import njit
 
 SERVICE_NAMES = ("-", "http", "ftp", "ftp-data", "smtp", "pop3", "dns", "snmp", "ssl", "dhcp", "irc",
@@ -74,6 +83,91 @@ def service_codes(proto: np.ndarray, sport: np.ndarray, dport: np.ndarray) -> np
     out = np.empty(len(proto), dtype=np.int8)
     _services(PORT_TABLE, np.ascontiguousarray(proto, np.int64), np.ascontiguousarray(sport, np.int64),
               np.ascontiguousarray(dport, np.int64), out)
+    return out
+
+
+_HTTP, _FTP, _SMTP, _POP3, _DNS, _SNMP, _SSL, _DHCP, _IRC, _RADIUS, _SSH = (
+    SERVICE_CODE[s] for s in ("http", "ftp", "smtp", "pop3", "dns", "snmp", "ssl", "dhcp", "irc", "radius", "ssh"))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _pair(a, b, is_tcp) -> np.int64:
+    """The service a client class ``a`` and the server's answer ``b`` confirm together (0: none)."""
+    if not is_tcp:
+        return 0
+    if a == S.SIG_HTTP_REQUEST and b == S.SIG_HTTP_REPLY:
+        return _HTTP
+    if a == S.SIG_SSH and b == S.SIG_SSH:
+        return _SSH
+    if b == S.SIG_REPLY_220:
+        if a == S.SIG_SMTP_HELLO:
+            return _SMTP
+        if a == S.SIG_USER:
+            return _FTP
+    if b == S.SIG_POP3_OK and (a == S.SIG_USER or a == S.SIG_POP3_COMMAND):
+        return _POP3
+    if a == S.SIG_IRC_CLIENT and b == S.SIG_IRC_SERVER:
+        return _IRC
+    return 0
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _alone(c, is_tcp) -> np.int64:
+    """The service one side's class names without the other's (0: none)."""
+    if is_tcp:
+        if c == S.SIG_TLS_CLIENT or c == S.SIG_TLS_SERVER:
+            return _SSL
+        if c == S.SIG_DNS:
+            return _DNS
+        return 0
+    if c == S.SIG_DNS:
+        return _DNS
+    if c == S.SIG_DHCP:
+        return _DHCP
+    if c == S.SIG_SNMP:
+        return _SNMP
+    if c == S.SIG_RADIUS:
+        return _RADIUS
+    return 0
+
+
+@njit(cache=True, nogil=True)
+def _signature_service(s_class, d_class, is_tcp) -> np.int64:
+    """The service the two payload classes name (0: none). Pairs are tried both ways round
+    (a mid-stream record's originator may be the server); the originator's side first."""
+    v = _pair(s_class, d_class, is_tcp)
+    if v == 0:
+        v = _pair(d_class, s_class, is_tcp)
+    if v == 0:
+        v = _alone(s_class, is_tcp)
+    if v == 0:
+        v = _alone(d_class, is_tcp)
+    return v
+
+
+@njit(cache=True, nogil=True)
+def _record_services(table: np.ndarray, rec: np.ndarray, out: np.ndarray) -> None:
+    for i in range(rec.shape[0]):
+        key = rec[i, L.KEY]
+        p = (key >> 32) & 0xFF
+        row = 0 if p == 6 else 1 if p == 17 else -1
+        if row < 0:
+            out[i] = 0
+            continue
+        st = rec[i, L.STATE]
+        s = _signature_service((st >> L.ST_SIG_S_SHIFT) & 0xFF, (st >> L.ST_SIG_D_SHIFT) & 0xFF, row == 0)
+        if s == 0:
+            s = table[row, key & 0xFFFF]
+            if s == 0 and row == 0 and ((key >> 16) & 0xFFFF) == 20:
+                s = FTP_DATA
+        out[i] = s
+
+
+def record_services(rec: np.ndarray) -> np.ndarray:
+    """Service codes of flow records: payload signature first, then the ports."""
+    rec = np.ascontiguousarray(rec, dtype=np.int64).reshape(-1, L.N_COLS)
+    out = np.empty(rec.shape[0], dtype=np.int8)
+    _record_services(PORT_TABLE, rec, out)
     return out
 
 
