@@ -58,7 +58,8 @@ DTYPES = dict(status=np.uint8, ip_version=np.uint8, proto=np.uint8, ttl=np.uint8
               src_hi=np.uint64, src_lo=np.uint64, dst_hi=np.uint64, dst_lo=np.uint64,
               sport=np.uint16, dport=np.uint16, ip_len=np.int32, seq=np.uint32, ack=np.uint32,
               payload_len=np.int32, src_mac=np.uint64, dst_mac=np.uint64, vlan=np.int32,
-              q_src_lo=np.uint64, q_dst_lo=np.uint64, q_sport=np.uint16, q_dport=np.uint16, q_proto=np.uint8)
+              q_src_lo=np.uint64, q_dst_lo=np.uint64, q_sport=np.uint16, q_dport=np.uint16, q_proto=np.uint8,
+              payload_off=np.int32)
 
 
 def mac(s: str) -> int:
@@ -119,6 +120,23 @@ def test_field_names_and_dtypes():
         assert arr.dtype == dt, name
         assert arr.shape == (1,)
     assert d.n == 1
+
+
+def test_payload_off_is_where_the_transport_payload_starts():
+    """payload_off: from the frame's first byte to the TCP/UDP payload (the flow tracker reads a
+    direction's first payload there); 0 for packets without a TCP/UDP payload position."""
+    frames = [
+        eth() / IP(src=A4, dst=B4) / TCP(options=[("MSS", 1460), ("NOP", None), ("NOP", None)]) / b"GET ",
+        eth() / Dot1Q(vlan=5) / IPv6(src=A6, dst=B6) / IPv6ExtHdrDestOpt() / UDP() / b"x",
+        eth() / IP(src=A4, dst=B4, options=[IPOption_RR()]) / UDP() / b"",
+        eth() / IP(src=A4, dst=B4) / ICMP() / b"ping",
+        eth() / IP(src=A4, dst=B4, frag=5) / b"fragment",
+    ]
+    raw = [bytes(f) for f in frames]
+    d = decode_batch(make_batch(raw))
+    assert d.payload_off.tolist() == [14 + 20 + 28, 14 + 4 + 40 + 8 + 8, 14 + (raw[2][14] & 0xF) * 4 + 8, 0, 0]
+    assert (raw[2][14] & 0xF) > 5
+    assert raw[0][d.payload_off[0]:] == b"GET " and raw[1][d.payload_off[1]:] == b"x"
 
 
 def test_status_code_names():
