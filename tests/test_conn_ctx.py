@@ -126,14 +126,18 @@ def test_unsw_csv_reads_its_own_context_columns(tmp_path):
     np.testing.assert_array_equal(ds.x[:, 0], np.float32([float(r["dur"]) for r in rows]))
 
 
-def test_router_batch_by_batch_equals_the_trainer_reader():
+@pytest.mark.parametrize("name,services", [
+    ("stratosphere_scanning_host.pcap", {"-": 281, "dhcp": 13, "dns": 33, "http": 40, "ssh": 2}),
+    ("retina_tls_ciphers.pcap", {"ssl": 73}),    # TLS on port 4433: named by the payload signature
+])
+def test_router_batch_by_batch_equals_the_trainer_reader(name, services):
     """The daemon's path (ConnPipeline batches -> ConnCtxRouter) and the trainer's capture
-    reader give the same rows, bit for bit, on a real capture."""
+    reader give the same rows, bit for bit, on a real capture, ``service`` included."""
     from malsensor.daemon.capture.pcapfile import read_capture
     from malsensor.models.data.load import DataOptions, view_reader
     from malsensor.models.data.table import DataStats
 
-    capture = require_data("pcap/stratosphere_scanning_host.pcap")
+    capture = require_data(f"pcap/{name}")
     view = CONN_CTX.info()
     reader = view_reader(view)
     part = reader.read(capture, reader.file_type(capture), view, DataOptions(), DataStats())
@@ -145,9 +149,11 @@ def test_router_batch_by_batch_equals_the_trainer_reader():
         if rows is not None:
             got.append(rows.x)
     x = np.concatenate(got)
-    assert x.shape == part.x.shape and x.shape[0] > 100
+    assert x.shape == part.x.shape and x.shape[0] > 70
     np.testing.assert_array_equal(x, part.x)
     assert x[:, 17:25].max() > 1   # the window really counts repeats
+    names, counts = np.unique([SERVICE_NAMES[int(v)] for v in x[:, 26]], return_counts=True)
+    assert dict(zip(names.tolist(), counts.tolist())) == services
 
 
 @pytest.fixture(scope="module")
