@@ -310,3 +310,51 @@ def test_real_captures_agree_with_tshark(name, compared, by_signature, disagree)
         # tshark dissects port 902 as "data"; its own bytes show both SSH banners
         assert (ours_name, tshark_name) == ("ssh", "-") and 902 in {p for _, p in ends}
         assert payloads[frozenset(p for _, p in ends)][:2] == [b"SSH-", b"SSH-"], ends
+
+
+BOUNDS_SCRIPT = r"""
+import sys
+import numpy as np
+from malsensor.daemon.flows import signature as S
+payloads = [bytes.fromhex(h) for h in sys.argv[1:]]
+try:                                     # the checks are on: 20 bytes claimed of a 3-byte array
+    S.payload_class(np.frombuffer(b"\x16\x03\x01", dtype=np.uint8).copy(), 0, 20, 20, True)
+    sys.exit("NUMBA_BOUNDSCHECK had no effect")
+except IndexError:
+    pass
+rng = np.random.default_rng(3)
+calls = 0
+for p in payloads:
+    for k in range(len(p) + 1):          # every prefix, ending exactly at the end of its array
+        buf = np.frombuffer(p[:k], dtype=np.uint8).copy()
+        for tcp in (True, False):
+            c = S.payload_class(buf, 0, k, len(p), tcp)
+            assert 1 <= c < len(S.SIG_NAMES)
+            calls += 1
+for _ in range(3000):                    # random bytes behind each signature's first bytes
+    p = payloads[int(rng.integers(len(payloads)))]
+    k = int(rng.integers(1, 80))
+    buf = np.concatenate([np.frombuffer(p[:k], dtype=np.uint8), rng.integers(0, 256, int(rng.integers(0, 40)), dtype=np.uint8)])
+    S.payload_class(buf, 0, buf.shape[0], int(rng.integers(0, 70000)), bool(rng.integers(2)))
+    calls += 1
+print(calls)
+"""
+
+
+def test_signatures_never_read_past_the_bytes_given():
+    """Every prefix of every signature's example, alone in an array of exactly its length, and
+    random tails: the classifier under numba's bounds checking (NUMBA_BOUNDSCHECK=1, JIT, an empty
+    cache so that it really compiles with the checks) raises no IndexError, so it reads only the
+    ``n`` bytes it is given (an n past the array does raise there: checked first)."""
+    import os
+    import sys
+    import tempfile
+
+    examples = [case[2] for case in TCP_CASES if case[2]] + [case[3] for case in TCP_CASES if case[3]]
+    examples += [case[2] for case in UDP_CASES] + [bytes(DNS(id=1, qd=DNSQR(qname="a" * 63 + ".b")))]
+    with tempfile.TemporaryDirectory() as cache:
+        env = dict(os.environ, NUMBA_BOUNDSCHECK="1", MALSENSOR_KERNELS="jit", NUMBA_CACHE_DIR=cache)
+        res = subprocess.run([sys.executable, "-c", BOUNDS_SCRIPT, *[e.hex() for e in examples]], env=env,
+                             capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert int(res.stdout) > 3000
