@@ -54,6 +54,13 @@ _METHODS = (b"GET ", b"POST ", b"HEAD ", b"PUT ", b"DELETE ", b"OPTIONS ", b"CON
 METHOD_BYTES = np.frombuffer(b"".join(_METHODS), dtype=np.uint8).copy()
 METHOD_SPANS = np.array([[sum(map(len, _METHODS[:i])), len(m)] for i, m in enumerate(_METHODS)], dtype=np.int64)
 
+# first bytes (after white space) a text rule can start with: letters, '+' (+OK), ':' (IRC prefix),
+# '2' (220); any other byte ends the text rules at once (TLS application data, binary protocols)
+TEXT_FIRST = np.zeros(256, dtype=np.bool_)
+TEXT_FIRST[[*range(65, 91), *range(97, 123), 43, 58, 50]] = True
+METHOD_FIRST = np.zeros(256, dtype=np.bool_)
+METHOD_FIRST[[m[0] for m in _METHODS]] = True
+
 FIRST_LINE = 128     # bytes of the first line a text rule looks at (IRC's USER line, prefixes)
 
 
@@ -174,20 +181,21 @@ def _text(buf, at, n) -> np.int64:
     while q < end and _is_space(buf[q]):
         q += 1
     m = end - q
-    if m < 3:
+    if m < 3 or not TEXT_FIRST[buf[q]]:
         return SIG_NONE
-    for k in range(METHOD_SPANS.shape[0]):
-        s = METHOD_SPANS[k, 0]
-        ln = METHOD_SPANS[k, 1]
-        if m >= ln:
-            ok = True
-            for j in range(ln):
-                if buf[q + j] != METHOD_BYTES[s + j]:
-                    ok = False
-                    break
-            if ok:
-                return SIG_HTTP_REQUEST
     c0 = buf[q]
+    if METHOD_FIRST[c0]:
+        for k in range(METHOD_SPANS.shape[0]):
+            s = METHOD_SPANS[k, 0]
+            ln = METHOD_SPANS[k, 1]
+            if m >= ln and buf[q] == METHOD_BYTES[s]:
+                ok = True
+                for j in range(1, ln):
+                    if buf[q + j] != METHOD_BYTES[s + j]:
+                        ok = False
+                        break
+                if ok:
+                    return SIG_HTTP_REQUEST
     if m >= 6 and c0 == 72 and buf[q + 1] == 84 and buf[q + 2] == 84 and buf[q + 3] == 80 \
             and buf[q + 4] == 47 and 48 <= buf[q + 5] <= 57:                              # HTTP/d
         return SIG_HTTP_REPLY

@@ -536,6 +536,7 @@ def track_kernel(table, index, perm, ctr, params, snaps,
     # p + PF_INDEX and the row of packet p + PF_ROW (found through its now cached bucket) are
     # prefetched while packet p is worked on. Hashes are computed once, kept in a small ring.
     rows = table.reshape(table.shape[0] * N_COLS)
+    has_frames = buf.shape[0] > 0
     hring = np.empty(PF_RING, dtype=np.int64)
     for q in range(start, min(n, start + PF_INDEX)):
         hring[q & (PF_RING - 1)] = _packet_hash(q, proto_a, ipver_a, src_hi, src_lo, dst_hi, dst_lo, sport_a, dport_a)
@@ -554,6 +555,8 @@ def track_kernel(table, index, perm, ctr, params, snaps,
             if s >= 0:
                 for c in range(0, N_COLS, 8):
                     prefetch(rows, s * N_COLS + c)
+            if payload_a[q] > 0 and has_frames:   # its first payload bytes, should it be one
+                prefetch(buf, frame_off[q] + payload_off_a[q])
         t = ts[p]
         if t > ctr[C_NOW]:
             ctr[C_NOW] = t
