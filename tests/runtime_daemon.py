@@ -1,5 +1,6 @@
 """Running malsensord as a subprocess in tests: stderr collected live, log lines awaited,
-the metrics endpoint read, whole-line JSONL files parsed."""
+the metrics endpoint read, whole-line JSONL files parsed; a capture replayed through a model
+and the events read, next to the rows the trainer's reader builds from the same capture."""
 from __future__ import annotations
 
 import json
@@ -11,6 +12,7 @@ import sys
 import threading
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 MALSENSORD = [sys.executable, "-m", "malsensor.daemon.runtime.main"]
@@ -149,3 +151,42 @@ def wait_until(pred, timeout: float, what: str, interval: float = 0.05) -> None:
             return
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@dataclass
+class Replayed:
+    """A finished ``malsensord --replay``: the process, its events and its logs folder
+    (``eve.json``, ``stats.jsonl``)."""
+
+    proc: subprocess.CompletedProcess
+    events: list[dict]
+    logs: Path
+
+
+def replay(tmp_path: Path, capture: Path, models: str, *, tracking: str = "", batch_sizes: tuple = (1, 16, 256),
+           timeout: float = 300) -> Replayed:
+    """``malsensord --replay CAPTURE`` serving the ``[[model]]`` tables ``models`` (TOML text;
+    ``tracking``: a ``[tracking]`` table), metrics off, stats and events under ``tmp_path/logs``;
+    asserts that it exits 0."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    cfg = tmp_path / "m.toml"
+    cfg.write_text('[service]\nuser = ""\n[metrics]\nenabled = false\n' + tracking
+                   + f'[stats]\npath = "{logs}/stats.jsonl"\n'
+                   + f'[inference]\nbatch_sizes = {list(batch_sizes)}\n'
+                   + models
+                   + f'[[output]]\npath = "{logs}/eve.json"\n')
+    r = subprocess.run([*MALSENSORD, "-c", str(cfg), "--replay", str(capture)], capture_output=True, text=True,
+                       timeout=timeout)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return Replayed(r, jsonl(logs / "eve.json"), logs)
+
+
+def trainer_part(view, capture: Path, **data_options):
+    """The rows the view's own reader builds from ``capture`` (as ``malsensor-train fit`` reads
+    it; ``data_options``: :class:`DataOptions` fields, e.g. ``semantics="argus"``)."""
+    from malsensor.models.data.load import DataOptions, view_reader
+    from malsensor.models.data.table import DataStats
+
+    reader = view_reader(view)
+    return reader.read(capture, reader.file_type(capture), view, DataOptions(**data_options), DataStats())

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +16,7 @@ import pytest
 
 from conftest import require_data
 from crafted import TcpConn, Traffic, full_tcp_conn, udp
+from runtime_daemon import replay, trainer_part
 from train_data import UNSW, cli, unsw_subset, write_spec
 
 from malsensor.daemon.flows.config import TrackerConfig
@@ -26,8 +25,6 @@ from malsensor.daemon.views.conn_ctx import (CONN_CTX, CONN_CTX_COLUMNS, ConnCon
                                              argus_states)
 from malsensor.daemon.views.context import CT_COLUMNS, STATE_NAMES
 from malsensor.daemon.views.service import SERVICE_NAMES, service_codes
-
-MALSENSORD = [sys.executable, "-m", "malsensor.daemon.runtime.main"]
 
 
 def _finished(tr: Traffic):
@@ -134,13 +131,9 @@ def test_router_batch_by_batch_equals_the_trainer_reader(name, services):
     """The daemon's path (ConnPipeline batches -> ConnCtxRouter) and the trainer's capture
     reader give the same rows, bit for bit, on a real capture, ``service`` included."""
     from malsensor.daemon.capture.pcapfile import read_capture
-    from malsensor.models.data.load import DataOptions, view_reader
-    from malsensor.models.data.table import DataStats
 
     capture = require_data(f"pcap/{name}")
-    view = CONN_CTX.info()
-    reader = view_reader(view)
-    part = reader.read(capture, reader.file_type(capture), view, DataOptions(), DataStats())
+    part = trainer_part(CONN_CTX.info(), capture)
     router = ConnCtxRouter()
     got = []
     pipe = ConnPipeline(TrackerConfig())
@@ -198,30 +191,15 @@ def test_replay_serves_conn_ctx_without_skew(tmp_path, ctx_model):
     """``malsensord --replay``: every connection's probability equals the artifact's on the rows
     the trainer's reader builds from the same capture."""
     capture = require_data("pcap/stratosphere_scanning_host.pcap")
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    cfg = tmp_path / "m.toml"
-    cfg.write_text(
-        '[service]\nuser = ""\n[metrics]\nenabled = false\n[tracking]\nsemantics = "argus"\n'
-        f'[stats]\npath = "{logs}/stats.jsonl"\n'
-        '[inference]\nbatch_sizes = [1, 16, 256]\n'
-        f'[[model]]\nname = "ctx"\nmodels_dir = "{ctx_model}"\nview = "conn_ctx@1"\n'
-        f'[[output]]\npath = "{logs}/eve.json"\n')
-    r = subprocess.run([*MALSENSORD, "-c", str(cfg), "--replay", str(capture)], capture_output=True, text=True,
-                       timeout=300)
-    assert r.returncode == 0, r.stderr[-3000:]
-    events = [json.loads(line) for line in (logs / "eve.json").read_text().splitlines()]
+    events = replay(tmp_path, capture, f'[[model]]\nname = "ctx"\nmodels_dir = "{ctx_model}"\nview = "conn_ctx@1"\n',
+                    tracking='[tracking]\nsemantics = "argus"\n').events
 
     from datetime import datetime
 
     from malsensor.daemon.artifact import load_artifact
-    from malsensor.models.data.load import DataOptions, view_reader
-    from malsensor.models.data.table import DataStats
 
-    view = CONN_CTX.info()
-    reader = view_reader(view)
     # the model learnt UNSW's (Argus) values: the daemon and the reader compute argus semantics
-    part = reader.read(capture, reader.file_type(capture), view, DataOptions(semantics="argus"), DataStats())
+    part = trainer_part(CONN_CTX.info(), capture, semantics="argus")
     n = len(part.src_ip)
     assert n > 100 and len(events) == n
     probs = load_artifact(ctx_model / "ctx").predict_proba(np.asarray(part.x, np.float32))

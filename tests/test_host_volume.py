@@ -3,15 +3,13 @@ in ``malsensord --replay`` (one class builds both), and the per-host events they
 from __future__ import annotations
 
 import ipaddress
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from conftest import require_data
+from runtime_daemon import replay, trainer_part
 from train_data import cli, write_spec
 
 from malsensor.daemon.flows import layout as L
@@ -20,7 +18,6 @@ from malsensor.daemon.pipeline import extract_file
 from malsensor.daemon.views.host_volume import (ORIGINATOR, PRESENT, W, HostVolumeBuilder, HostVolumeOptions,
                                                parse_nets)
 
-MALSENSORD = [sys.executable, "-m", "malsensor.daemon.runtime.main"]
 # small windows: the public captures last seconds to minutes
 OPTS = dict(windows=4, connections=16, window_s=2.0, late_s=5.0, window_stride=1, local_nets=())
 
@@ -136,30 +133,16 @@ def trained(tmp_path_factory) -> tuple[Path, Path]:
 def test_replay_gives_the_trainers_volumes_and_host_events(tmp_path, trained):
     models_dir, _ = trained
     capture = require_data("pcap/synscan.pcapng")
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    cfg = tmp_path / "m.toml"
-    cfg.write_text(
-        '[service]\nuser = ""\n[metrics]\nenabled = false\n'
-        f'[stats]\npath = "{logs}/stats.jsonl"\n'
-        '[inference]\nbatch_sizes = [1, 16]\n'
-        f'[[model]]\nname = "hv"\nmodels_dir = "{models_dir}"\nview = "host_volume@1"\n'
-        f'windows = {OPTS["windows"]}\nconnections = {OPTS["connections"]}\nwindow_s = {OPTS["window_s"]}\n'
-        f'late_s = {OPTS["late_s"]}\nwindow_stride = {OPTS["window_stride"]}\nlocal_nets = []\n'
-        f'[[output]]\npath = "{logs}/eve.json"\n')
-    r = subprocess.run([*MALSENSORD, "-c", str(cfg), "--replay", str(capture)], capture_output=True, text=True,
-                       timeout=300)
-    assert r.returncode == 0, r.stderr[-3000:]
-    events = [json.loads(line) for line in (logs / "eve.json").read_text().splitlines()]
+    events = replay(tmp_path, capture,
+                    f'[[model]]\nname = "hv"\nmodels_dir = "{models_dir}"\nview = "host_volume@1"\n'
+                    f'windows = {OPTS["windows"]}\nconnections = {OPTS["connections"]}\nwindow_s = {OPTS["window_s"]}\n'
+                    f'late_s = {OPTS["late_s"]}\nwindow_stride = {OPTS["window_stride"]}\nlocal_nets = []\n',
+                    batch_sizes=(1, 16)).events
 
     from malsensor.daemon.artifact import load_artifact
     from malsensor.daemon.views.host_volume import HOST_VOLUME
-    from malsensor.models.data.load import DataOptions, view_reader
-    from malsensor.models.data.table import DataStats
 
-    view = HOST_VOLUME.info(HostVolumeOptions(**OPTS))
-    reader = view_reader(view)  # the view's own reader, as malsensor-train fit uses it
-    part = reader.read(capture, reader.file_type(capture), view, DataOptions(), DataStats())
+    part = trainer_part(HOST_VOLUME.info(HostVolumeOptions(**OPTS)), capture)
     n = part.n
     assert n == 24 and len(events) == n  # 2 hosts (both ends are local with local_nets = [])
     art = load_artifact(models_dir / "hv")

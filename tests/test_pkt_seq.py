@@ -172,3 +172,31 @@ def test_gbdt_reads_pkt_seq_through_its_spec():
         check_config(GBDTConfig(view="conn_series@1"))
     with pytest.raises(TrainError, match="n_packets must be in 1..256"):
         check_config(GBDTConfig(view="pkt_seq@1", n_packets=0))
+
+
+def test_router_classifies_at_the_end_or_early_at_n_packets():
+    """``trigger = "end"``: each connection once, at its end, with its first n_packets packets;
+    ``"early"``: the TCP connection (8 packets) at the tracker's snapshot at n_packets (its rows
+    only: the other snapshot point is another model's), the UDP one (2 packets) at its end."""
+    from malsensor.daemon.views.pkt_seq import PKT_SEQ, PktSeqOptions
+
+    tracking = TrackerConfig(seq_packets=6, snapshot_packets=(4, 6))
+    cbs = list(ConnPipeline(tracking).run([crafted().batch()]))
+    facts = {"snapshot_points": tracking.snapshot_packets}
+
+    def routed(o: PktSeqOptions) -> tuple[str, list]:
+        router = PKT_SEQ.router(o, facts)
+        got = [rows for rows in (router.route(cb) for cb in cbs) if rows is not None]
+        rec = np.concatenate([g.keys for g in got])
+        x = np.concatenate([g.x for g in got])
+        assert x.shape == (len(rec), o.n_packets, 7)
+        assert all(g.detail.shape == (g.n, 17) for g in got)  # events show the conn features
+        return router.trigger, sorted((int(L.proto_of(r)), L.END_REASONS[int(r[L.END]) & 0xFF],
+                                       int(r[L.S_PKTS] + r[L.D_PKTS]), int(s[:, MASK].sum()))
+                                      for r, s in zip(rec, x))
+
+    assert routed(PktSeqOptions(n_packets=4)) == ("end", [(6, "fin", 8, 4), (17, "eof", 2, 2)])
+    assert routed(PktSeqOptions(n_packets=4, trigger="early")) == ("early", [(6, "snapshot", 4, 4),
+                                                                            (17, "eof", 2, 2)])
+    assert routed(PktSeqOptions(n_packets=6, trigger="early")) == ("early", [(6, "snapshot", 6, 6),
+                                                                            (17, "eof", 2, 2)])

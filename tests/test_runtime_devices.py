@@ -8,18 +8,15 @@ gets one ``device`` event whose probabilities are the mean of its connections' (
 """
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from conftest import require_data
+from runtime_daemon import replay, trainer_part
 from train_data import cli, write_spec
 
-MALSENSORD = [sys.executable, "-m", "malsensor.daemon.runtime.main"]
 DEVICES = ("Aria", "D-LinkCam", "EdimaxPlug1101W")
 N_PACKETS = 8
 WINDOW_S = 86400.0
@@ -48,31 +45,17 @@ def trained(tmp_path_factory) -> tuple[Path, Path, Path]:
 
 def test_replay_pkt_seq_model_and_device_events(tmp_path, trained):
     models_dir, capture, iot = trained
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    cfg = tmp_path / "m.toml"
-    cfg.write_text(
-        '[service]\nuser = ""\n[metrics]\nenabled = false\n'
-        f'[stats]\npath = "{logs}/stats.jsonl"\n'
-        '[inference]\nbatch_sizes = [1, 16, 256]\n'
-        f'[[model]]\nname = "dev"\nmodels_dir = "{models_dir}"\nview = "pkt_seq@1"\nn_packets = {N_PACKETS}\n'
-        f'device_window = {WINDOW_S}\n'
-        f'[[output]]\npath = "{logs}/eve.json"\n')
-    r = subprocess.run([*MALSENSORD, "-c", str(cfg), "--replay", str(capture)], capture_output=True, text=True,
-                       timeout=900)  # start-up compiles the kernels and the model: minutes on a loaded VM
-    assert r.returncode == 0, r.stderr[-3000:]
-    events = [json.loads(line) for line in (logs / "eve.json").read_text().splitlines()]
+    events = replay(tmp_path, capture,
+                    f'[[model]]\nname = "dev"\nmodels_dir = "{models_dir}"\nview = "pkt_seq@1"\n'
+                    f'n_packets = {N_PACKETS}\ndevice_window = {WINDOW_S}\n',
+                    timeout=900).events  # start-up compiles the kernels and the model: minutes on a loaded VM
     conns = [e for e in events if e["event_type"] != "device"]
     devices = [e for e in events if e["event_type"] == "device"]
 
     from malsensor.daemon.artifact import load_artifact
     from malsensor.daemon.views.pkt_seq import PKT_SEQ, PktSeqOptions
-    from malsensor.models.data.load import DataOptions, view_reader
-    from malsensor.models.data.table import DataStats
 
-    view = PKT_SEQ.info(PktSeqOptions(n_packets=N_PACKETS))
-    reader = view_reader(view)
-    part = reader.read(capture, reader.file_type(capture), view, DataOptions(), DataStats())
+    part = trainer_part(PKT_SEQ.info(PktSeqOptions(n_packets=N_PACKETS)), capture)
     n = len(part.src_ip)
     assert n > 0 and len(conns) == n
     art = load_artifact(models_dir / "dev")

@@ -9,8 +9,6 @@ trainer's extraction builds for the same capture (no train/serve skew), and each
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from datetime import datetime
 from pathlib import Path
 
@@ -18,12 +16,12 @@ import numpy as np
 import pytest
 
 from conftest import require_data
+from runtime_daemon import jsonl, replay, trainer_part
 from train_data import cli, write_spec
 
 from malsensor.daemon.views.conn import CONN_COLUMNS
 from malsensor.daemon.views.conn_series import SERIES_POINTS
 
-MALSENSORD = [sys.executable, "-m", "malsensor.daemon.runtime.main"]
 LOOKBACK = 3
 
 
@@ -52,32 +50,18 @@ def _key(e: dict) -> tuple:
 
 def test_replay_series_model_matches_trainer_extraction(tmp_path, models_dir):
     capture = require_data("pcap/stratosphere_ssh_bruteforce.pcap")
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    cfg = tmp_path / "m.toml"
-    cfg.write_text(
-        '[service]\nuser = ""\n[metrics]\nenabled = false\n'
-        f'[stats]\npath = "{logs}/stats.jsonl"\n'
-        '[inference]\nbatch_sizes = [1, 16, 256]\n'
-        f'[[model]]\nname = "s1"\nmodels_dir = "{models_dir}"\nview = "conn_series@1"\nlookback = {LOOKBACK}\n'
-        f'[[output]]\npath = "{logs}/eve.json"\n')
-    r = subprocess.run([*MALSENSORD, "-c", str(cfg), "--replay", str(capture)], capture_output=True, text=True,
-                       timeout=300)
-    assert r.returncode == 0, r.stderr[-3000:]
-    events = [json.loads(line) for line in (logs / "eve.json").read_text().splitlines()]
+    run = replay(tmp_path, capture, f'[[model]]\nname = "s1"\nmodels_dir = "{models_dir}"\nview = "conn_series@1"\n'
+                                    f'lookback = {LOOKBACK}\n')
+    events = run.events
 
     # the trainer's extraction of the same capture
     from malsensor.daemon.artifact import load_artifact
     from malsensor.daemon.views.conn_series import CONN_SERIES, SeriesOptions
-    from malsensor.models.data.load import DataOptions, view_reader
-    from malsensor.models.data.table import DataStats
 
-    view = CONN_SERIES.info(SeriesOptions(lookback=LOOKBACK))
-    reader = view_reader(view)  # the view's own reader, as malsensor-train fit uses it
-    part = reader.read(capture, reader.file_type(capture), view, DataOptions(), DataStats())
+    part = trainer_part(CONN_SERIES.info(SeriesOptions(lookback=LOOKBACK)), capture)
     n = len(part.src_ip)
     assert n > 0 and len(events) == n
-    assert r.stdout.startswith(f"{n} connections processed (")
+    assert run.proc.stdout.startswith(f"{n} connections processed (")
     x = np.asarray(part.x)
     assert x.shape == (n, LOOKBACK, 17)
     by_key = {_key(e): e for e in events}
@@ -103,7 +87,7 @@ def test_replay_series_model_matches_trainer_extraction(tmp_path, models_dir):
             early += 1
     print(f"{n} connections, {early} classified at {SERIES_POINTS[LOOKBACK - 1]} packets")
     assert early > 0  # some connections were classified at 8 packets, before they ended
-    stats = [json.loads(line) for line in (logs / "stats.jsonl").read_text().splitlines()]
+    stats = jsonl(run.logs / "stats.jsonl")
     assert stats[-1]["models"]["s1"]["predictions"] == n
     assert stats[-1]["models"]["s1"]["pending"] == 0  # every partial series was completed and dropped
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO
-from train_data import assert_clean_error, cli, unsw_subset, write_spec
+from train_data import assert_clean_error, cli, resumed_and_whole, unsw_subset, write_spec
 
 from malsensor.daemon import artifact as A
 
@@ -249,17 +249,7 @@ def _log_so_far(proc: subprocess.Popen) -> bytes:
 
 
 def test_forest_resume_in_process(tmp_path):
-    from malsensor.models.fit import FitOptions, run_fit
-    from malsensor.models.train import _Interrupted
-
     data = unsw_subset(tmp_path, per_class=40)
     spec = write_spec(tmp_path, "forest", {"n_estimators": 6, "trees_per_chunk": 2, "n_jobs": 1})
-    opts = dict(model=str(spec), data=[str(data)], name="f", label="attack_cat", progress=False)
-    with pytest.raises(_Interrupted):
-        run_fit(FitOptions(out=tmp_path / "a", reports=tmp_path / "ra", stop_after_epochs=1, **opts))
-    assert not (tmp_path / "a" / "f" / A.CURRENT_LINK).exists()
-    resumed = run_fit(FitOptions(out=tmp_path / "a", reports=tmp_path / "ra", resume=True, **opts))
-    whole = run_fit(FitOptions(out=tmp_path / "b", reports=tmp_path / "rb", **opts))
-    a, b = A.load_artifact(resumed.artifact), A.load_artifact(whole.artifact)
-    assert [p.tobytes() for p in a.param_leaves] == [p.tobytes() for p in b.param_leaves]
+    resumed, _ = resumed_and_whole(tmp_path, spec, data, "f")
     assert len(resumed.result.history) == 3

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO
-from train_data import assert_clean_error, cli, unsw_subset, write_spec
+from train_data import assert_clean_error, cli, resumed_and_whole, unsw_subset, write_spec
 
 from malsensor.daemon import artifact as A
 from malsensor.models.data.csvsrc import read_csv
@@ -242,19 +242,9 @@ def test_daemon_loader_serves_the_artifact(fitted, unsw, tmp_path):
 
 
 def test_resume_gives_the_uninterrupted_model(unsw, tmp_path):
-    from malsensor.models.fit import FitOptions, run_fit
-    from malsensor.models.train import _Interrupted
-
     spec = write_spec(tmp_path, "gbdt", {"n_estimators": 12, "rounds_per_chunk": 5, "max_depth": 4,
                                          "early_stopping_rounds": 0, "n_jobs": 1})
-    opts = dict(model=str(spec), data=[str(unsw[3])], name="g", label="attack_cat", progress=False)
-    with pytest.raises(_Interrupted):
-        run_fit(FitOptions(out=tmp_path / "a", reports=tmp_path / "ra", stop_after_epochs=1, **opts))
-    assert not (tmp_path / "a" / "g" / A.CURRENT_LINK).exists()
-    resumed = run_fit(FitOptions(out=tmp_path / "a", reports=tmp_path / "ra", resume=True, **opts))
-    whole = run_fit(FitOptions(out=tmp_path / "b", reports=tmp_path / "rb", **opts))
-    a, b = A.load_artifact(resumed.artifact), A.load_artifact(whole.artifact)
-    assert [p.tobytes() for p in a.param_leaves] == [p.tobytes() for p in b.param_leaves]
+    resumed, _ = resumed_and_whole(tmp_path, spec, unsw[3], "g")
     assert [h["rounds"] for h in resumed.result.history] == [5, 10, 12]
     assert resumed.result.static["rounds"] == 12
 

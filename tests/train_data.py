@@ -67,3 +67,24 @@ def assert_clean_error(proc: subprocess.CompletedProcess, *needles: str) -> None
     assert msg, err[-2000:]
     for n in needles:
         assert n in msg[-1], (n, msg[-1])
+
+
+def resumed_and_whole(folder: Path, spec: Path, data: Path, name: str):
+    """One fit stopped after its first epoch and resumed, and the same fit run whole: their
+    ``FitOutcome``s, once the test has seen that nothing was published before the resume and
+    that both artifacts hold the same parameters, bit for bit."""
+    import pytest
+
+    from malsensor.daemon import artifact as A
+    from malsensor.models.fit import FitOptions, run_fit
+    from malsensor.models.train import _Interrupted
+
+    opts = dict(model=str(spec), data=[str(data)], name=name, label="attack_cat", progress=False)
+    with pytest.raises(_Interrupted):
+        run_fit(FitOptions(out=folder / "a", reports=folder / "ra", stop_after_epochs=1, **opts))
+    assert not (folder / "a" / name / A.CURRENT_LINK).exists()
+    resumed = run_fit(FitOptions(out=folder / "a", reports=folder / "ra", resume=True, **opts))
+    whole = run_fit(FitOptions(out=folder / "b", reports=folder / "rb", **opts))
+    a, b = A.load_artifact(resumed.artifact), A.load_artifact(whole.artifact)
+    assert [p.tobytes() for p in a.param_leaves] == [p.tobytes() for p in b.param_leaves]
+    return resumed, whole

@@ -44,6 +44,7 @@ from ..jit import njit
 
 from ..flows import layout as L
 from ..protocols import proto_name
+from ..splitmix import mix64
 from ..views.conn import CONN_COLUMNS
 from .community_id import TEXT_LEN as COMMUNITY_ID_LEN
 from .community_id import WORK_LEN as COMMUNITY_ID_WORK
@@ -89,13 +90,7 @@ def flow_id(r: np.ndarray) -> int:
     """A record's stable 52-bit id (splitmix64 over the key columns and the first packet time)."""
     h = np.uint64(0x9E3779B97F4A7C15)
     for c in _FLOW_ID_COLS:
-        h ^= np.uint64(r[c])
-        h += np.uint64(0x9E3779B97F4A7C15)
-        h ^= h >> np.uint64(30)
-        h *= np.uint64(0xBF58476D1CE4E5B9)
-        h ^= h >> np.uint64(27)
-        h *= np.uint64(0x94D049BB133111EB)
-        h ^= h >> np.uint64(31)
+        h = mix64(h, np.uint64(r[c]))
     return np.int64(h & np.uint64(MASK52))
 
 

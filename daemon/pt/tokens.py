@@ -18,6 +18,7 @@ import hashlib
 import numpy as np
 from numba import njit
 
+from ..splitmix import mix64
 from .packets import TOK_FUP, TOK_NOT_TAKEN, TOK_TAKEN, TOK_TIP, TOK_TIP_PGE
 from .samples import Modules
 
@@ -30,18 +31,6 @@ def module_hash(name: str) -> int:
     on two machines under different folders is the same module)."""
     base = name.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1] or name
     return int.from_bytes(hashlib.blake2b(base.encode(), digest_size=8).digest(), "little") & 0x7FFFFFFFFFFFFFFF
-
-
-@njit(cache=True, nogil=True)
-def _mix(h: np.uint64, v: np.uint64) -> np.uint64:
-    h ^= v
-    h += np.uint64(0x9E3779B97F4A7C15)
-    h ^= h >> np.uint64(30)
-    h *= np.uint64(0xBF58476D1CE4E5B9)
-    h ^= h >> np.uint64(27)
-    h *= np.uint64(0x94D049BB133111EB)
-    h ^= h >> np.uint64(31)
-    return h
 
 
 @njit(cache=True, nogil=True)
@@ -67,14 +56,14 @@ def token_keys(kind: np.ndarray, ip: np.ndarray, offset: np.ndarray, start: np.n
             j = _module_of(ip[i], start, end)
             if j >= 0:
                 cur = mod_hash[j]
-                h = _mix(_mix(np.uint64(k), np.uint64(cur)), ip[i] - start[j])
+                h = mix64(mix64(np.uint64(k), np.uint64(cur)), ip[i] - start[j])
             else:
                 cur = np.int64(OUTSIDE)
-                h = _mix(_mix(np.uint64(k), np.uint64(OUTSIDE)), np.uint64(0))
+                h = mix64(mix64(np.uint64(k), np.uint64(OUTSIDE)), np.uint64(0))
         elif k == TOK_TAKEN or k == TOK_NOT_TAKEN:
             if tip_only:
                 continue
-            h = _mix(_mix(np.uint64(k), np.uint64(cur)), np.uint64(0xFFFFFFFFFFFFFFFF))
+            h = mix64(mix64(np.uint64(k), np.uint64(cur)), np.uint64(0xFFFFFFFFFFFFFFFF))
         else:
             continue
         key = np.int64(h & np.uint64(KEY_MASK))

@@ -120,22 +120,27 @@ class ConnOptions:
 
 
 class ConnRouter(Router):
-    """Final rows (``end``), or rows at the early snapshot point plus connections that ended
-    before reaching it (``early``)."""
+    """Final rows (trigger ``end``, ``early_packets`` 0), or (``early``) the rows of the tracker's
+    snapshot at ``early_packets`` (its ``snapshot_index``-th point) plus connections that ended
+    before reaching it. The router of every :class:`ConnectionView` with these two triggers
+    (subclasses change the inputs: :meth:`route` over the rows :meth:`selected` picks)."""
 
-    def __init__(self, trigger: str, early_packets: int, snapshot_index: int) -> None:
-        self.trigger = trigger
+    def __init__(self, early_packets: int = 0, snapshot_index: int = -1) -> None:
+        self.trigger = "early" if early_packets else "end"
         self.early_packets = early_packets
         self.snapshot_index = snapshot_index
 
-    def route(self, cb) -> EntityRows | None:
+    def selected(self, cb) -> np.ndarray:
+        """bool (n,): the rows of a ``ConnBatch`` classified now."""
         is_snap = cb.is_snapshot
-        if self.trigger == "end":
-            m = ~is_snap
-        else:
-            rec = cb.records
-            pkts = rec[:, L.S_PKTS] + rec[:, L.D_PKTS]
-            m = (is_snap & ((rec[:, L.END] >> 8) == self.snapshot_index)) | (~is_snap & (pkts < self.early_packets))
+        if not self.early_packets:
+            return ~is_snap
+        rec = cb.records
+        pkts = rec[:, L.S_PKTS] + rec[:, L.D_PKTS]
+        return (is_snap & ((rec[:, L.END] >> 8) == self.snapshot_index)) | (~is_snap & (pkts < self.early_packets))
+
+    def route(self, cb) -> EntityRows | None:
+        m = self.selected(cb)
         if m.all():
             return EntityRows(cb.records, cb.features)
         if not m.any():
@@ -150,9 +155,22 @@ class ConnectionView(View):
     consumes = "connections"
     reader = "malsensor.models.data.readers:CONNECTION_READER"
 
+    def early_at(self, options) -> int:
+        """Packets (both directions) at which this model classifies a connection early, from the
+        tracker's snapshot at that count (a connection ending before is classified at its end);
+        0: at the end only. :class:`ConnRouter` takes it with :meth:`snapshot_index`."""
+        return 0
+
     def snapshot_points(self, options) -> set[int]:
         """Packet counts at which the flow tracker must emit a snapshot row for this model."""
-        return set()
+        n = self.early_at(options)
+        return {n} if n else set()
+
+    def snapshot_index(self, options, facts) -> int:
+        """Where :meth:`early_at`'s snapshot stands among the tracker's snapshot points (its rows
+        carry it in ``END >> 8``); -1 without an early trigger."""
+        n = self.early_at(options)
+        return tuple(facts.get("snapshot_points", ())).index(n) if n else -1
 
     def seq_packets(self, options) -> int:
         """Packets per connection the flow tracker must keep for this model (pkt_seq)."""
@@ -178,13 +196,11 @@ class ConnView(ConnectionView):
         if o.lookback:
             ck.problem((*path, "lookback"), "lookback is only used with view = \"conn_series@1\"")
 
-    def snapshot_points(self, o: ConnOptions) -> set[int]:
-        return {o.early_packets} if o.trigger == "early" else set()
+    def early_at(self, o: ConnOptions) -> int:
+        return o.early_packets if o.trigger == "early" else 0
 
     def router(self, o: ConnOptions, facts) -> ConnRouter:
-        points = tuple(facts.get("snapshot_points", ()))
-        idx = points.index(o.early_packets) if o.trigger == "early" else -1
-        return ConnRouter(o.trigger, o.early_packets, idx)
+        return ConnRouter(self.early_at(o), self.snapshot_index(o, facts))
 
 
 CONN = register_view(ConnView())

@@ -20,11 +20,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..flows import layout as L
 from ..flows.seq import N_SEQ_COLUMNS, SEQ_COLUMNS
 from ..schema import Checker, opt
-from .base import EntityRows, Router, register_view
-from .conn import ConnectionView
+from .base import EntityRows, register_view
+from .conn import ConnectionView, ConnRouter
 
 PKT_SEQ_VIEW = "pkt_seq"
 PKT_SEQ_VERSION = 1
@@ -51,26 +50,19 @@ class PktSeqOptions:
                                          "not reported", min=1, max=1_000_000)
 
 
-class PktSeqRouter(Router):
-    """Final rows (``end``); or the snapshot at ``n_packets`` plus connections that ended with
-    fewer packets (``early``). Stateless: the sequences travel with the batch (``ConnBatch.seq``)."""
+class PktSeqRouter(ConnRouter):
+    """``conn@1``'s triggers (the early one at ``n_packets``) over the connections' first
+    ``n_packets`` packets. Stateless: the sequences travel with the batch (``ConnBatch.seq``)."""
 
-    def __init__(self, n_packets: int, trigger: str, snapshot_index: int) -> None:
+    def __init__(self, n_packets: int, early_packets: int, snapshot_index: int) -> None:
+        super().__init__(early_packets, snapshot_index)
         self.n_packets = n_packets
-        self.trigger = trigger
-        self.snapshot_index = snapshot_index
 
     def route(self, cb) -> EntityRows | None:
         if cb.seq is None or cb.seq.shape[1] < self.n_packets:
             raise RuntimeError(f"pkt_seq@1 needs the flow tracker to keep {self.n_packets} packets per "
                                f"connection (TrackerConfig.seq_packets)")
-        is_snap = cb.is_snapshot
-        if self.trigger == "end":
-            m = ~is_snap
-        else:
-            rec = cb.records
-            pkts = rec[:, L.S_PKTS] + rec[:, L.D_PKTS]
-            m = (is_snap & ((rec[:, L.END] >> 8) == self.snapshot_index)) | (~is_snap & (pkts < self.n_packets))
+        m = self.selected(cb)
         if not m.any():
             return None
         x = cb.seq[m, :self.n_packets]
@@ -102,13 +94,11 @@ class PktSeqView(ConnectionView):
     def seq_packets(self, o: PktSeqOptions) -> int:
         return o.n_packets
 
-    def snapshot_points(self, o: PktSeqOptions) -> set[int]:
-        return {o.n_packets} if o.trigger == "early" else set()
+    def early_at(self, o: PktSeqOptions) -> int:
+        return o.n_packets if o.trigger == "early" else 0
 
     def router(self, o: PktSeqOptions, facts) -> PktSeqRouter:
-        points = tuple(facts.get("snapshot_points", ()))
-        idx = points.index(o.n_packets) if o.trigger == "early" else -1
-        return PktSeqRouter(o.n_packets, o.trigger, idx)
+        return PktSeqRouter(o.n_packets, self.early_at(o), self.snapshot_index(o, facts))
 
 
 PKT_SEQ = register_view(PktSeqView())

@@ -27,6 +27,7 @@ from malsensor.daemon.views.proc_volume import PROC_VOLUME, ProcVolumeOptions
 
 from ..errors import TrainError
 from .base import GradientKind, opt, register
+from .layers import dense_head
 
 NORMS = ("none", "layer", "batch")
 VIEWS = ("proc_volume@1", "host_volume@1")
@@ -81,12 +82,8 @@ def _module(cfg: CNN3DConfig, n_classes: int):
                 x = nn.relu(x)
                 x = nn.max_pool(x, (1, 2, 2), strides=(1, 2, 2))
             x = x.reshape((x.shape[0], -1))
-            for i, h in enumerate(cfg.dense):
-                x = nn.Dense(h, name=f"dense_{i}")(x)
-                x = _norm(x, f"dense_norm_{i}", train)
-                x = nn.relu(x)
-                x = nn.Dropout(cfg.dropout, deterministic=not train)(x)
-            return nn.Dense(n_classes, name="head")(x)
+            return dense_head(x, cfg.dense, n_classes, activation=nn.relu, dropout=cfg.dropout, train=train,
+                              norm=lambda x, i: _norm(x, f"dense_norm_{i}", train))
 
     return CNN3D()
 

@@ -9,6 +9,7 @@ from ..errors import TrainError
 from malsensor.daemon.views.conn import CONN
 
 from .base import GradientKind, opt, register
+from .layers import dense_head
 
 ACTIVATIONS = ("gelu", "relu", "silu", "tanh")
 
@@ -33,13 +34,9 @@ def _module(cfg: MLPConfig, n_classes: int):
         @nn.compact
         def __call__(self, x, train: bool = False):
             x = x.reshape((x.shape[0], -1))
-            for i, h in enumerate(cfg.hidden):
-                x = nn.Dense(h, name=f"dense_{i}")(x)
-                if cfg.layer_norm:
-                    x = nn.LayerNorm(name=f"norm_{i}")(x)
-                x = act(x)
-                x = nn.Dropout(cfg.dropout, deterministic=not train)(x)
-            return nn.Dense(n_classes, name="head")(x)
+            norm = (lambda x, i: nn.LayerNorm(name=f"norm_{i}")(x)) if cfg.layer_norm else None
+            return dense_head(x, cfg.hidden, n_classes, activation=act, dropout=cfg.dropout, train=train,
+                              norm=norm)
 
     return MLP()
 
