@@ -1,10 +1,11 @@
-"""``malsensord --replay`` serving a gbdt model on ``pkt_seq@1`` with per-device pooling.
+"""``malsensord --replay`` serving a gbdt model on ``pkt_seq@1`` or ``conn_ctx@1`` with
+per-device pooling (``mean`` and ``logmean``).
 
 The model is trained by ``malsensor-train`` on IoT Sentinel captures of three devices
 (labels by source MAC), published, and served by the daemon on a capture it did not see.
 Every connection gets one prediction equal to the artifact's ``predict_proba`` on the rows
 the trainer's reader builds from the same capture (no train/serve skew), and each source MAC
-gets one ``device`` event whose probabilities are the mean of its connections' (one window).
+gets one ``device`` event whose probabilities pool its connections' (one window).
 """
 from __future__ import annotations
 
@@ -23,11 +24,26 @@ MALSENSORD = [sys.executable, "-m", "malsensor.daemon.runtime.main"]
 DEVICES = ("Aria", "D-LinkCam", "EdimaxPlug1101W")
 N_PACKETS = 8
 WINDOW_S = 86400.0
+# view -> (spec keys, [[model]] keys, device_pool)
+VIEWS = {
+    "pkt_seq@1": ({"view": "pkt_seq@1", "n_packets": N_PACKETS}, f'view = "pkt_seq@1"\nn_packets = {N_PACKETS}\n',
+                  "mean"),
+    "conn_ctx@1": ({"view": "conn_ctx@1"}, 'view = "conn_ctx@1"\n', "logmean"),
+}
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> tuple[Path, Path, Path]:
+def pooled(probs: np.ndarray, pool: str) -> np.ndarray:
+    """The pools as docs/devices.md defines them, written out here (not the daemon's code)."""
+    if pool == "mean":
+        return probs.mean(axis=0)
+    z = np.exp(np.log(np.maximum(probs.astype(np.float64), 1e-6)).mean(axis=0))
+    return z / z.sum()
+
+
+@pytest.fixture(scope="module", params=sorted(VIEWS))
+def trained(request, tmp_path_factory) -> tuple[Path, Path, Path, str]:
     iot = require_data("iot_sentinel")
+    view_ref = request.param
     tmp = tmp_path_factory.mktemp("devices")
     data = tmp / "data"
     for dev in DEVICES:
@@ -36,18 +52,19 @@ def trained(tmp_path_factory) -> tuple[Path, Path, Path]:
         for c in caps[:-1]:
             (data / dev / c.name).symlink_to(c)
     held_out = sorted((iot / "Aria").glob("*.pcap"))[-1]
-    spec = write_spec(tmp, "gbdt", {"view": "pkt_seq@1", "n_packets": N_PACKETS, "n_estimators": 20,
-                                    "max_depth": 4, "early_stopping_rounds": 0},
+    spec = write_spec(tmp, "gbdt", {**VIEWS[view_ref][0], "n_estimators": 20, "max_depth": 4,
+                                    "early_stopping_rounds": 0},
                       None)
     out = tmp / "models"
     proc = cli("fit", "--model", spec, "--data", data, "--macs", iot / "device_macs.csv", "--split", "random",
                "--out", out, "--name", "dev", "--reports", tmp / "r")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return out, held_out, iot
+    return out, held_out, iot, view_ref
 
 
-def test_replay_pkt_seq_model_and_device_events(tmp_path, trained):
-    models_dir, capture, iot = trained
+def test_replay_model_and_device_events(tmp_path, trained):
+    models_dir, capture, iot, view_ref = trained
+    model_keys, pool = VIEWS[view_ref][1:]
     logs = tmp_path / "logs"
     logs.mkdir()
     cfg = tmp_path / "m.toml"
@@ -55,8 +72,8 @@ def test_replay_pkt_seq_model_and_device_events(tmp_path, trained):
         '[service]\nuser = ""\n[metrics]\nenabled = false\n'
         f'[stats]\npath = "{logs}/stats.jsonl"\n'
         '[inference]\nbatch_sizes = [1, 16, 256]\n'
-        f'[[model]]\nname = "dev"\nmodels_dir = "{models_dir}"\nview = "pkt_seq@1"\nn_packets = {N_PACKETS}\n'
-        f'device_window = {WINDOW_S}\n'
+        f'[[model]]\nname = "dev"\nmodels_dir = "{models_dir}"\n{model_keys}'
+        f'device_window = {WINDOW_S}\ndevice_pool = "{pool}"\n'
         f'[[output]]\npath = "{logs}/eve.json"\n')
     r = subprocess.run([*MALSENSORD, "-c", str(cfg), "--replay", str(capture)], capture_output=True, text=True,
                        timeout=900)  # start-up compiles the kernels and the model: minutes on a loaded VM
@@ -66,11 +83,12 @@ def test_replay_pkt_seq_model_and_device_events(tmp_path, trained):
     devices = [e for e in events if e["event_type"] == "device"]
 
     from malsensor.daemon.artifact import load_artifact
+    from malsensor.daemon.views.base import get_view
     from malsensor.daemon.views.pkt_seq import PKT_SEQ, PktSeqOptions
     from malsensor.models.data.load import DataOptions, view_reader
     from malsensor.models.data.table import DataStats
 
-    view = PKT_SEQ.info(PktSeqOptions(n_packets=N_PACKETS))
+    view = PKT_SEQ.info(PktSeqOptions(n_packets=N_PACKETS)) if view_ref == "pkt_seq@1" else get_view(view_ref).info()
     reader = view_reader(view)
     part = reader.read(capture, reader.file_type(capture), view, DataOptions(), DataStats())
     n = len(part.src_ip)
@@ -97,14 +115,14 @@ def test_replay_pkt_seq_model_and_device_events(tmp_path, trained):
         assert p["class_id"] == cid and p["label"] == labels[cid]
         assert p["probability"] == pytest.approx(float(probs[i, cid]), abs=1e-5)
 
-    # one device event per source MAC and window: the mean of its connections' probabilities
+    # one device event per source MAC and window: its connections' probabilities pooled
     macs = np.array(part.src_mac)
     window = np.floor(np.asarray(part.ts) / WINDOW_S).astype(np.int64)
     want = {}
     for m in sorted(set(macs.tolist())):
         for w in sorted(set(window[macs == m].tolist())):
             sel = (macs == m) & (window == w)
-            want[(m, w)] = (int(sel.sum()), probs[sel].mean(axis=0))
+            want[(m, w)] = (int(sel.sum()), pooled(probs[sel], pool))
     assert len(devices) == len(want)
     for d in devices:
         dev = d["device"]
@@ -113,7 +131,7 @@ def test_replay_pkt_seq_model_and_device_events(tmp_path, trained):
         assert dev["connections"] == count
         p = d["prediction"]
         cid = int(np.argmax(mean))
-        assert p["label"] == labels[cid] and p["trigger"] == "window:mean"
+        assert p["label"] == labels[cid] and p["trigger"] == f"window:{pool}"
         assert p["probability"] == pytest.approx(float(mean[cid]), abs=1e-5)
     # the held-out capture's device: Aria's MAC is reported
     aria = next(line.split(",")[1].strip() for line in (iot / "device_macs.csv").read_text().splitlines()
