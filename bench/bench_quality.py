@@ -200,7 +200,8 @@ def main() -> int:
                          "epochs": len(res.result.history), "best_epoch": res.result.best_epoch}
                     if "macs" in task:
                         m.update(model_captures(task, out / "models" / f"{task_name}-{model}"))
-                m.update(task=task_name, model=model if model not in DIRECT else f"{model} ({a.view})",
+                shown = model if model not in DIRECT else f"{model} ({task.get('view', a.view)})"
+                m.update(task=task_name, model=shown,
                          seconds=time.perf_counter() - t0)
                 rows.append(m)
                 cap = (f"  device captures {m['capture_accuracy']:.4f} ({m['capture_accuracy_logmean']:.4f}) "

@@ -9,7 +9,8 @@ one JSON line: rounds kept; validation accuracy, macro-F1 and per-device-capture
 (``mean`` and ``logmean`` pooling, daemon/runtime/devices.py through bench_quality's
 ``device_captures``) - the selection figures - and the same on the test rows, for the record
 only (never used to choose). The last lines rank the configurations by validation macro-F1.
-2 threads, one configuration at a time (the machine is shared).
+One thread (5,170 training rows: a second thread gains little, and under a shared machine's
+load XGBoost's waiting threads burn CPU), one configuration at a time.
 """
 from __future__ import annotations
 
@@ -49,7 +50,7 @@ def main() -> None:
     y = np.array([code.get(v, -1) for v in ds.y], dtype=np.int32)
     tr, va, te = sp.train, sp.val[y[sp.val] >= 0], sp.test[y[sp.test] >= 0]
     x = ds.x.reshape(ds.n, -1)
-    dv, dte = xgb.DMatrix(x[va], label=y[va], nthread=2), xgb.DMatrix(x[te], nthread=2)
+    dv, dte = xgb.DMatrix(x[va], label=y[va], nthread=1), xgb.DMatrix(x[te], nthread=1)
     results = []
 
     def figures(b, dm, idx, r):
@@ -63,9 +64,9 @@ def main() -> None:
     def run(cw="sqrt", depth=6, eta=0.1, mcw=1.0, col=1.0, sub=1.0, max_bin=256, es=30):
         p = {"objective": "multi:softprob", "num_class": k, "eta": eta, "max_depth": depth,
              "min_child_weight": mcw, "subsample": sub, "colsample_bytree": col, "max_bin": max_bin,
-             "tree_method": "hist", "nthread": 2, "seed": 0, "verbosity": 0}
+             "tree_method": "hist", "nthread": 1, "seed": 0, "verbosity": 0}
         t0 = time.time()
-        dtr = xgb.DMatrix(x[tr], label=y[tr], weight=class_weights(y[tr], k, cw)[y[tr]], nthread=2)
+        dtr = xgb.DMatrix(x[tr], label=y[tr], weight=class_weights(y[tr], k, cw)[y[tr]], nthread=1)
         b = xgb.train(p, dtr, 2000, evals=[(dv, "val")], early_stopping_rounds=es, verbose_eval=False)
         best = b.best_iteration + 1
         out = dict(view=a.view, cw=cw, depth=depth, eta=eta, mcw=mcw, col=col, sub=sub, max_bin=max_bin, es=es,

@@ -37,6 +37,10 @@ GRIDS = {
     "default": DEFAULT,
     "wide": [{"mcw": 3.0}, {"mcw": 10.0}, {"sub": 0.8}, {"col": 0.8}, {"col": 0.6}, {"max_bin": 512},
              {"depth": 7}, {"depth": 9}, {"cw": "pow0.25"}, {"cw": "pow0.75"}, {"es": 60}],
+    # after "wide"'s first two (min_child_weight 3: 0.6128, 10: 0.6306): around min_child_weight 10
+    "mcw": [{"mcw": 10.0, "eta": 0.05}, {"mcw": 30.0}, {"mcw": 10.0, "col": 0.8}, {"mcw": 10.0, "sub": 0.8},
+            {"mcw": 10.0, "depth": 10}, {"mcw": 10.0, "cw": "balanced"}, {"mcw": 10.0, "depth": 6},
+            {"mcw": 10.0, "max_bin": 512}],
 }
 
 
@@ -66,6 +70,8 @@ def main() -> None:
     ap.add_argument("--configs", help="JSON list of run() keyword sets (default: --grid default)")
     ap.add_argument("--grid", default="default", choices=sorted(GRIDS), help="a named list of configurations")
     ap.add_argument("--jsonl", type=Path, help="append every configuration's line here too")
+    ap.add_argument("--threads", type=int, default=2, help="XGBoost threads (1 on a loaded machine: OpenMP's "
+                    "waiting threads burn CPU; run with OMP_WAIT_POLICY=PASSIVE)")
     a = ap.parse_args()
     import xgboost as xgb
     from sklearn.metrics import f1_score
@@ -73,8 +79,8 @@ def main() -> None:
     from malsensor.models.data.split import class_weights
 
     x, y, tr, va, te, k = trainer_rows(a.label)
-    dv = xgb.DMatrix(x[va], label=y[va], nthread=2)
-    dte = xgb.DMatrix(x[te], nthread=2)
+    dv = xgb.DMatrix(x[va], label=y[va], nthread=a.threads)
+    dte = xgb.DMatrix(x[te], nthread=a.threads)
 
     def weights(yy, mode):
         """The trainer's class weights; ``powE`` (search only) = balanced ** E (sqrt = pow0.5)."""
@@ -87,7 +93,7 @@ def main() -> None:
     def run(cw="sqrt", depth=8, eta=0.1, mcw=1.0, max_bin=256, col=1.0, sub=1.0, es=30, refit=False):
         p = {"objective": "multi:softprob" if k > 2 else "binary:logistic", "eta": eta, "max_depth": depth,
              "min_child_weight": mcw, "subsample": sub, "colsample_bytree": col, "max_bin": max_bin,
-             "tree_method": "hist", "nthread": 2, "seed": 0, "verbosity": 0}
+             "tree_method": "hist", "nthread": a.threads, "seed": 0, "verbosity": 0}
         if k > 2:
             p["num_class"] = k
 
@@ -99,7 +105,7 @@ def main() -> None:
             return round(float(f1_score(yy, pred(b, dm, r), average="macro")), 4)
 
         t0 = time.time()
-        dtr = xgb.DMatrix(x[tr], label=y[tr], weight=weights(y[tr], cw)[y[tr]], nthread=2)
+        dtr = xgb.DMatrix(x[tr], label=y[tr], weight=weights(y[tr], cw)[y[tr]], nthread=a.threads)
         b = xgb.train(p, dtr, 2000, evals=[(dv, "val")], early_stopping_rounds=es, verbose_eval=False)
         best = b.best_iteration + 1
         curve = [(r, f1(b, dv, y[va], r)) for r in range(25, b.num_boosted_rounds() + 1, 25)]
@@ -109,7 +115,7 @@ def main() -> None:
                    test_f1=f1(b, dte, y[te], best), secs=round(time.time() - t0, 1))
         if refit:
             both = np.concatenate([tr, va])
-            dboth = xgb.DMatrix(x[both], label=y[both], weight=weights(y[both], cw)[y[both]], nthread=2)
+            dboth = xgb.DMatrix(x[both], label=y[both], weight=weights(y[both], cw)[y[both]], nthread=a.threads)
             out["refit_test_f1"] = f1(xgb.train(p, dboth, best, verbose_eval=False), dte, y[te])
         print(json.dumps(out), flush=True)
         results.append(out)
