@@ -141,12 +141,15 @@ def device_captures(ds, te: np.ndarray, probs: np.ndarray, classes: list[str], p
     from malsensor.daemon.runtime.devices import pool_probs
 
     key = np.array([f"{g}\0{y}" for g, y in zip(ds.groups[te].tolist(), ds.y[te].tolist())])
-    out = {}
+    out: dict = {"capture_errors": []}   # (device, taken for) of the wrong captures, first pool
     for name, p in (("capture_accuracy", pool), ("capture_accuracy_logmean", "logmean")):
         right = []
         for k in np.unique(key):
             m = key == k
-            right.append(classes[int(np.argmax(pool_probs(probs[m], p)))] == ds.y[te][m][0])
+            got, want = classes[int(np.argmax(pool_probs(probs[m], p)))], ds.y[te][m][0]
+            right.append(got == want)
+            if got != want and name == "capture_accuracy":
+                out["capture_errors"].append(f"{want} as {got}")
         out.update({"captures": len(right), name: float(np.mean(right))})
     return out
 
@@ -208,6 +211,8 @@ def main() -> int:
                        f"of {m['captures']}" if "captures" in m else "")
                 print(f"{task_name:8} {model:13} n {m['n']:6d}  accuracy {m['accuracy']:.4f}  "
                       f"macro-F1 {m['macro_f1']:.4f}{cap}  ({m['seconds']:.0f} s)", flush=True)
+                if m.get("capture_errors"):
+                    print(f"{'':22} wrong captures: {', '.join(m['capture_errors'])}", flush=True)
     print("\n| task | model | test rows | accuracy | macro-F1 | per device capture, mean (logmean) |\n|---|---|---|---|---|---|")
     for m in rows:
         cap = (f"{m['capture_accuracy']:.4f} ({m['capture_accuracy_logmean']:.4f}) of {m['captures']}"
