@@ -41,6 +41,9 @@ GRIDS = {
     "mcw": [{"mcw": 10.0, "eta": 0.05}, {"mcw": 30.0}, {"mcw": 10.0, "col": 0.8}, {"mcw": 10.0, "sub": 0.8},
             {"mcw": 10.0, "depth": 10}, {"mcw": 10.0, "cw": "balanced"}, {"mcw": 10.0, "depth": 6},
             {"mcw": 10.0, "max_bin": 512}],
+    # the rest of "wide"'s knobs, around min_child_weight 10
+    "mcw2": [{"mcw": 10.0, "col": 0.6}, {"mcw": 10.0, "depth": 7}, {"mcw": 10.0, "depth": 9},
+             {"mcw": 10.0, "cw": "pow0.25"}, {"mcw": 10.0, "cw": "pow0.75"}, {"mcw": 10.0, "es": 60}],
 }
 
 
