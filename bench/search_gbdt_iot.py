@@ -2,7 +2,8 @@
 XGBoost directly on the trainer's own IoT Sentinel rows and split (captures grouped, none on
 two sides; the two shared-MAC pairs merged), ``conn_ctx@1`` unless ``--view`` says otherwise.
 
-    .venv/bin/python bench/search_gbdt_iot.py [--view conn_ctx@1] [--configs JSON] [--jsonl OUT]
+    .venv/bin/python bench/search_gbdt_iot.py [--view conn_ctx@1] [--configs JSON | --grid second]
+                                              [--jsonl OUT]
 
 Each configuration early-stops on the validation log loss (as the gbdt kind does) and prints
 one JSON line: rounds kept; validation accuracy, macro-F1 and per-device-capture accuracy
@@ -28,12 +29,18 @@ import bench_quality as bq  # noqa: E402
 # one knob at a time around XGBoost's defaults (depth 6, eta 0.3 -> 0.1 with early stopping)
 DEFAULT = [{}, {"cw": "none"}, {"cw": "balanced"}, {"depth": 4}, {"depth": 8}, {"eta": 0.05},
            {"mcw": 3.0}, {"col": 0.6}, {"sub": 0.8}]
+# the second round, around the first's best (sqrt, depth 6, eta 0.05)
+GRIDS = {"default": DEFAULT,
+         "second": [{"eta": 0.05, "depth": 4}, {"eta": 0.05, "depth": 8}, {"eta": 0.05, "cw": "balanced"},
+                    {"eta": 0.05, "max_bin": 512}, {"eta": 0.05, "es": 60}, {"eta": 0.05, "col": 0.8},
+                    {"eta": 0.02}]}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--view", default="conn_ctx@1")
-    ap.add_argument("--configs", default=json.dumps(DEFAULT), help="JSON list of run() keyword sets")
+    ap.add_argument("--configs", help="JSON list of run() keyword sets (default: --grid default)")
+    ap.add_argument("--grid", default="default", choices=sorted(GRIDS), help="a named list of configurations")
     ap.add_argument("--jsonl", type=Path, help="append every configuration's line here too")
     a = ap.parse_args()
     import xgboost as xgb
@@ -78,7 +85,7 @@ def main() -> None:
             with a.jsonl.open("a") as f:
                 f.write(json.dumps(out) + "\n")
 
-    for cfg in json.loads(a.configs):
+    for cfg in json.loads(a.configs) if a.configs else GRIDS[a.grid]:
         run(**cfg)
     print(f"# {len(results)} configurations, by validation macro-F1 (the selection figure):")
     for r in sorted(results, key=lambda r: -r["val"]["f1"]):

@@ -15,8 +15,10 @@ takes 15 s to 3 minutes depending on the load.
 ``--grid wide`` is the second search (docs/training.md): one knob at a time around the
 first search's best (sqrt weights, depth 8), at learning rate 0.1 to keep it affordable
 (min_child_weight, subsample, colsample_bytree, max_bin, depth 7/9, class weights with
-exponent 0.25/0.75, patience 60), then the best of those combined and at 0.05. Every
-configuration prints its line; the last lines rank them by validation macro-F1.
+exponent 0.25/0.75, patience 60); ``--grid mcw`` and ``--grid mcw2`` the same knobs around
+min_child_weight 10, the one that stood out. Every configuration prints its line; the last
+lines rank them by validation macro-F1. On a loaded machine use ``--threads 1`` with
+``OMP_WAIT_POLICY=PASSIVE`` (2 spinning OpenMP threads ran a fit 10x+ slower there).
 """
 from __future__ import annotations
 
