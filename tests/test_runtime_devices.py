@@ -174,3 +174,20 @@ def test_device_aggregator_windows():
     np.testing.assert_allclose(pool_probs(np.array([[0.9, 0.1], [0.3, 0.7], [0.6, 0.4]]), "vote"), [2 / 3, 1 / 3])
     lm = pool_probs(np.array([[0.8, 0.2], [0.5, 0.5]]), "logmean")
     np.testing.assert_allclose(lm, np.array([0.4 ** 0.5, 0.1 ** 0.5]) / (0.4 ** 0.5 + 0.1 ** 0.5))
+
+
+@pytest.mark.parametrize("view", sorted(VIEWS))
+def test_device_keys_need_a_window(view):
+    """device_pool / device_min_connections without device_window is a config error naming the
+    file, line and key; with a window both views accept them."""
+    from malsensor.daemon.runtime import config as C
+
+    head = f'[[model]]\nname = "m"\nmodels_dir = "/m"\n{VIEWS[view][1]}'
+    with pytest.raises(C.ConfigError) as ei:
+        C.parse_config(head + 'device_pool = "logmean"\n', "t.toml", "/base")
+    assert [str(p) for p in ei.value.problems] == [
+        "t.toml:1: model[0].device_window: device_pool and device_min_connections need device_window > 0"]
+    cfg = C.parse_config(head + 'device_window = 60.0\ndevice_pool = "logmean"\ndevice_min_connections = 3\n',
+                         "t.toml", "/base")
+    o = cfg.models[0].options
+    assert (o.device_window, o.device_pool, o.device_min_connections) == (60.0, "logmean", 3)
