@@ -1,6 +1,6 @@
 """Quality table for the README: UNSW-NB15 binary and 10-class, IoT device identification.
 
-    .venv/bin/python bench/bench_quality.py [--tasks binary,10class,iot,iot-seq]
+    .venv/bin/python bench/bench_quality.py [--tasks binary,10class,iot,iot-seq,iot-ctx]
                                             [--models forest,gbdt,mlp,itransformer,baseline,xgboost,lightgbm]
                                             [--view conn@1|conn_ctx@1] [--json OUT.json]
 
@@ -28,7 +28,12 @@ service columns); a model name is a spec in etc/models (``unsw`` = etc/models/un
 ``iot-seq`` is device identification on ``pkt_seq@1`` (each connection's first 16 packets;
 ``gbdt`` through etc/models/gbdt-pkt-seq.toml, the libraries on the same rows flattened). The
 IoT tasks also print the accuracy per device capture: a device's test connections in one
-capture pooled as the daemon's ``device`` events pool them (daemon/runtime/devices.py).
+capture pooled as the daemon's ``device`` events pool them (daemon/runtime/devices.py), with
+``device_pool = "mean"`` and, in brackets, ``"logmean"``. ``iot-ctx`` is device identification on
+``conn_ctx@1`` (the conn features + the context of the sensor's last 100 connections; ``gbdt``
+through etc/models/gbdt-iot.toml, chosen by bench/search_gbdt_iot.py on validation):
+
+    .venv/bin/python bench/bench_quality.py --tasks iot-ctx --models gbdt,baseline,xgboost
 """
 from __future__ import annotations
 
@@ -54,6 +59,10 @@ TASKS = {
     # directly get the same rows flattened (16 x 7 columns)
     "iot-seq": {"data": [str(IOT)], "macs": IOT / "device_macs.csv", "view": "pkt_seq@1",
                 "specs": {"gbdt": "gbdt-pkt-seq.toml"}},
+    # device identification from each connection's features and its context (conn_ctx@1: the
+    # ct_* counters over the sensor's last 100 connections, state, service)
+    "iot-ctx": {"data": [str(IOT)], "macs": IOT / "device_macs.csv", "view": "conn_ctx@1",
+                "specs": {"gbdt": "gbdt-iot.toml"}},
 }
 
 
@@ -132,11 +141,17 @@ def device_captures(ds, te: np.ndarray, probs: np.ndarray, classes: list[str], p
     from malsensor.daemon.runtime.devices import pool_probs
 
     key = np.array([f"{g}\0{y}" for g, y in zip(ds.groups[te].tolist(), ds.y[te].tolist())])
-    right = []
-    for k in np.unique(key):
-        m = key == k
-        right.append(classes[int(np.argmax(pool_probs(probs[m], pool)))] == ds.y[te][m][0])
-    return {"captures": len(right), "capture_accuracy": float(np.mean(right))}
+    out: dict = {"capture_errors": []}   # (device, taken for) of the wrong captures, first pool
+    for name, p in (("capture_accuracy", pool), ("capture_accuracy_logmean", "logmean")):
+        right = []
+        for k in np.unique(key):
+            m = key == k
+            got, want = classes[int(np.argmax(pool_probs(probs[m], p)))], ds.y[te][m][0]
+            right.append(got == want)
+            if got != want and name == "capture_accuracy":
+                out["capture_errors"].append(f"{want} as {got}")
+        out.update({"captures": len(right), name: float(np.mean(right))})
+    return out
 
 
 def model_captures(task: dict, artifact_dir: Path) -> dict:
@@ -188,16 +203,20 @@ def main() -> int:
                          "epochs": len(res.result.history), "best_epoch": res.result.best_epoch}
                     if "macs" in task:
                         m.update(model_captures(task, out / "models" / f"{task_name}-{model}"))
-                m.update(task=task_name, model=model if model not in DIRECT else f"{model} ({a.view})",
+                shown = model if model not in DIRECT else f"{model} ({task.get('view', a.view)})"
+                m.update(task=task_name, model=shown,
                          seconds=time.perf_counter() - t0)
                 rows.append(m)
-                cap = (f"  device captures {m['capture_accuracy']:.4f} of {m['captures']}"
-                       if "captures" in m else "")
+                cap = (f"  device captures {m['capture_accuracy']:.4f} ({m['capture_accuracy_logmean']:.4f}) "
+                       f"of {m['captures']}" if "captures" in m else "")
                 print(f"{task_name:8} {model:13} n {m['n']:6d}  accuracy {m['accuracy']:.4f}  "
                       f"macro-F1 {m['macro_f1']:.4f}{cap}  ({m['seconds']:.0f} s)", flush=True)
-    print("\n| task | model | test rows | accuracy | macro-F1 | per device capture |\n|---|---|---|---|---|---|")
+                if m.get("capture_errors"):
+                    print(f"{'':22} wrong captures: {', '.join(m['capture_errors'])}", flush=True)
+    print("\n| task | model | test rows | accuracy | macro-F1 | per device capture, mean (logmean) |\n|---|---|---|---|---|---|")
     for m in rows:
-        cap = f"{m['capture_accuracy']:.4f} ({m['captures']})" if "captures" in m else ""
+        cap = (f"{m['capture_accuracy']:.4f} ({m['capture_accuracy_logmean']:.4f}) of {m['captures']}"
+               if "captures" in m else "")
         print(f"| {m['task']} | {m['model']} | {m['n']} | {m['accuracy']:.4f} | {m['macro_f1']:.4f} | {cap} |")
     if a.json:
         a.json.write_text(json.dumps(rows, indent=2) + "\n")

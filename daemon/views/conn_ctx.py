@@ -40,6 +40,7 @@ from ..schema import Checker, opt
 from .base import EntityRows, Router, register_view
 from .conn import CONN_COLUMNS, N_FEATURES, ConnectionView
 from .context import CT_COLUMNS, STATE_CODE, STATE_NAMES, WINDOW, ContextWindow
+from .pkt_seq import DeviceOptions, check_device_options
 from .service import SERVICE_NAMES, record_services
 
 CONN_CTX_VIEW = "conn_ctx"
@@ -121,8 +122,9 @@ class ConnContext:
 
 
 @dataclass(frozen=True)
-class ConnCtxOptions:
-    """The keys ``conn_ctx@1`` adds to a ``[[model]]`` table."""
+class ConnCtxOptions(DeviceOptions):
+    """The keys ``conn_ctx@1`` adds to a ``[[model]]`` table (device pooling too: IoT device
+    identification reads this view, README quality section)."""
 
     trigger: str = opt("end", "conn_ctx models classify a connection at its end (its context counts "
                               "finished connections): \"end\" only", choices=("end", "early"))
@@ -173,6 +175,7 @@ class ConnCtxView(ConnectionView):
             ck.problem((*path, "early_packets"), f"early_packets is not used with view = \"{self.ref}\"")
         if o.lookback:
             ck.problem((*path, "lookback"), "lookback is only used with view = \"conn_series@1\"")
+        check_device_options(o, ck, path)
 
     def router(self, o: ConnCtxOptions, facts) -> ConnCtxRouter:
         return ConnCtxRouter()

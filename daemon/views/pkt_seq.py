@@ -32,7 +32,26 @@ N_PACKETS_MAX = 256
 
 
 @dataclass(frozen=True)
-class PktSeqOptions:
+class DeviceOptions:
+    """Per-device pooling (daemon/runtime/devices.py), for the views that identify devices from
+    their connections (``pkt_seq@1``, ``conn_ctx@1``): the service reads these keys by name."""
+
+    device_window: float = opt(0.0, "view = \"pkt_seq@1\" or \"conn_ctx@1\": also pool the connections of each "
+                                    "source MAC over windows of this many seconds into one \"device\" event "
+                                    "(0 = off; docs/devices.md)", min=0.0, max=86400.0)
+    device_pool: str = opt("mean", "view = \"pkt_seq@1\" or \"conn_ctx@1\": how a device window pools its "
+                                   "connections' probabilities", choices=("mean", "logmean", "vote"))
+    device_min_connections: int = opt(1, "view = \"pkt_seq@1\" or \"conn_ctx@1\": device windows with fewer "
+                                         "connections are not reported", min=1, max=1_000_000)
+
+
+def check_device_options(o: DeviceOptions, ck: Checker, path) -> None:
+    if not o.device_window and (o.device_pool != "mean" or o.device_min_connections != 1):
+        ck.problem((*path, "device_window"), "device_pool and device_min_connections need device_window > 0")
+
+
+@dataclass(frozen=True)
+class PktSeqOptions(DeviceOptions):
     """The keys ``pkt_seq@1`` adds to a ``[[model]]`` table."""
 
     n_packets: int = opt(N_PACKETS_DEFAULT, "view = \"pkt_seq@1\": packets per connection the model reads "
@@ -41,13 +60,6 @@ class PktSeqOptions:
     trigger: str = opt("end", "view = \"pkt_seq@1\": classify at the connection's end, or \"early\" as soon as "
                               "it has n_packets packets (at its end if it ends with fewer)",
                        choices=("end", "early"))
-    device_window: float = opt(0.0, "view = \"pkt_seq@1\": also pool the connections of each source MAC over "
-                                    "windows of this many seconds into one \"device\" event (0 = off; "
-                                    "docs/devices.md)", min=0.0, max=86400.0)
-    device_pool: str = opt("mean", "view = \"pkt_seq@1\": how a device window pools its connections' "
-                                   "probabilities", choices=("mean", "logmean", "vote"))
-    device_min_connections: int = opt(1, "view = \"pkt_seq@1\": device windows with fewer connections are "
-                                         "not reported", min=1, max=1_000_000)
 
 
 class PktSeqRouter(ConnRouter):
@@ -88,8 +100,7 @@ class PktSeqView(ConnectionView):
         return PktSeqOptions(n_packets=int(info.shape[0]))
 
     def check(self, o: PktSeqOptions, ck: Checker, path) -> None:
-        if not o.device_window and (o.device_pool != "mean" or o.device_min_connections != 1):
-            ck.problem((*path, "device_window"), "device_pool and device_min_connections need device_window > 0")
+        check_device_options(o, ck, path)
 
     def seq_packets(self, o: PktSeqOptions) -> int:
         return o.n_packets
