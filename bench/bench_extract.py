@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from corpus import build  # noqa: E402
+from corpus import build, byte_compile  # noqa: E402
 
 from malsensor.daemon.capture.pcapfile import read_capture  # noqa: E402
 from malsensor.daemon.flows.config import TrackerConfig  # noqa: E402
@@ -83,6 +83,7 @@ def packets_of(corpus: Path) -> int:
 
 def compare_cli(iot_repeat: int, runs: int) -> None:
     """End to end and by the slope over two corpus sizes, every command in turn."""
+    byte_compile()
     sizes = [build(iot_repeat, "iot"), build(2 * iot_repeat, "iot")]
     for c in sizes:
         subprocess.run(["cat", str(c)], stdout=subprocess.DEVNULL, check=True)  # into the page cache

@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+from corpus import byte_compile  # noqa: E402
 VENV_BIN = Path(sys.executable).parent
 SETUP = """
 import malsensor.daemon.cli as c
@@ -79,6 +81,7 @@ def main() -> int:
     ap.add_argument("--capture", default=str(ROOT.parent / "shared/data/pcap/http_espn.pcapng"))
     ap.add_argument("--before", metavar="DIR", help="an older tree to compare the imports with")
     a = ap.parse_args()
+    byte_compile()
     env = dict(os.environ)
     cmd = [str(VENV_BIN / "malsensor"), "extract", a.capture, "-o", os.devnull]
     print(f"load average {os.getloadavg()[0]:.1f}; {a.runs} runs each")
