@@ -169,7 +169,8 @@ def cmd_extract(a: argparse.Namespace, gc_on: bool = True) -> int:
     if problem:
         log.error("%s", problem)
         return 2
-    pipe = ConnPipeline(tracking, a.semantics, protocols, emit_rows=OFFLINE_EMIT_ROWS)
+    # every batch is written before the next is asked for: the pipeline reuses its row buffer
+    pipe = ConnPipeline(tracking, a.semantics, protocols, emit_rows=OFFLINE_EMIT_ROWS, reuse_rows=True)
     stats = ReaderStats()
     status = 0
     try:
@@ -185,15 +186,13 @@ def cmd_extract(a: argparse.Namespace, gc_on: bool = True) -> int:
         try:
             for batch in read_capture(a.capture, stats=stats, reuse_buffers=True, map_file=MAP_FILES):
                 for cb in pipe.feed(batch):
-                    cb = cb.select(~cb.is_snapshot)
-                    writer.write_batch(cb.records, cb.features)
+                    _write_connections(writer, cb)
                 progress.update(min(stats.bytes, size) if size else stats.bytes)
         except CaptureFormatError as exc:
             log.error("%s", exc)
             status = 1
         for cb in pipe.finish():
-            cb = cb.select(~cb.is_snapshot)
-            writer.write_batch(cb.records, cb.features)
+            _write_connections(writer, cb)
         writer.close()
         _close_output(out)
     except OSError as exc:  # output full or gone: say where it stopped, keep the summary
@@ -205,6 +204,14 @@ def cmd_extract(a: argparse.Namespace, gc_on: bool = True) -> int:
     summary["truncated_at"] = stats.truncated_at
     _print_summary(summary, sys.stderr)
     return _write_summary_json(a.summary_json, summary) or status
+
+
+def _write_connections(writer, cb) -> None:
+    """The rows of the finished connections of ``cb`` (snapshots left out; copied only if any)."""
+    snap = cb.is_snapshot
+    if snap.any():
+        cb = cb.select(~snap)
+    writer.write_batch(cb.records, cb.features)
 
 
 def _capture_size(path: str) -> int | None:
