@@ -34,6 +34,10 @@ from .rows import END_REASON_TEXT
 
 NAMED = tuple(c for c in CONN_COLUMNS if c != "proto")
 _NAMED_IDX = np.array([CONN_COLUMNS.index(c) for c in NAMED], dtype=np.int64)
+# Parquet dictionary encoding for the columns whose values repeat (hosts, ports, reasons) only:
+# tried on every column (pyarrow's default) it cost 0.8 of 2.0 us per row for the float features,
+# which then fell back to plain encoding, and the file came out 5 % larger (x2 IoT corpus, 24 k rows)
+DICTIONARY = ["src_ip", "src_port", "dest_ip", "dest_port", "proto", "src_mac", "dest_mac", "end_reason"]
 KEY_COLUMNS = ("ts", "src_ip", "src_port", "dest_ip", "dest_port", "proto", "src_mac", "dest_mac", "end_reason")
 
 
@@ -82,7 +86,7 @@ class ParquetRows:
         self._ts = self.schema.field("ts").type
         self._reasons = pa.StringArray.from_buffers(
             256, pa.py_buffer(END_REASON_TEXT.off.astype(np.int32)), pa.py_buffer(END_REASON_TEXT.blob))
-        self.writer = pq.ParquetWriter(stream, self.schema, compression=compression)
+        self.writer = pq.ParquetWriter(stream, self.schema, compression=compression, use_dictionary=DICTIONARY)
 
     def _text(self, n: int, width: int, fill) -> object:
         buf = np.empty(max(n * width, 1), dtype=np.uint8)
