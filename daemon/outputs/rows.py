@@ -151,6 +151,70 @@ def _jsonl_kernel(rec, ftr, named, text, text_off, reasons, reasons_off, cid_see
     return pos
 
 
+# the fixed text of a CSV row: the values of the header's columns, comma-separated
+_CSV_TEXT = TextTable.of(["", ",", ",", ",", ",", ",", ",", ",", ",", ",", "\n"])
+_CSV_MAX = (END_REASON_TEXT.longest + 2 * IP_MAX + 2 * MAC_MAX + 3 * INT_MAX + (1 + len(CONN_COLUMNS)) * FLOAT_MAX
+            + COMMUNITY_ID_LEN + 11 + len(CONN_COLUMNS))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def put_repr(buf, pos, x) -> int:
+    """``repr(x)`` of a double, ``nan``/``inf``/``-inf`` included (what the csv module writes)."""
+    if x != x:
+        buf[pos] = 110  # nan
+        buf[pos + 1] = 97
+        buf[pos + 2] = 110
+        return pos + 3
+    if x == np.inf or x == -np.inf:
+        if x < 0:
+            buf[pos] = 45
+            pos += 1
+        buf[pos] = 105  # inf
+        buf[pos + 1] = 110
+        buf[pos + 2] = 102
+        return pos + 3
+    return put_float(buf, pos, x)
+
+
+@njit(cache=True, nogil=True)
+def _csv_kernel(rec, ftr, text, text_off, reasons, reasons_off, cid_seed, buf) -> int:
+    """CSV rows (the columns of the header RowWriter writes) of ``rec``/``ftr`` into ``buf``;
+    the end. No value needs quoting: addresses, MACs, reason names and base64 have no comma,
+    quote or line break."""
+    pos = 0
+    cid_work = np.zeros(COMMUNITY_ID_WORK, dtype=np.int64)
+    for i in range(rec.shape[0]):
+        key = rec[i, L.KEY]
+        pos = put_float(buf, pos, rec[i, L.FIRST_TS] / 1e9)
+        pos = put_endpoints(buf, pos, rec, i, text, text_off, 1)
+        pos = put_text(buf, pos, text, text_off, 5)
+        pos = put_int(buf, pos, (key >> 32) & 0xFF)
+        pos = put_text(buf, pos, text, text_off, 6)
+        pos = put_mac(buf, pos, rec[i, L.SRC_MAC])
+        pos = put_text(buf, pos, text, text_off, 7)
+        pos = put_mac(buf, pos, rec[i, L.DST_MAC])
+        pos = put_text(buf, pos, text, text_off, 8)
+        pos = put_text(buf, pos, reasons, reasons_off, rec[i, L.END] & 0xFF)
+        pos = put_text(buf, pos, text, text_off, 9)
+        pos = put_community_id(buf, pos, rec, i, cid_seed, cid_work)
+        for k in range(ftr.shape[1]):
+            buf[pos] = 44  # ','
+            pos = put_repr(buf, pos + 1, ftr[i, k])
+        pos = put_text(buf, pos, text, text_off, 10)
+    return pos
+
+
+def write_csv(stream: IO[bytes], records: np.ndarray, features: np.ndarray, community_id_seed: int = 0) -> int:
+    """CSV rows of connections (without the header), the text the csv module writes for
+    :func:`conn_rows` (``repr`` of every float, ``nan``/``inf`` included); bytes written."""
+    records = np.ascontiguousarray(records, dtype=np.int64)
+    features = np.ascontiguousarray(features, dtype=np.float64)
+    seed = check_seed(community_id_seed)
+    return write_rows(stream, records.shape[0], _CSV_MAX, lambda a, b, buf: _csv_kernel(
+        records[a:b], features[a:b], _CSV_TEXT.blob, _CSV_TEXT.off, END_REASON_TEXT.blob, END_REASON_TEXT.off,
+        seed, buf))
+
+
 _NAMED_IDX = np.array(_NAMED, dtype=np.int64)
 
 
@@ -215,8 +279,7 @@ class RowWriter:
         if n == 0:
             return 0
         if self.fmt == "csv":
-            self._write_csv([r[k] for k in ROW_KEYS] + [repr(v) for v in r["fts"]]
-                            for r in conn_rows(records, features, self.community_id_seed))
+            write_csv(self.stream, records, features, self.community_id_seed)
         elif self._parquet is not None:
             self._parquet.write_batch(records, features)
         else:
