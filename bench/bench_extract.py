@@ -8,6 +8,7 @@
      malsensor extract CORPUS --semantics argus -o FILE.parquet
      argus -X -J -S 3600 -r CORPUS -w FILE.argus
      argus -X -J -S 3600 -r CORPUS -w FILE.argus && ra -n -u -c , -r FILE.argus -s FIELDS > FILE.csv
+   (--before DIR: an older tree's two extract commands too, run as ``python -m malsensor.daemon.cli``)
    End to end = packets per CPU-second of the smaller corpus, start-up included. Slope = the
    extra packets over the extra CPU time between the two sizes: start-up cancels out, what is
    left is the steady-state cost per packet. Every figure is the best of --runs runs by CPU time,
@@ -28,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from corpus import build  # noqa: E402
+from corpus import build, byte_compile  # noqa: E402
 
 from malsensor.daemon.capture.pcapfile import read_capture  # noqa: E402
 from malsensor.daemon.flows.config import TrackerConfig  # noqa: E402
@@ -37,10 +38,10 @@ from malsensor.daemon.pipeline import OFFLINE_EMIT_ROWS, ConnPipeline  # noqa: E
 VENV_BIN = Path(sys.executable).parent
 
 
-def child_cpu(cmd: list[str]) -> tuple[float, float, int]:
+def child_cpu(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float, int]:
     """(wall s, CPU s, max RSS KiB) of a child process."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     _, status, ru = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
     err = proc.stderr.read().decode(errors="replace")
@@ -62,8 +63,9 @@ RA_FIELDS = ("stime saddr sport daddr dport dur proto sbytes dbytes sttl dttl sl
              "smeansz dmeansz sintpkt dintpkt tcprtt synack ackdat")  # tests/test_conformance_argus.py
 
 
-def cli_commands(corpus: Path, out: str) -> dict[str, list[str]]:
-    """The command lines compared side by side, writing under the folder ``out``."""
+def cli_commands(corpus: Path, out: str, before: str | None = None) -> dict[str, list[str]]:
+    """The command lines compared side by side, writing under the folder ``out``; with ``before``
+    (a folder holding an older tree's malsensor/daemon), that tree's extract commands too."""
     argus, ra = shutil.which("argus"), shutil.which("ra")
     if argus is None or ra is None:
         sys.exit("argus and ra are needed (apt-get install argus-server argus-client)")
@@ -71,18 +73,30 @@ def cli_commands(corpus: Path, out: str) -> dict[str, list[str]]:
     argus_cmd = [argus, "-X", "-J", "-S", "3600", "-r", str(corpus), "-w"]
     # through a file: with -w - argus drops records once ra falls behind ("max queue exceeded")
     two = " ".join(argus_cmd) + f" {out}/ra.argus && {ra} -n -u -c , -r {out}/ra.argus -s {RA_FIELDS} > {out}/rows.csv"
-    return {"malsensor extract --semantics argus -o FILE.jsonl": mal + [f"{out}/rows.jsonl"],
+    cmds = {"malsensor extract --semantics argus -o FILE.jsonl": mal + [f"{out}/rows.jsonl"],
             "malsensor extract --semantics argus -o FILE.parquet": mal + [f"{out}/rows.parquet"],
             "argus -X -J -S 3600 -r FILE -w FILE.argus": argus_cmd + [f"{out}/out.argus"],
             "argus -w FILE.argus && ra -c , -s FIELDS > FILE.csv": ["/bin/sh", "-c", two]}
+    if before:
+        old = [sys.executable, "-m", "malsensor.daemon.cli", "extract", str(corpus), "--semantics", "argus", "-o"]
+        cmds["--before: extract -o FILE.jsonl"] = old + [f"{out}/old.jsonl"]
+        cmds["--before: extract -o FILE.parquet"] = old + [f"{out}/old.parquet"]
+    return cmds
 
 
 def packets_of(corpus: Path) -> int:
     return sum(b.n for b in read_capture(corpus, reuse_buffers=True))
 
 
-def compare_cli(iot_repeat: int, runs: int) -> None:
+def compare_cli(iot_repeat: int, runs: int, before: str | None = None) -> None:
     """End to end and by the slope over two corpus sizes, every command in turn."""
+    byte_compile()
+    old_env = None
+    if before:
+        import compileall
+
+        compileall.compile_dir(before, quiet=1)
+        old_env = dict(os.environ, PYTHONPATH=before)
     sizes = [build(iot_repeat, "iot"), build(2 * iot_repeat, "iot")]
     for c in sizes:
         subprocess.run(["cat", str(c)], stdout=subprocess.DEVNULL, check=True)  # into the page cache
@@ -91,15 +105,15 @@ def compare_cli(iot_repeat: int, runs: int) -> None:
     with tempfile.TemporaryDirectory() as td:
         for _ in range(runs):
             for k, corpus in enumerate(sizes):
-                for name, cmd in cli_commands(corpus, td).items():
-                    r = child_cpu(cmd)
+                for name, cmd in cli_commands(corpus, td, before).items():
+                    r = child_cpu(cmd, old_env if name.startswith("--before") else None)
                     if (name, k) not in best or r[1] < best[(name, k)][1]:
                         best[(name, k)] = r
     print(f"\nIoT Sentinel corpus: {sizes[0].name} {pkts[0]:,} packets, {sizes[1].name} {pkts[1]:,} packets "
           f"(best of {runs} by CPU time)")
     print(f"{'command':52s} {'wall s':>7s} {'CPU s':>6s} {'CPU s x2':>8s} {'Mpkt/CPU-s':>10s} {'slope Mpkt/CPU-s':>16s}"
           f" {'vs argus e2e':>12s} {'slope':>6s} {'vs argus+ra e2e':>15s}")
-    names = list(cli_commands(sizes[0], "/tmp"))
+    names = list(cli_commands(sizes[0], "/tmp", before))
     e2e = {n: pkts[0] / best[(n, 0)][1] for n in names}
     slope = {n: (pkts[1] - pkts[0]) / max(best[(n, 1)][1] - best[(n, 0)][1], 1e-9) for n in names}
     argus, argus_ra = names[2], names[3]
@@ -146,11 +160,14 @@ def main() -> None:
     ap.add_argument("--semantics", default="malsensor,argus", help="engine: comma-separated (default %(default)s)")
     ap.add_argument("--runs", type=int, default=3, help="runs of each; the least CPU time counts (%(default)s)")
     ap.add_argument("--only", choices=("engine", "cli"), help="run one part only")
+    ap.add_argument("--before", metavar="DIR", help="also the extract commands of an older tree: DIR/malsensor/daemon "
+                    "(git archive COMMIT daemon | tar -x -C DIR/malsensor), its kernels built with "
+                    "`PYTHONPATH=DIR python -m malsensor.daemon.aot build DIR/malsensor/daemon`")
     a = ap.parse_args()
     if a.only != "cli":
         engine_in_process(a.repeat, a.semantics.split(","), a.runs)
     if a.only != "engine":
-        compare_cli(a.iot_repeat, a.runs)
+        compare_cli(a.iot_repeat, a.runs, a.before)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 
     .venv/bin/python bench/bench_startup.py [--runs 10] [--capture FILE] [--before DIR]
 
-1. ``malsensor extract CAPTURE -o /dev/null`` as a child, --runs times: min and median of CPU
-   (user + system) and wall seconds;
+1. ``malsensor extract CAPTURE -o /dev/null`` (also with ``--semantics argus`` and with
+   ``-o FILE.parquet``) as a child, --runs times: min and median of CPU (user + system) and wall
+   seconds; with ``--before DIR`` the older tree's the same way (``python -m malsensor.daemon.cli``);
 2. the imports and set-up the command does before its first packet (what ``cmd_extract``
    imports, the parser, the tracking config, loading the ahead-of-time kernels), the same way;
    ``--before DIR``: also with DIR first on PYTHONPATH (DIR/malsensor/daemon, e.g. from
@@ -18,10 +19,13 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+from corpus import byte_compile  # noqa: E402
 VENV_BIN = Path(sys.executable).parent
 SETUP = """
 import malsensor.daemon.cli as c
@@ -79,10 +83,18 @@ def main() -> int:
     ap.add_argument("--capture", default=str(ROOT.parent / "shared/data/pcap/http_espn.pcapng"))
     ap.add_argument("--before", metavar="DIR", help="an older tree to compare the imports with")
     a = ap.parse_args()
+    byte_compile()
     env = dict(os.environ)
-    cmd = [str(VENV_BIN / "malsensor"), "extract", a.capture, "-o", os.devnull]
     print(f"load average {os.getloadavg()[0]:.1f}; {a.runs} runs each")
-    show(f"malsensor extract {Path(a.capture).name}", *timed(cmd, a.runs, env))
+    with tempfile.TemporaryDirectory() as td:
+        variants = {"": ["-o", os.devnull], " --semantics argus": ["--semantics", "argus", "-o", os.devnull],
+                    " -o FILE.parquet": ["-o", f"{td}/rows.parquet"]}
+        for name, args in variants.items():
+            cmd = [str(VENV_BIN / "malsensor"), "extract", a.capture, *args]
+            show(f"malsensor extract {Path(a.capture).name}{name}", *timed(cmd, a.runs, env))
+            if a.before:
+                cmd = [sys.executable, "-m", "malsensor.daemon.cli", "extract", a.capture, *args]
+                show(f"  the same, --before tree", *timed(cmd, a.runs, dict(env, PYTHONPATH=a.before)))
     trees = [("this tree", env)]
     if a.before:
         trees.insert(0, ("--before " + a.before, dict(env, PYTHONPATH=a.before)))

@@ -204,7 +204,12 @@ def put_tuple_id(buf, pos, work, seed, v6, proto, s_hi, s_lo, d_hi, d_lo, sport,
 def record_ports(r):
     """(sport, dport) of a flow record as a packet of its originator would carry them
     (ICMP/ICMPv6: type and code; see the module docstring for echo flows)."""
-    key = r[L.KEY]
+    return key_ports(r[L.KEY])
+
+
+@njit(cache=True, nogil=True)
+def key_ports(key):
+    """:func:`record_ports` of a record whose KEY column is ``key``."""
     sport = (key >> 16) & 0xFFFF
     dport = key & 0xFFFF
     proto = (key >> 32) & 0xFF
@@ -217,19 +222,23 @@ def record_ports(r):
 
 
 @njit(cache=True, nogil=True)
-def put_community_id(buf, pos, r, seed, work) -> int:
-    """Community ID text of flow record ``r`` (``1:`` + base64, no quotes) at ``buf[pos]``."""
-    key = r[L.KEY]
-    sport, dport = record_ports(r)
+def put_community_id(buf, pos, rec, i, seed, work) -> int:
+    """Community ID text of flow record ``rec[i]`` (``1:`` + base64, no quotes) at ``buf[pos]``.
+
+    The table and a row number rather than the row: a row view costs two atomic reference-count
+    calls per record in numba's compiled code."""
+    key = rec[i, L.KEY]
+    sport, dport = key_ports(key)
     return put_tuple_id(buf, pos, work, seed, ((key >> 40) & 0xFF) == 6, (key >> 32) & 0xFF,
-                        r[L.SRC_HI], r[L.SRC_LO], r[L.DST_HI], r[L.DST_LO], sport, dport)
+                        rec[i, L.SRC_HI], rec[i, L.SRC_LO], rec[i, L.DST_HI], rec[i, L.DST_LO], sport, dport)
 
 
 @njit(cache=True, nogil=True)
 def _record_ids(records, seed, out) -> None:
     work = np.zeros(WORK_LEN, dtype=np.int64)
+    flat = out.reshape(-1)
     for i in range(records.shape[0]):
-        put_community_id(out[i], 0, records[i], seed, work)
+        put_community_id(flat, i * TEXT_LEN, records, i, seed, work)
 
 
 def community_ids(records: np.ndarray, seed: int = 0) -> list[str]:

@@ -86,12 +86,30 @@ def format_rows(n_rows: int, row_max: int, kernel: Callable[[int, int, np.ndarra
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
+def write_rows(stream, n_rows: int, row_max: int, kernel: Callable[[int, int, np.ndarray], int]) -> int:
+    """:func:`format_rows` written to the binary ``stream`` straight from the scratch buffer (no
+    ``bytes`` made: a fresh multi-MB object per chunk cost its page faults and a copy, ~15 % of
+    the JSONL rows' time, perf); returns the bytes written."""
+    total = 0
+    for start in range(0, n_rows, TEXT_CHUNK_ROWS):
+        stop = min(start + TEXT_CHUNK_ROWS, n_rows)
+        buf = scratch((stop - start) * row_max)
+        end = kernel(start, stop, buf)
+        stream.write(memoryview(buf)[:end])
+        total += end
+    return total
+
+
 @njit(cache=True, nogil=True, inline="always")
 def put_text(buf, pos, blob, off, i) -> int:
     """Entry ``i`` of a :class:`TextTable` (passed as its two arrays)."""
     a = off[i]
     n = off[i + 1] - a
-    buf[pos:pos + n] = blob[a:a + n]
+    # a byte loop, not ``buf[pos:pos + n] = blob[a:a + n]``: each slice is an array view whose
+    # reference count numba moves with two atomic calls (NRT_incref/decref), which took a quarter
+    # of the JSONL rows' time (perf, ~30 texts per row); the texts are a few bytes long
+    for k in range(n):
+        buf[pos + k] = blob[a + k]
     return pos + n
 
 
@@ -370,6 +388,13 @@ def _hex(d) -> int:
     return 48 + d if d < 10 else 87 + d
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _group(hi, lo, k) -> int:
+    """16-bit group ``k`` (0..7) of the address ``hi``:``lo`` (uint64 halves)."""
+    half = hi if k < 4 else lo
+    return np.int64((half >> np.uint64(48 - 16 * (k & 3))) & np.uint64(0xFFFF))
+
+
 @njit(cache=True, nogil=True)
 def put_ip(buf, pos, hi, lo) -> int:
     """An address as the decoder stores it (IPv4 as ::ffff:a.b.c.d -> dotted quad)."""
@@ -382,13 +407,9 @@ def put_ip(buf, pos, hi, lo) -> int:
                 buf[pos] = 46
                 pos += 1
         return pos
-    groups = np.empty(8, dtype=np.int64)
-    for k in range(4):
-        groups[k] = np.int64((hi >> np.uint64(48 - 16 * k)) & np.uint64(0xFFFF))
-        groups[k + 4] = np.int64((lo >> np.uint64(48 - 16 * k)) & np.uint64(0xFFFF))
-    best, best_len, run = -1, 0, 0
+    best, best_len, run = -1, 0, 0  # the groups are computed where used: no array per address
     for k in range(8):
-        if groups[k] == 0:
+        if _group(hi, lo, k) == 0:
             run += 1
             if run > best_len:
                 best_len = run
@@ -407,7 +428,7 @@ def put_ip(buf, pos, hi, lo) -> int:
                 pos += 1
             k += best_len
             continue
-        g = groups[k]
+        g = _group(hi, lo, k)
         started = False
         for sh in (12, 8, 4, 0):
             d = (g >> sh) & 0xF

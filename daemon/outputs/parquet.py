@@ -12,8 +12,13 @@
 | 16 named features (all but ``proto``) | double | NaN where JSONL writes ``null`` |
 
 The text columns are written by numba kernels straight into Arrow's buffers (one pass per
-column, no Python object per row); the numeric columns are views of the record and feature
-arrays. pyarrow is imported only when a Parquet file is written or read.
+column, no Python object per row); the numeric columns are numpy arrays handed to Arrow as
+buffers. pyarrow is imported only when a Parquet file is written or read.
+
+Every column is made with ``Array.from_buffers``, never ``pa.array``: ``pa.array`` of a numpy
+array asks pyarrow's pandas shim whether the object is a pandas one, which imports pandas
+whenever it is installed (the trainer's extra brings it): a 956-packet extract to Parquet took
+0.48 CPU-s with it, 0.20 without (bench/bench_startup.py, 2-core VM).
 """
 from __future__ import annotations
 
@@ -25,9 +30,14 @@ from ..jit import njit
 from ..flows import layout as L
 from ..views.conn import CONN_COLUMNS, N_FEATURES
 from .jsontext import IP_MAX, MAC_MAX, put_ip, put_mac
-from .rows import end_reason_name
+from .rows import END_REASON_TEXT
 
 NAMED = tuple(c for c in CONN_COLUMNS if c != "proto")
+_NAMED_IDX = np.array([CONN_COLUMNS.index(c) for c in NAMED], dtype=np.int64)
+# Parquet dictionary encoding for the columns whose values repeat (hosts, ports, reasons) only:
+# tried on every column (pyarrow's default) it cost 0.8 of 2.0 us per row for the float features,
+# which then fell back to plain encoding, and the file came out 5 % larger (x2 IoT corpus, 24 k rows)
+DICTIONARY = ["src_ip", "src_port", "dest_ip", "dest_port", "proto", "src_mac", "dest_mac", "end_reason"]
 KEY_COLUMNS = ("ts", "src_ip", "src_port", "dest_ip", "dest_port", "proto", "src_mac", "dest_mac", "end_reason")
 
 
@@ -73,8 +83,10 @@ class ParquetRows:
         self.pa = pa
         self.seed = community_id_seed
         self.schema = _schema(pa)
-        self._reasons = pa.array([end_reason_name(e) for e in range(256)], type=pa.string())
-        self.writer = pq.ParquetWriter(stream, self.schema, compression=compression)
+        self._ts = self.schema.field("ts").type
+        self._reasons = pa.StringArray.from_buffers(
+            256, pa.py_buffer(END_REASON_TEXT.off.astype(np.int32)), pa.py_buffer(END_REASON_TEXT.blob))
+        self.writer = pq.ParquetWriter(stream, self.schema, compression=compression, use_dictionary=DICTIONARY)
 
     def _text(self, n: int, width: int, fill) -> object:
         buf = np.empty(max(n * width, 1), dtype=np.uint8)
@@ -83,6 +95,11 @@ class ParquetRows:
         pa = self.pa
         return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(buf[:end]))
 
+    def _fixed(self, typ, values: np.ndarray):
+        """A column of fixed-width values (a contiguous numpy array of ``typ``'s width)."""
+        values = np.ascontiguousarray(values)
+        return self.pa.Array.from_buffers(typ, values.shape[0], [None, self.pa.py_buffer(values)])
+
     def table(self, records: np.ndarray, features: np.ndarray):
         """The Arrow table of one batch (records int64 (n, N_COLS), features float64 (n, 17))."""
         pa = self.pa
@@ -90,20 +107,22 @@ class ParquetRows:
         ftr = np.ascontiguousarray(features, dtype=np.float64)
         n = rec.shape[0]
         key = rec[:, L.KEY]
+        named = np.ascontiguousarray(ftr[:, _NAMED_IDX].T)  # one row per named column
         cols = [
-            pa.array(rec[:, L.FIRST_TS], type=pa.timestamp("ns", tz="UTC")),
+            self._fixed(self._ts, rec[:, L.FIRST_TS]),
             self._text(n, IP_MAX, lambda b, o: _ip_text(rec, L.SRC_HI, L.SRC_LO, b, o)),
-            pa.array(((key >> 16) & 0xFFFF).astype(np.uint16)),
+            self._fixed(pa.uint16(), ((key >> 16) & 0xFFFF).astype(np.uint16)),
             self._text(n, IP_MAX, lambda b, o: _ip_text(rec, L.DST_HI, L.DST_LO, b, o)),
-            pa.array((key & 0xFFFF).astype(np.uint16)),
-            pa.array(((key >> 32) & 0xFF).astype(np.uint8)),
+            self._fixed(pa.uint16(), (key & 0xFFFF).astype(np.uint16)),
+            self._fixed(pa.uint8(), ((key >> 32) & 0xFF).astype(np.uint8)),
             self._text(n, MAC_MAX, lambda b, o: _mac_text(rec, L.SRC_MAC, b, o)),
             self._text(n, MAC_MAX, lambda b, o: _mac_text(rec, L.DST_MAC, b, o)),
-            pa.DictionaryArray.from_arrays(pa.array((rec[:, L.END] & 0xFF).astype(np.int16)), self._reasons),
+            pa.DictionaryArray.from_arrays(self._fixed(pa.int16(), (rec[:, L.END] & 0xFF).astype(np.int16)),
+                                           self._reasons),
             self._community_ids(rec),
-            pa.FixedSizeListArray.from_arrays(pa.array(ftr.reshape(-1)), N_FEATURES),
+            pa.FixedSizeListArray.from_arrays(self._fixed(pa.float64(), ftr.reshape(-1)), N_FEATURES),
         ]
-        cols += [pa.array(ftr[:, CONN_COLUMNS.index(c)]) for c in NAMED]
+        cols += [self._fixed(pa.float64(), named[k]) for k in range(len(NAMED))]
         return pa.Table.from_arrays(cols, schema=self.schema)
 
     def _community_ids(self, rec: np.ndarray):
