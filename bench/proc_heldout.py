@@ -38,6 +38,7 @@ def main() -> None:
     from malsensor.models.fit import FitOptions, data_options, parse_split_ratios
     from malsensor.models.data.load import load_dataset
     from malsensor.models.metrics import classification_report
+    from malsensor.models.proc_dataset import WORKLOADS
     from malsensor.models.publish import predict_in_batches
     from malsensor.models.spec import load_spec
     from malsensor.models.use import open_artifact
@@ -93,6 +94,18 @@ def main() -> None:
     print("per behaviour: windows right / windows, recordings right / recordings")
     for beh, (wr, wn, rr, rn) in sorted(per_beh.items()):
         print(f"  {beh:>9} {wr:>3} / {wn:<3} {rr} / {rn}")
+    if set(art.labels) <= set(WORKLOADS):  # a model of behaviours: also benign vs malicious
+        bad = np.array([WORKLOADS[lab][0] for lab in art.labels])
+        t, p = bad[y], bad[pred]
+        tp, tn = int((t & p).sum()), int((~t & ~p).sum())
+        fp, fn = int((~t & p).sum()), int((t & ~p).sum())
+        r = classification_report(t.astype(np.int64), p.astype(np.int64), ["benign", "malicious"])
+        rec_right = sum(int(Counter(p[groups == g].tolist()).most_common(1)[0][0] == t[groups == g][0])
+                        for g in set(groups.tolist()))
+        lo, hi = wilson(rec_right, n_rec)
+        print(f"behaviours mapped to benign/malicious: accuracy {r['accuracy']:.4f}  macro-F1 {r['macro_f1']:.4f}  "
+              f"TP {tp} TN {tn} FP {fp} FN {fn}; recordings {rec_right} of {n_rec} right (Wilson 95 % interval "
+              f"{lo:.2f}-{hi:.2f})")
 
 
 if __name__ == "__main__":
