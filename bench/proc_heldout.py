@@ -9,7 +9,7 @@ windows, are the independent samples - and the windows right per behaviour (the 
 name before the first "-", as dataset-proc names its shards).
 
     .venv/bin/python bench/proc_heldout.py --model etc/models/cnn3d-proc.toml --data DIR \\
-        --artifact MODELS/NAME/current [--merge LABEL=NEW ...] [--split test|val]
+        --artifact MODELS/NAME/current [--merge LABEL=NEW ...] [--split test|val] [--seed N]
 """
 from __future__ import annotations
 
@@ -50,12 +50,14 @@ def main() -> None:
     ap.add_argument("--artifact", required=True)
     ap.add_argument("--merge", action="append", default=[])
     ap.add_argument("--split", choices=("test", "val"), default="test")
+    ap.add_argument("--seed", type=int, help="the seed fit ran with (--seed; default the spec's): it seeds the split")
     a = ap.parse_args()
     spec = load_spec(a.model)
     view = get_kind(spec.kind).view(spec.model)
     opts = FitOptions(model=a.model, data=[a.data], out=Path("."), name="x", merge=_merge(a.merge))
     ds = load_dataset([a.data], view, data_options(opts, spec))
-    split = split_dataset(ds, spec.data.split, spec.train.seed, parse_split_ratios(spec.data.split_ratios))
+    seed = spec.train.seed if a.seed is None else a.seed
+    split = split_dataset(ds, spec.data.split, seed, parse_split_ratios(spec.data.split_ratios))
     rows = getattr(split, a.split)
     art = open_artifact(a.artifact)
     index = {lab: i for i, lab in enumerate(art.labels)}
