@@ -177,7 +177,10 @@ def _serve_one_cgroup(tmp_path: Path, whole_machine_cfg: str, logs: Path) -> Non
             before = eve.read_text().count("\n")
             tree = subprocess.Popen(["bash", "-c", f'echo $$ > "{cg}/cgroup.procs"; '
                                      'for j in {1..40}; do sleep 120 & done; wait'], start_new_session=True)
-            time.sleep(1.5)
+            deadline = time.monotonic() + 60   # the tree is whole (bash forks slowly on a loaded machine)
+            while time.monotonic() < deadline and len((cg / "cgroup.procs").read_text().split()) < 42:
+                time.sleep(0.05)
+            time.sleep(1.0)                    # five windows of 2 samples at 0.1 s over the whole tree
             members = {int(x) for x in (cg / "cgroup.procs").read_text().split()}
             d.send_signal(signal.SIGTERM)
             out, err = d.communicate(timeout=60)
