@@ -7,6 +7,7 @@
 # make deb   - build malsensor_VERSION_ARCH.deb (docs/packaging.md), check it with lintian
 #              (DEB_EXTRAS=train also packages malsensor-train and its dependencies)
 # make dataset-proc - record the labelled process-activity dataset (docs/proc.md) into PROC_DATA
+#              (as root: each recording's workloads in a cgroup v2 of their own)
 SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
@@ -23,8 +24,10 @@ DEB_PACKAGES := libsystemd-dev pkg-config gcc libpcap0.8 argus-server argus-clie
 	dpkg-dev debhelper fakeroot lintian python3.11 python3.11-venv python3.11-dev
 
 PROC_DATA ?= data/proc
-PROC_RUNS ?= 3
-PROC_DURATION ?= 120
+PROC_RUNS ?= 10
+PROC_DURATION ?= 14
+PROC_INTERVAL ?= 0.25
+PROC_PROCESSES ?= 32
 
 .PHONY: run test fuzz bench venv debs deb clean dataset-proc
 
@@ -102,7 +105,8 @@ deb: venv
 	@echo "built $(DEB_FILE)"
 
 dataset-proc: venv
-	$(VENV)/bin/malsensor-train dataset-proc --out $(PROC_DATA) --runs $(PROC_RUNS) --duration $(PROC_DURATION)
+	$(VENV)/bin/malsensor-train dataset-proc --out $(PROC_DATA) --runs $(PROC_RUNS) --duration $(PROC_DURATION) \
+	  --interval $(PROC_INTERVAL) --processes $(PROC_PROCESSES) --by-behaviour
 
 clean:
 	rm -rf $(VENV) build *.egg-info malsensor_*.deb

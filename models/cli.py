@@ -7,10 +7,11 @@
     malsensor-train predict ARTIFACT DATA [--topk K]
     malsensor-train inspect ARTIFACT [--json]
     malsensor-train record-proc --label LABEL --duration S --out DIR [--interval S] [--steps D]
-                                [--processes H] [--stride N]
+                                [--processes H] [--stride N] [--cgroup DIR]
     malsensor-train dataset --data PATH --out DIR [--model KIND|SPEC.toml | --view NAME@V] [--workers N]
                             [--dask SCHEDULER_ADDRESS] [--rebuild] [--label COL | --macs CSV | ...]
     malsensor-train dataset-proc --out DIR [--runs N] [--duration S] [--behaviours a,b] [--by-behaviour]
+                                 [--scope cgroup|machine] [--cgroup-parent DIR]
 
 ARTIFACT is an artifact directory, a ``current`` link or a model folder holding one.
 DATA is a file or folder of JSONL rows, CSV tables (UNSW-NB15 or the 17 named
@@ -126,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--processes", type=int, default=120, metavar="H", help="process rows per volume (default 120)")
     rp.add_argument("--stride", type=int, default=0, metavar="N",
                     help="samples between two volumes (default 0 = steps: no overlap)")
+    rp.add_argument("--cgroup", default="", metavar="DIR",
+                    help="only the processes of this cgroup v2 and its descendants (default: every process)")
     dp = sub.add_parser("dataset-proc", help="record a labelled proc_volume@1 dataset from harmless workloads")
     dp.add_argument("--out", type=Path, required=True, metavar="DIR", help="dataset folder (index.json + shards)")
     dp.add_argument("--runs", type=int, default=3, help="runs of every behaviour (default 3)")
@@ -137,6 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
     dp.add_argument("--by-behaviour", action="store_true", help="label = the behaviour (default: benign/malicious)")
     dp.add_argument("--scratch", type=Path, help="where the workloads' scratch folders go (default: $TMPDIR)")
     dp.add_argument("--seed", type=int, default=0, help="picks the background workloads")
+    dp.add_argument("--scope", choices=("cgroup", "machine"), default="cgroup",
+                    help="cgroup (default): each recording's workloads in a cgroup v2 of their own, recorded "
+                         "alone; machine: record every process of the machine")
+    dp.add_argument("--cgroup-parent", type=Path, metavar="DIR",
+                    help="where the recordings' cgroups are made (default: the cgroup v2 mount)")
     i = sub.add_parser("inspect", help="what an artifact is")
     i.add_argument("artifact")
     i.add_argument("--json", action="store_true")
@@ -211,7 +219,8 @@ def run(a: argparse.Namespace) -> int:
     if a.command == "record-proc":
         from .record_proc import RecordOptions, record
 
-        path, n = record(RecordOptions(a.label, a.duration, a.out, a.interval, a.steps, a.processes, a.stride))
+        path, n = record(RecordOptions(a.label, a.duration, a.out, a.interval, a.steps, a.processes, a.stride,
+                                       cgroup=a.cgroup))
         print(f"{n} volumes -> {path}" if path else "no whole window recorded")
         return 0 if path else 1
     if a.command == "dataset-proc":
@@ -219,7 +228,7 @@ def run(a: argparse.Namespace) -> int:
 
         names = tuple(b for b in a.behaviours.split(",") if b) or tuple(WORKLOADS)
         got = make_dataset(DatasetOptions(a.out, a.runs, a.duration, a.interval, a.steps, a.processes,
-                                          a.by_behaviour, names, a.scratch, a.seed))
+                                          a.by_behaviour, names, a.scratch, a.seed, a.scope, a.cgroup_parent))
         for name, run, path, n in got:
             print(f"{name} run {run}: {n} volumes -> {path}")
         return 0 if all(p for _, _, p, _ in got) else 1

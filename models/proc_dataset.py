@@ -13,6 +13,12 @@ originals), ``spawn`` (short-lived processes in a burst), ``portscan`` (TCP conn
 loopback ports), ``upload`` (bulk data to a loopback listener).
 
 Labels: ``benign`` / ``malicious`` (default) or the behaviour's name (``--by-behaviour``).
+
+Scope (``--scope cgroup``, the default): each recording's three workloads run in a cgroup v2 of
+their own (proc_cgroup.py) and the recorder samples that cgroup only, as a daemon configured
+with ``[[source]] cgroup = ...`` samples the unit it monitors: a volume holds the recording's
+processes and nothing else of the machine. ``--scope machine`` records every process of the
+machine (the label is then only in the rows the workloads win under the row rule).
 """
 from __future__ import annotations
 
@@ -30,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import TrainError
+from .proc_cgroup import PREFIX, WorkCgroup, remove_stale, writable_parent
 from .record_proc import RecordOptions, record
 
 log = logging.getLogger("malsensor.train")
@@ -130,12 +137,13 @@ BENIGN = [k for k, (bad, _) in WORKLOADS.items() if not bad]
 
 
 @contextmanager
-def workload(name: str, scratch: Path):
-    """Runs one workload in its own process group and scratch folder; kills the group and
-    removes the folder on the way out, whatever happened."""
+def workload(name: str, scratch: Path, cgroup: WorkCgroup | None = None):
+    """Runs one workload in its own process group and scratch folder (and in ``cgroup``, joined
+    before exec); kills the group and removes the folder on the way out, whatever happened."""
     d = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=scratch))
     p = subprocess.Popen([sys.executable, "-c", _COMMON + WORKLOADS[name][1], str(d)], start_new_session=True,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         preexec_fn=cgroup.join if cgroup is not None else None)
     try:
         yield p
     finally:
@@ -159,6 +167,22 @@ class DatasetOptions:
     behaviours: tuple[str, ...] = tuple(WORKLOADS)
     scratch: Path | None = None
     seed: int = 0
+    scope: str = "cgroup"              # "cgroup": each recording's workloads in a cgroup of their own,
+    #                                    recorded alone; "machine": every process of the machine
+    cgroup_parent: Path | None = None  # where those cgroups are made (default: the cgroup v2 mount)
+
+
+@contextmanager
+def recording_cgroup(parent: Path | None, name: str):
+    """A cgroup for one recording's workloads (None without one), killed and removed on the way out."""
+    if parent is None:
+        yield None
+        return
+    cg = WorkCgroup.make(parent / name)
+    try:
+        yield cg
+    finally:
+        cg.remove()
 
 
 def make_dataset(o: DatasetOptions) -> list[tuple[str, int, Path | None, int]]:
@@ -167,11 +191,19 @@ def make_dataset(o: DatasetOptions) -> list[tuple[str, int, Path | None, int]]:
     if unknown:
         raise TrainError(f"dataset-proc: unknown behaviour(s) {', '.join(sorted(unknown))} "
                          f"(known: {', '.join(WORKLOADS)})")
+    if o.scope not in ("cgroup", "machine"):
+        raise TrainError(f"dataset-proc: --scope {o.scope!r}: expected cgroup or machine")
     rng = random.Random(o.seed)
     out = []
+    top = None
+    parent = writable_parent(o.cgroup_parent) if o.scope == "cgroup" else None
     base = Path(tempfile.mkdtemp(prefix="malsensor-proc-", dir=o.scratch))
     old_term = signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
+        if parent is not None:
+            remove_stale(parent)
+            top = WorkCgroup.make(parent / f"{PREFIX}{os.getpid()}")
+            log.info("dataset-proc: each recording's workloads in a cgroup under %s, recorded alone", top.path)
         total = o.runs * len(o.behaviours)
         for run in range(o.runs):
             for name in o.behaviours:
@@ -180,11 +212,18 @@ def make_dataset(o: DatasetOptions) -> list[tuple[str, int, Path | None, int]]:
                 background = rng.sample([b for b in BENIGN if b != name], 2)
                 log.info("dataset-proc: %d/%d: %s (run %d) over %s, label %s", len(out) + 1, total, name, run,
                          "+".join(background), label)
-                with workload(background[0], base), workload(background[1], base), workload(name, base):
+                with recording_cgroup(top.path if top else None, f"{len(out)}-{name}") as cg, \
+                        workload(background[0], base, cg), workload(background[1], base, cg), \
+                        workload(name, base, cg):
                     time.sleep(min(1.0, o.interval))
-                    path, n = record(RecordOptions(label, o.duration, o.out, o.interval, o.steps, o.processes))
+                    path, n = record(RecordOptions(label, o.duration, o.out, o.interval, o.steps, o.processes,
+                                                   cgroup=str(cg.path) if cg else ""))
                 out.append((name, run, path, n))
     finally:
         signal.signal(signal.SIGTERM, old_term)
-        shutil.rmtree(base, ignore_errors=True)
+        try:
+            if top is not None:
+                top.remove()
+        finally:
+            shutil.rmtree(base, ignore_errors=True)
     return out

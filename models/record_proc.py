@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from malsensor.daemon.proc.sampler import ProcSampler
+from malsensor.daemon.proc.scope import CgroupScope, cgroup_problem
 from malsensor.daemon.proc.volume import D_DEFAULT, H_DEFAULT
 from malsensor.daemon.views.proc_volume import ProcVolumeRouter
 
@@ -27,6 +28,7 @@ class RecordOptions:
     processes: int = H_DEFAULT
     stride: int = 0
     root: str = "/proc"
+    cgroup: str = ""     # only the processes of this cgroup v2 and its descendants ("" = every process)
 
 
 def record(o: RecordOptions, stop=None) -> tuple[Path | None, int]:
@@ -36,7 +38,17 @@ def record(o: RecordOptions, stop=None) -> tuple[Path | None, int]:
         raise TrainError("record-proc: --label must not be empty")
     if o.duration <= 0 or o.interval <= 0 or o.steps < 1 or o.processes < 1 or o.stride < 0:
         raise TrainError("record-proc: --duration and --interval must be > 0, --steps and --processes >= 1")
-    sampler = ProcSampler(o.root)
+    try:  # now, not after the recording: a folder that cannot be made would lose it
+        Path(o.out).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise TrainError(f"record-proc: --out {o.out}: {e.strerror or e}") from None
+    scope = None
+    if o.cgroup:
+        why = cgroup_problem(o.cgroup)
+        if why:
+            raise TrainError(f"record-proc: --cgroup {why}")
+        scope = CgroupScope(o.cgroup)
+    sampler = ProcSampler(o.root, scope=scope)
     try:
         return _record(o, sampler, stop)
     finally:
@@ -69,7 +81,9 @@ def _record(o: RecordOptions, sampler: ProcSampler, stop) -> tuple[Path | None, 
         else:
             nxt = time.monotonic()
     if not vols:
-        log.warning("record-proc: %.1f s gave no whole window of %d samples: nothing written", o.duration, o.steps)
+        empty = f" ({router.empty} window(s) without any process of cgroup {o.cgroup})" if router.empty else ""
+        log.warning("record-proc: %.1f s gave no whole window of %d samples%s: nothing written", o.duration, o.steps,
+                    empty)
         return None, 0
     path = write_shard(Path(o.out), o.label, vols, o.interval)
     t = sampler.totals

@@ -1,6 +1,8 @@
 """cnn3d's network: the layer shapes the spec gives, dropout only in training, and the checks."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -48,6 +50,22 @@ def test_the_shipped_spec_is_the_network_of_the_issue():
     assert (s.model.filters, s.model.dense, s.model.steps, s.model.processes) == ((32, 64), (1024, 512), 8, 120)
     assert s.train.weight_decay == 0.0 and s.data.split == "group"
     assert load_spec("cnn3d").kind == "cnn3d"
+
+
+def test_the_spec_sized_for_one_cgroups_volumes():
+    """etc/models/cnn3d-proc.toml (docs/proc.md "A dataset where the label is in the volume"):
+    8 x 32 x 45 volumes, batch norm, 92,234 trainable parameters for two classes."""
+    import jax
+    import jax.numpy as jnp
+
+    from malsensor.models.spec import load_spec
+
+    s = load_spec(Path(__file__).resolve().parents[1] / "etc" / "models" / "cnn3d-proc.toml")
+    kind = get_kind("cnn3d")
+    kind.check(s.model)
+    assert kind.view(s.model).shape == (8, 32, 45) and s.model.norm == "batch" and s.data.split == "group"
+    v = kind.module(s.model, 2).init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 32, 45)), train=False)
+    assert sum(x.size for x in jax.tree_util.tree_leaves(v["params"])) == 92234
 
 
 def test_batch_norm_updates_running_stats_in_training_and_uses_them_at_evaluation():

@@ -1,7 +1,8 @@
 """Process activity end to end: ``malsensor-train record-proc`` records this machine's /proc while
 a process tree of 40 sleeping children exists (label "spawn") or not ("benign"), ``fit``
 trains ``cnn3d`` on the shards, and ``malsensord`` serves it from a ``procfs`` source, writing
-``host`` events. Every process the test starts is in its own process group, killed at the end."""
+``host`` events, over the whole machine and over one cgroup (the ``cgroup`` scope). Every process
+the test starts is in its own process group, killed at the end."""
 from __future__ import annotations
 
 import json
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cgroups import kill_all, new_cgroup, sleepers_in
 from malsensor.daemon.proc.columns import INDEX as C
 
 TRAIN = [sys.executable, "-m", "malsensor.models.cli"]
@@ -150,3 +152,47 @@ def test_cnn3d_learns_a_spawning_process_tree_and_the_daemon_serves_host_events(
     stats = [json.loads(x) for x in (logs / "stats.jsonl").read_text().splitlines()][-1]
     assert stats["sources"]["procfs_samples"] == stats["entities"]["proc_samples"] >= 2 * len(events)
     assert stats["models"]["proc"]["predictions"] == len(events)
+    _serve_one_cgroup(tmp_path, cfg.read_text(), logs)
+
+
+def _serve_one_cgroup(tmp_path: Path, whole_machine_cfg: str, logs: Path) -> None:
+    """The same model, the daemon scoped to one cgroup: its volumes hold exactly the cgroup's
+    processes (one sleeper, then a tree of 41 more joins it), nothing else of the machine."""
+    with new_cgroup() as cg:
+        first = sleepers_in(cg, 1)
+        logs2 = tmp_path / "logs-cgroup"
+        logs2.mkdir()
+        cfg = tmp_path / "proc-cgroup.toml"
+        cfg.write_text(whole_machine_cfg.replace("interval = 0.1\n", f'interval = 0.1\ncgroup = "{cg}"\n', 1)
+                       .replace(str(logs), str(logs2)))
+        d = subprocess.Popen([*MALSENSORD, "-c", str(cfg)], env=_env(), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+        tree = None
+        try:
+            eve = logs2 / "eve.json"
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and (not eve.exists() or eve.read_text().count("\n") < 3):
+                assert d.poll() is None, d.stderr.read()[-3000:]
+                time.sleep(0.2)
+            before = eve.read_text().count("\n")
+            tree = subprocess.Popen(["bash", "-c", f'echo $$ > "{cg}/cgroup.procs"; '
+                                     'for j in {1..40}; do sleep 120 & done; wait'], start_new_session=True)
+            deadline = time.monotonic() + 60   # the tree is whole (bash forks slowly on a loaded machine)
+            while time.monotonic() < deadline and len((cg / "cgroup.procs").read_text().split()) < 42:
+                time.sleep(0.05)
+            time.sleep(1.0)                    # five windows of 2 samples at 0.1 s over the whole tree
+            members = {int(x) for x in (cg / "cgroup.procs").read_text().split()}
+            d.send_signal(signal.SIGTERM)
+            out, err = d.communicate(timeout=60)
+        finally:
+            if d.poll() is None:
+                os.killpg(d.pid, signal.SIGKILL)
+                d.wait()
+            kill_all(first + ([tree] if tree else []))
+    assert d.returncode == 0, err[-3000:]
+    assert len(members) == 42
+    events = [json.loads(x) for x in eve.read_text().splitlines()]
+    assert [e["proc"]["processes"] for e in events[:before]] == [1] * before
+    assert [t["pid"] for e in events[:before] for t in e["proc"]["top"]] == [first[0].pid] * before
+    assert max(e["proc"]["processes"] for e in events) == 42   # the tree's 41 and the first sleeper
+    assert all({t["pid"] for t in e["proc"]["top"]} <= members for e in events)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from ..proc.sampler import ProcSample, ProcSampler
+from ..proc.scope import CgroupScope, cgroup_problem
 from ..schema import opt
 from . import Heartbeat, SourceContext, ThreadSource, register_source
 
@@ -35,6 +36,9 @@ class ProcfsConfig:
     root: str = opt("/proc", "where procfs is mounted")
     refresh: int = opt(10, "re-read status, io and fds of a process that did not run at least every this many "
                            "samples (1 = every sample; docs/proc.md)", min=1, max=100000)
+    cgroup: str = opt("", "only the processes of this cgroup v2 and of the cgroups below it (a folder of the "
+                          "cgroup2 mount: a systemd unit or slice, a container; docs/proc.md); \"\" = every "
+                          "process of the machine")
 
 
 @register_source
@@ -48,13 +52,35 @@ class ProcfsSource(ThreadSource):
 
     def __init__(self, cfg: ProcfsConfig, ctx: SourceContext) -> None:
         super().__init__(cfg, ctx)
-        self.sampler = ProcSampler(cfg.root, cfg.refresh)
+        self.sampler = ProcSampler(cfg.root, cfg.refresh, CgroupScope(cfg.cgroup) if cfg.cgroup else None)
         self.beat_at = time.monotonic()
         self.cpu_s = 0.0
         self.late = 0
+        self.scope_missing = 0
+        self.scope_was_missing = False
+
+    @classmethod
+    def check(cls, cfgs, ck) -> None:
+        for c, path in cfgs:
+            if c.cgroup:
+                why = cgroup_problem(c.cgroup)
+                if why:
+                    ck.problem((*path, "cgroup"), why)
 
     def describe(self) -> str:
-        return f"procfs {self.cfg.root} every {self.cfg.interval:g}s"
+        scope = f" cgroup {self.cfg.cgroup}" if self.cfg.cgroup else ""
+        return f"procfs {self.cfg.root}{scope} every {self.cfg.interval:g}s"
+
+    def _scope_seen(self, s: ProcSample) -> None:
+        """Logs when the cgroup disappears or (re)appears (a unit stopped or started)."""
+        missing = bool(s.counts.get("scope_missing"))
+        self.scope_missing += missing
+        if missing != self.scope_was_missing:
+            if missing:
+                log.warning("procfs: cgroup %s does not exist (yet): no volumes until it does", self.cfg.cgroup)
+            else:
+                log.info("procfs: cgroup %s exists: %d process(es)", self.cfg.cgroup, s.n)
+        self.scope_was_missing = missing
 
     def _beat(self) -> None:
         self.beat_at = time.monotonic()
@@ -66,6 +92,8 @@ class ProcfsSource(ThreadSource):
                 c0 = time.thread_time()
                 s = self.sampler.sample()
                 self.cpu_s += time.thread_time() - c0
+                if self.cfg.cgroup:
+                    self._scope_seen(s)
                 self._beat()
                 self.ctx.dispatch(ProcBatch(s), self._beat)
                 nxt += self.cfg.interval
@@ -92,4 +120,5 @@ class ProcfsSource(ThreadSource):
         return {"procfs_samples": self.sampler.samples, "procfs_vanished": t["vanished"],
                 "procfs_io_unreadable": t["io_unreadable"], "procfs_fd_unreadable": t["fd_unreadable"],
                 "procfs_full_reads": t.get("full_reads", 0), "procfs_stat_reused": t.get("stat_reused", 0),
-                "procfs_late": self.late, "procfs_cpu_s": round(self.cpu_s, 3)}
+                "procfs_late": self.late, "procfs_cpu_s": round(self.cpu_s, 3),
+                "procfs_scope_missing": self.scope_missing}

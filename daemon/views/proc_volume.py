@@ -52,13 +52,16 @@ class ProcVolumeRouter(Router):
         self.steps, self.processes, self.stride = steps, processes, stride or steps
         self.window: deque = deque(maxlen=steps)
         self.since = 0
+        self.empty = 0          # windows without any process (no volume)
         self._lock = threading.Lock()
 
     def pending(self) -> int:
         return len(self.window)
 
     def push(self, sample) -> Volume | None:
-        """Adds a sample; the volume it completes, if any (also what record-proc records)."""
+        """Adds a sample; the volume it completes, if any (also what record-proc records). A
+        window without any process (a ``cgroup`` scope whose unit is stopped or empty) gives
+        none: there is nothing to classify."""
         with self._lock:
             self.window.append(sample)
             self.since += 1
@@ -66,6 +69,9 @@ class ProcVolumeRouter(Router):
                 return None
             self.since = 0
             samples = list(self.window)
+        if not any(s.n for s in samples):
+            self.empty += 1
+            return None
         return build_volume(samples, self.processes)
 
     def route(self, batch) -> EntityRows | None:
