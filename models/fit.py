@@ -249,7 +249,9 @@ def run_fit(opts: FitOptions) -> FitOutcome:
         "description": spec.description,
         "view": {"name": view.name, "version": view.version, "shape": list(view.shape), "dtype": view.dtype,
                  "columns": list(view.columns), "feature_axis": view.feature_axis,
-                 "semantics": ds.semantics or opts.semantics},
+                 "semantics": ds.semantics or opts.semantics,
+                 # a sampled source's interval (proc shards): the daemon refuses the model under another one
+                 **({"sample_interval_s": ds.sample_interval} if ds.sample_interval else {})},
         "input": {"non_finite": "replaced by 0 inside the exported function (as in training)"},
         "output": {"kind": "probabilities", "n_classes": n_cls},
         "hyper": spec.as_dict(),

@@ -76,9 +76,13 @@ def read_labels(path: str) -> list[str]:
     return doc
 
 
-def load_model(cfg: ModelSection, batch_sizes: Sequence[int], semantics: str | None = None) -> LoadedModel:
+def load_model(cfg: ModelSection, batch_sizes: Sequence[int], semantics: str | None = None,
+               sample_intervals: Sequence[float] = ()) -> LoadedModel:
     """Load, verify, canary-check and warm one artifact for ``cfg`` (raises ArtifactError).
-    The artifact must read the model's view with the shape the view's options give."""
+    The artifact must read the model's view with the shape the view's options give, computed as
+    the sensor computes it: the same feature ``semantics`` and, for a model trained on a sampled
+    source (/proc), one of the configured ``sample_intervals`` (its rates are per second, but a
+    volume of D samples spans D intervals: 8 x 0.25 s is not 8 x 1 s)."""
     target = resolve(model_artifact_path(cfg))
     sig = _signature(target)
     view = cfg.view_spec()
@@ -87,6 +91,12 @@ def load_model(cfg: ModelSection, batch_sizes: Sequence[int], semantics: str | N
     if semantics and trained and trained != semantics:
         raise ArtifactError(target / META_FILE, f"the model was trained on {trained}-semantics features but the "
                                                 f"sensor computes {semantics} ([tracking] semantics)")
+    every = art.meta.get("view", {}).get("sample_interval_s")
+    if every and sample_intervals and not any(abs(every - i) <= 1e-6 * every for i in sample_intervals):
+        given = ", ".join(f"{i:g} s" for i in sample_intervals)
+        raise ArtifactError(target / META_FILE, f"the model was trained on samples every {every:g} s but the "
+                                                f"sensor samples every {given} ([[source]] interval); set "
+                                                f"interval = {every:g} or train on samples recorded at {given}")
     labels = read_labels(cfg.labels) if cfg.labels else list(art.labels)
     try:
         warm = art.warmup(batch_sizes)
@@ -144,9 +154,11 @@ class ModelSlot:
 class ModelRegistry:
     """The slots of all configured models, with loading, swapping and rejection."""
 
-    def __init__(self, batch_sizes: Sequence[int], semantics: str | None = None) -> None:
+    def __init__(self, batch_sizes: Sequence[int], semantics: str | None = None,
+                 sample_intervals: Sequence[float] = ()) -> None:
         self.batch_sizes = tuple(batch_sizes)
         self.semantics = semantics
+        self.sample_intervals = tuple(sample_intervals)
         self.slots: dict[str, ModelSlot] = {}
         self._load_lock = threading.Lock()  # one compile at a time: the box has few cores
 
@@ -173,7 +185,7 @@ class ModelRegistry:
             slot.loading = True
             t0 = time.perf_counter()
             try:
-                new = load_model(slot.cfg, self.batch_sizes, self.semantics)
+                new = load_model(slot.cfg, self.batch_sizes, self.semantics, self.sample_intervals)
             except ArtifactError as e:
                 self._reject(slot, e)
                 return False

@@ -70,7 +70,8 @@ class Service:
         self.context = SourceContext(self.dispatcher.dispatch, self._emit_at_stop, self.tracking,
                                      cfg.tracking.semantics, cfg.protocol_numbers())
         self.host = cfg.service.host or socket.gethostname()
-        self.registry = ModelRegistry(cfg.inference.batch_sizes, semantics=cfg.tracking.semantics)
+        self.registry = ModelRegistry(cfg.inference.batch_sizes, semantics=cfg.tracking.semantics,
+                                      sample_intervals=[s.interval for s in cfg.sources_of("procfs")])
         self.queues: dict[str, EntityQueue] = {}
         self.routers: dict[str, tuple[tuple, Router]] = {}  # (router key, router), kept across reloads
         self.workers: dict[str, ModelWorker] = {}

@@ -126,6 +126,7 @@ def _assemble(paths, files, parts, view: ViewInfo, opts: DataOptions, stats: Dat
     labeller = Labeller(ls, stats) if wanted else None
     xs, ys, gs, names, tss = [], [], [], [], []
     semantics = set()
+    intervals = set()
     captures = False
     for gi, ((f, file_type), part) in enumerate(zip(files, parts)):
         if progress is not None:
@@ -135,6 +136,8 @@ def _assemble(paths, files, parts, view: ViewInfo, opts: DataOptions, stats: Dat
         captures |= part.is_capture
         if part.semantics:
             semantics.add(part.semantics)
+        if part.sample_interval:
+            intervals.add(part.sample_interval)
         if labeller is not None:
             try:
                 labs = labeller.labels(part)
@@ -182,7 +185,11 @@ def _assemble(paths, files, parts, view: ViewInfo, opts: DataOptions, stats: Dat
     x32, y, groups, ts = _duplicates(x32, y, groups, ts, stats, opts.dedup)
     if semantics and len(semantics) > 1:
         raise TrainError(f"the data mixes feature semantics {sorted(semantics)}: train on one at a time")
-    return Dataset(x32, y, groups, names, view, stats, ts, semantics.pop() if semantics else None, captures)
+    if len(intervals) > 1:  # rates are per second, but a volume of D samples spans D intervals
+        raise TrainError(f"the data mixes sample intervals {sorted(intervals)} s: record at one interval "
+                         f"(record-proc --interval) or train on one at a time")
+    return Dataset(x32, y, groups, names, view, stats, ts, semantics.pop() if semantics else None, captures,
+                   intervals.pop() if intervals else None)
 
 
 def _duplicates(x: np.ndarray, y: np.ndarray, groups: np.ndarray, ts, stats: DataStats, dedup: bool):

@@ -158,7 +158,7 @@ class ProcShardReader:
 
     def read(self, path: Path, file_type: str, view, opts, stats) -> Part:
         try:
-            got = self._checked(Path(path), view)
+            got, interval = self._checked(Path(path), view)
         except TrainError as e:
             stats.bad(str(path), str(e).removeprefix(f"{path}: "), opts.skip_bad)
             return Part(str(path), np.zeros((0, *view.shape), np.float32), [])
@@ -170,9 +170,10 @@ class ProcShardReader:
             got = {k: v[~bad] if k != "format_version" else v for k, v in got.items()}
         stats.rows_read += int(got["x"].shape[0])
         return Part(str(path), got["x"], [str(s) for s in got["label"].tolist()],
-                    ts=got["end_ns"].astype(np.float64) / 1e9)
+                    ts=got["end_ns"].astype(np.float64) / 1e9, sample_interval=interval)
 
-    def _checked(self, path: Path, view) -> dict[str, np.ndarray]:
+    def _checked(self, path: Path, view) -> tuple[dict[str, np.ndarray], float | None]:
+        """The shard's arrays and its sample interval (from the index; None for a shard not listed)."""
         idx = read_index(path.parent)
         entry = None if idx is None else next((s for s in idx.get("shards", []) if s.get("file") == path.name), None)
         if entry is None:
@@ -183,7 +184,8 @@ class ProcShardReader:
         if tuple(got["x"].shape[1:]) != tuple(view.shape):
             raise TrainError(f"{path}: volumes of shape {list(got['x'].shape[1:])}; the model reads "
                              f"{view.ref} with shape {list(view.shape)} (set the model's steps/processes)")
-        return got
+        interval = entry.get("interval") if entry is not None else None
+        return got, float(interval) if isinstance(interval, (int, float)) and interval > 0 else None
 
 
 READER = ProcShardReader()

@@ -62,6 +62,7 @@ class Part:
     folder_label: str | None = None
     is_capture: bool = False
     semantics: str | None = None
+    sample_interval: float | None = None  # seconds between the samples of a sampled source (/proc)
 
     @property
     def n(self) -> int:
@@ -81,6 +82,7 @@ class Dataset:
     ts: np.ndarray | None = None  # (n,) float64 seconds when every source has timestamps
     semantics: str | None = None
     captures: bool = False
+    sample_interval: float | None = None  # the sources' one sample interval, where they have one
 
     @property
     def n(self) -> int:
@@ -100,4 +102,5 @@ class Dataset:
 
     def subset(self, idx: np.ndarray) -> "Dataset":
         return Dataset(self.x[idx], self.y[idx], self.groups[idx], self.group_names, self.view, self.stats,
-                       None if self.ts is None else self.ts[idx], self.semantics, self.captures)
+                       None if self.ts is None else self.ts[idx], self.semantics, self.captures,
+                       self.sample_interval)
