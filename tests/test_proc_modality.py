@@ -48,17 +48,22 @@ def _env() -> dict:
     return env
 
 
+def _members(cgroup: Path) -> set[int]:
+    return {int(x) for x in (cgroup / "cgroup.procs").read_text().split()}
+
+
 @contextmanager
 def spawner(n: int = 40, cgroup: Path | None = None):
-    """A bash with ``n`` sleeping children (in ``cgroup`` when given: returns once all are in it)."""
+    """A bash with ``n`` sleeping children (in ``cgroup`` when given: returns once all are in it,
+    beside what the cgroup held before)."""
     join = f'echo $$ > "{cgroup}/cgroup.procs"; ' if cgroup is not None else ""
+    want = n + 1 + (len(_members(cgroup)) if cgroup is not None else 0)
     p = subprocess.Popen(["bash", "-c", f"{join}for j in $(seq {n}); do sleep 120 & done; wait"],
                          start_new_session=True)
     try:
         time.sleep(0.3)
-        deadline = time.monotonic() + 30  # a loaded machine forks slowly
-        while cgroup is not None and time.monotonic() < deadline and \
-                len((cgroup / "cgroup.procs").read_text().split()) < n + 1:
+        deadline = time.monotonic() + 60  # a loaded machine forks slowly
+        while cgroup is not None and time.monotonic() < deadline and len(_members(cgroup)) < want:
             time.sleep(0.05)
         yield p
     finally:
@@ -76,6 +81,15 @@ def _group(pgrp: int) -> set[int]:
         except (OSError, IndexError, ValueError):
             pass
     return out
+
+
+def _wait_events(d: subprocess.Popen, eve: Path, n: int) -> int:
+    """Waits (at most 120 s) until the daemon ``d`` has written ``n`` events to ``eve``; the count."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (not eve.exists() or eve.read_text().count("\n") < n):
+        assert d.poll() is None, d.stderr.read()[-3000:]
+        time.sleep(0.2)
+    return eve.read_text().count("\n")
 
 
 def _record(out: Path, label: str, cgroup: Path) -> None:
@@ -135,11 +149,7 @@ def test_cnn3d_learns_a_spawning_process_tree_and_the_daemon_serves_host_events(
                          text=True, start_new_session=True)
     try:
         eve = logs / "eve.json"
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and (not eve.exists() or eve.read_text().count("\n") < 5):
-            assert d.poll() is None, d.stderr.read()[-3000:]
-            time.sleep(0.2)
-        before = eve.read_text().count("\n")
+        before = _wait_events(d, eve, 5)
         with spawner() as sp:
             time.sleep(1.5)
             during = eve.read_text().count("\n")
@@ -203,28 +213,19 @@ def _serve_one_cgroup(tmp_path: Path, whole_machine_cfg: str, logs: Path) -> Non
                        .replace(str(logs), str(logs2)))
         d = subprocess.Popen([*MALSENSORD, "-c", str(cfg)], env=_env(), stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True, start_new_session=True)
-        tree = None
         try:
             eve = logs2 / "eve.json"
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline and (not eve.exists() or eve.read_text().count("\n") < 3):
-                assert d.poll() is None, d.stderr.read()[-3000:]
-                time.sleep(0.2)
-            before = eve.read_text().count("\n")
-            tree = subprocess.Popen(["bash", "-c", f'echo $$ > "{cg}/cgroup.procs"; '
-                                     'for j in {1..40}; do sleep 120 & done; wait'], start_new_session=True)
-            deadline = time.monotonic() + 60   # the tree is whole (bash forks slowly on a loaded machine)
-            while time.monotonic() < deadline and len((cg / "cgroup.procs").read_text().split()) < 42:
-                time.sleep(0.05)
-            time.sleep(1.0)                    # five windows of 2 samples at 0.1 s over the whole tree
-            members = {int(x) for x in (cg / "cgroup.procs").read_text().split()}
-            d.send_signal(signal.SIGTERM)
-            out, err = d.communicate(timeout=60)
+            before = _wait_events(d, eve, 3)
+            with spawner(40, cgroup=cg):       # returns once the whole tree is in the cgroup
+                time.sleep(1.0)                # five windows of 2 samples at 0.1 s over the whole tree
+                members = _members(cg)
+                d.send_signal(signal.SIGTERM)
+                out, err = d.communicate(timeout=60)
         finally:
             if d.poll() is None:
                 os.killpg(d.pid, signal.SIGKILL)
                 d.wait()
-            kill_all(first + ([tree] if tree else []))
+            kill_all(first)
     assert d.returncode == 0, err[-3000:]
     assert len(members) == 42
     events = [json.loads(x) for x in eve.read_text().splitlines()]
