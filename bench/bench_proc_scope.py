@@ -18,42 +18,8 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import subprocess
-import time
-from pathlib import Path
 
-
-def _sleepers(n: int, cgroup: Path | None) -> subprocess.Popen:
-    join = f'echo $$ > "{cgroup}/cgroup.procs"; ' if cgroup else ""
-    p = subprocess.Popen(["bash", "-c", f"{join}for i in $(seq {n}); do sleep 600 & done; wait"],
-                         start_new_session=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and _group(p.pid) < n + 1:
-        time.sleep(0.2)
-    return p
-
-
-def _group(pgrp: int) -> int:
-    n = 0
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                with open(f"/proc/{d}/stat", "rb") as f:
-                    if int(f.read().rpartition(b")")[2].split()[2]) == pgrp:
-                        n += 1
-            except (OSError, ValueError, IndexError):
-                pass
-    return n
-
-
-def cpu_ms(fn, k: int) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(k):
-        t0 = time.process_time()
-        fn()
-        best = min(best, time.process_time() - t0)
-    return best * 1e3
+from bench_procfs import cpu_ms, spawn_sleepers  # (bench/ is on sys.path when run as a script)
 
 
 def main() -> None:
@@ -71,14 +37,14 @@ def main() -> None:
     cg = WorkCgroup.make(writable_parent() / f"malsensor-bench-{os.getpid()}")
     procs = []
     try:
-        procs.append(_sleepers(a.inside, cg.path))
+        procs.append(spawn_sleepers(a.inside, cg.path))
         scope = CgroupScope(str(cg.path))
         name = hierarchy_path(str(cg.path))
         print(f"{'outside':>8} {'processes':>9} {'in cgroup':>9} {'cgroup.procs ms':>15} {'/proc/PID/cgroup ms':>19} "
               f"{'ratio':>6} {'scoped sample ms':>16} {'machine sample ms':>17} {'ratio':>6}  "
               f"(CPU, best of {a.samples})")
         for n in [int(x) for x in a.outside.split(",") if x]:
-            out = _sleepers(n, None)
+            out = spawn_sleepers(n)
             try:
                 total = sum(1 for d in os.listdir("/proc") if d.isdigit())
                 inside = scope.pids()

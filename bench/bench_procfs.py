@@ -23,12 +23,16 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import numpy as np
 
 
-def spawn_sleepers(n: int) -> subprocess.Popen:
-    p = subprocess.Popen(["bash", "-c", f"for i in $(seq {n}); do sleep 600 & done; wait"],
+def spawn_sleepers(n: int, cgroup: Path | None = None) -> subprocess.Popen:
+    """A process group of ``n`` sleeping children of one bash (moved into ``cgroup`` first when
+    given); returns once all are there."""
+    join = f'echo $$ > "{cgroup}/cgroup.procs"; ' if cgroup else ""
+    p = subprocess.Popen(["bash", "-c", f"{join}for i in $(seq {n}); do sleep 600 & done; wait"],
                          start_new_session=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and _count_group(p.pid) < n + 1:
