@@ -180,7 +180,10 @@ def put_repr(buf, pos, x) -> int:
 def _csv_kernel(rec, ftr, text, text_off, reasons, reasons_off, cid_seed, buf) -> int:
     """CSV rows (the columns of the header RowWriter writes) of ``rec``/``ftr`` into ``buf``;
     the end. No value needs quoting: addresses, MACs, reason names and base64 have no comma,
-    quote or line break."""
+    quote or line break. The key fields are written as ``_jsonl_kernel`` writes them, on purpose
+    twice: one shared ``put_key_fields`` (inlined or not) cost 3-6 % per CSV row and 0-4 % per
+    JSONL row (``bench/bench_rows.py --before``, 2026-11-30, idle VM, 1.21-1.23 against 1.14-1.17
+    µs a CSV row, JIT kernels on both sides)."""
     pos = 0
     cid_work = np.zeros(COMMUNITY_ID_WORK, dtype=np.int64)
     for i in range(rec.shape[0]):
