@@ -156,13 +156,17 @@ def _voluntary_switches(pid: int) -> int:
         return int(next(ln for ln in f if ln.startswith("voluntary_ctxt_switches:")).split()[1])
 
 
-def _wait_blocked_again(pid: int, since: int, timeout: float = 10.0) -> None:
-    """Until `pid` has blocked once more than `since`: it blocks on its next read, which can come
-    after the line it printed has been read here (CI stop 16 sampled in between)."""
+def _send_and_wait_blocked(p: subprocess.Popen, line: str, timeout: float = 10.0) -> None:
+    """Send `line`, read its 'ok', and wait until `p` has blocked on its next read: only then is
+    its voluntary switch counted (CI stop 16 sampled between the 'ok' and the block: 0 switches)."""
+    before = _voluntary_switches(p.pid)
+    p.stdin.write(line)
+    p.stdin.flush()
+    assert p.stdout.readline() == "ok\n"
     deadline = time.monotonic() + timeout
-    while _voluntary_switches(pid) <= since:
+    while _voluntary_switches(p.pid) <= before:
         if time.monotonic() > deadline:
-            raise AssertionError(f"process {pid} did not block on its next read in {timeout} s")
+            raise AssertionError(f"process {p.pid} did not block on its next read in {timeout} s")
         time.sleep(0.005)
 
 
@@ -183,21 +187,13 @@ def test_an_idle_process_is_reused_and_one_that_ran_is_read_again(tmp_path):
         assert first.counts["stat_reused"] == 0 < second.counts["stat_reused"]
         assert np.array_equal(_row(first, p.pid)[C["fds_total"]:C["fds_other"] + 1],
                               _row(second, p.pid)[C["fds_total"]:C["fds_other"] + 1])
-        blocked = _voluntary_switches(p.pid)
-        p.stdin.write("x\n")
-        p.stdin.flush()
-        assert p.stdout.readline() == "ok\n"
-        _wait_blocked_again(p.pid, blocked)
+        _send_and_wait_blocked(p, "x\n")
         third = s.sample()
         assert _row(third, p.pid)[C["fds_file"]] == _row(second, p.pid)[C["fds_file"]] + 1
         assert _row(third, p.pid)[C["ctx_voluntary_per_s"]] > 0
         assert _row(second, p.pid)[C["cpu_user"]] == 0 < _row(third, p.pid)[C["cpu_user"]]  # stat read again
         # it runs again without opening or closing anything: as many fds, the links are not read again
-        blocked = _voluntary_switches(p.pid)
-        p.stdin.write("y\n")
-        p.stdin.flush()
-        assert p.stdout.readline() == "ok\n"
-        _wait_blocked_again(p.pid, blocked)
+        _send_and_wait_blocked(p, "y\n")
         fourth = s.sample()
         assert fourth.counts["fds_reused"] >= 1 and _row(fourth, p.pid)[C["cpu_user"]] > 0
         assert np.array_equal(_row(fourth, p.pid)[C["fds_total"]:C["fds_other"] + 1],
