@@ -1,6 +1,6 @@
 """Quality table for the README: UNSW-NB15 binary and 10-class, IoT device identification.
 
-    .venv/bin/python bench/bench_quality.py [--tasks binary,10class,iot,iot-seq,iot-ctx]
+    .venv/bin/python bench/bench_quality.py [--tasks binary,10class,iot,iot-seq,iot-ctx,iot-profile]
                                             [--models forest,gbdt,mlp,itransformer,baseline,xgboost,lightgbm]
                                             [--view conn@1|conn_ctx@1] [--json OUT.json]
 
@@ -34,6 +34,11 @@ capture pooled as the daemon's ``device`` events pool them (daemon/runtime/devic
 through etc/models/gbdt-iot.toml, chosen by bench/search_gbdt_iot.py on validation):
 
     .venv/bin/python bench/bench_quality.py --tasks iot-ctx --models gbdt,baseline,xgboost
+
+``iot-profile`` the same on ``conn_profile@1`` (conn_ctx@1 + the source MAC's profile;
+etc/models/gbdt-iot-profile.toml):
+
+    .venv/bin/python bench/bench_quality.py --tasks iot-profile --models gbdt,baseline,xgboost
 """
 from __future__ import annotations
 
@@ -63,7 +68,24 @@ TASKS = {
     # ct_* counters over the sensor's last 100 connections, state, service)
     "iot-ctx": {"data": [str(IOT)], "macs": IOT / "device_macs.csv", "view": "conn_ctx@1",
                 "specs": {"gbdt": "gbdt-iot.toml"}},
+    # the same plus the profile of the connection's source device (conn_profile@1: EW mean and
+    # deviation of the conn features over the source MAC's connections)
+    "iot-profile": {"data": [str(IOT)], "macs": IOT / "device_macs.csv", "view": "conn_profile@1",
+                    "specs": {"gbdt": "gbdt-iot-profile.toml"}},
 }
+
+
+def search_xgb_params(n_classes: int, threads: int, depth: int, eta: float, mcw: float, col: float,
+                      sub: float, max_bin: int, seed: int = 0) -> dict:
+    """XGBoost parameters as the ``gbdt`` kind sets them for a spec with these knobs and
+    ``[train] seed`` (models/zoo/gbdt.py ``xgb_params``, its seed derivation included), for the
+    hyper-parameter searches: with column or row sampling, another seed draws other trees."""
+    from malsensor.models.train import _seed_int
+    from malsensor.models.zoo.gbdt import GBDTConfig, xgb_params
+
+    cfg = GBDTConfig(learning_rate=eta, max_depth=depth, min_child_weight=mcw, subsample=sub,
+                     colsample_bytree=col, max_bin=max_bin, n_jobs=threads)
+    return {**xgb_params(cfg, n_classes, _seed_int(seed, 0)), "verbosity": 0}
 
 
 def direct_model(name: str):

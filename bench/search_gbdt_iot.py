@@ -5,8 +5,10 @@ two sides; the two shared-MAC pairs merged), ``conn_ctx@1`` unless ``--view`` sa
     .venv/bin/python bench/search_gbdt_iot.py [--view conn_ctx@1] [--configs JSON | --grid second]
                                               [--jsonl OUT]
 
-Each configuration early-stops on the validation log loss (as the gbdt kind does) and prints
-one JSON line: rounds kept; validation accuracy, macro-F1 and per-device-capture accuracy
+XGBoost gets the parameters and seed the gbdt kind would give the same spec
+(bench_quality.search_xgb_params; before 2026-11-30 the searches used seed 0, which only the
+configurations that sample rows or columns notice). Each configuration early-stops on the
+validation log loss (as the gbdt kind does) and prints one JSON line: rounds kept; validation accuracy, macro-F1 and per-device-capture accuracy
 (``mean`` and ``logmean`` pooling, daemon/runtime/devices.py through bench_quality's
 ``device_captures``) - the selection figures - and the same on the test rows, for the record
 only (never used to choose). The last lines rank the configurations by validation macro-F1.
@@ -69,9 +71,7 @@ def main() -> None:
         return f
 
     def run(cw="sqrt", depth=6, eta=0.1, mcw=1.0, col=1.0, sub=1.0, max_bin=256, es=30):
-        p = {"objective": "multi:softprob", "num_class": k, "eta": eta, "max_depth": depth,
-             "min_child_weight": mcw, "subsample": sub, "colsample_bytree": col, "max_bin": max_bin,
-             "tree_method": "hist", "nthread": 1, "seed": 0, "verbosity": 0}
+        p = bq.search_xgb_params(k, 1, depth, eta, mcw, col, sub, max_bin)
         t0 = time.time()
         dtr = xgb.DMatrix(x[tr], label=y[tr], weight=class_weights(y[tr], k, cw)[y[tr]], nthread=1)
         b = xgb.train(p, dtr, 2000, evals=[(dv, "val")], early_stopping_rounds=es, verbose_eval=False)

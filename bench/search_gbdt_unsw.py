@@ -4,11 +4,14 @@ trainer's own rows and seeded 60/20/20 split of the UNSW CSV (conn_ctx@1, 27 col
     .venv/bin/python bench/search_gbdt_unsw.py [--label attack_cat] [--configs JSON | --grid NAME]
                                                [--jsonl OUT.jsonl]
 
-Each configuration early-stops on the validation log loss (as the gbdt kind does) and
-prints one JSON line: rounds kept, validation macro-F1 there (the selection figure), the
-best validation macro-F1 on a 25-round grid, and, for the record only, the test macro-F1
-(never used to choose). ``"refit": true`` adds the test figure of the same configuration
-refitted on train + validation with the kept rounds (what ``--refit`` publishes).
+XGBoost gets the parameters and seed the gbdt kind would give the same spec
+(bench_quality.search_xgb_params; the figures in docs/training.md were measured with seed 0,
+which only the configurations that sample rows or columns notice). Each configuration
+early-stops on the validation log loss (as the gbdt kind does) and prints one JSON line:
+rounds kept, validation macro-F1 there (the selection figure), the best validation macro-F1
+on a 25-round grid, and, for the record only, the test macro-F1 (never used to choose).
+``"refit": true`` adds the test figure of the same configuration refitted on train +
+validation with the kept rounds (what ``--refit`` publishes).
 CPU-heavy: 2 threads, one configuration at a time (the machine is shared); a 10-class fit
 takes 15 s to 3 minutes depending on the load.
 
@@ -24,10 +27,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_quality as bq  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 UNSW = REPO.parent / "shared" / "data" / "unsw_nb15" / "UNSW_NB15_82k.csv"
@@ -96,11 +103,7 @@ def main() -> None:
     results = []
 
     def run(cw="sqrt", depth=8, eta=0.1, mcw=1.0, max_bin=256, col=1.0, sub=1.0, es=30, refit=False):
-        p = {"objective": "multi:softprob" if k > 2 else "binary:logistic", "eta": eta, "max_depth": depth,
-             "min_child_weight": mcw, "subsample": sub, "colsample_bytree": col, "max_bin": max_bin,
-             "tree_method": "hist", "nthread": a.threads, "seed": 0, "verbosity": 0}
-        if k > 2:
-            p["num_class"] = k
+        p = bq.search_xgb_params(k, a.threads, depth, eta, mcw, col, sub, max_bin)
 
         def pred(b, dm, r):
             pr = b.predict(dm, iteration_range=(0, r)) if r else b.predict(dm)

@@ -168,7 +168,7 @@ def test_gbdt_reads_pkt_seq_through_its_spec():
     spec = load_spec(Path(__file__).resolve().parents[1] / "etc" / "models" / "gbdt-pkt-seq.toml")
     view = get_kind("gbdt").view(spec.model)
     assert (view.ref, tuple(view.shape), view.columns) == ("pkt_seq@1", (16, 7), SEQ_COLUMNS)
-    with pytest.raises(TrainError, match="view must be one of conn@1, conn_ctx@1, pkt_seq@1"):
+    with pytest.raises(TrainError, match="view must be one of conn@1, conn_ctx@1, conn_profile@1, pkt_seq@1"):
         check_config(GBDTConfig(view="conn_series@1"))
     with pytest.raises(TrainError, match="n_packets must be in 1..256"):
         check_config(GBDTConfig(view="pkt_seq@1", n_packets=0))

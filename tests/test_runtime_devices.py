@@ -1,4 +1,4 @@
-"""``malsensord --replay`` serving a gbdt model on ``pkt_seq@1`` or ``conn_ctx@1`` with
+"""``malsensord --replay`` serving a gbdt model on ``pkt_seq@1``, ``conn_ctx@1`` or ``conn_profile@1`` with
 per-device pooling (``mean`` and ``logmean``).
 
 The model is trained by ``malsensor-train`` on IoT Sentinel captures of three devices
@@ -26,6 +26,7 @@ VIEWS = {
     "pkt_seq@1": ({"view": "pkt_seq@1", "n_packets": N_PACKETS}, f'view = "pkt_seq@1"\nn_packets = {N_PACKETS}\n',
                   "mean"),
     "conn_ctx@1": ({"view": "conn_ctx@1"}, 'view = "conn_ctx@1"\n', "logmean"),
+    "conn_profile@1": ({"view": "conn_profile@1"}, 'view = "conn_profile@1"\n', "mean"),
 }
 
 
@@ -163,7 +164,7 @@ def test_device_aggregator_windows():
 @pytest.mark.parametrize("view", sorted(VIEWS))
 def test_device_keys_need_a_window(view):
     """device_pool / device_min_connections without device_window is a config error naming the
-    file, line and key; with a window both views accept them."""
+    file, line and key; with a window every device view accepts them."""
     from malsensor.daemon.runtime import config as C
 
     head = f'[[model]]\nname = "m"\nmodels_dir = "/m"\n{VIEWS[view][1]}'

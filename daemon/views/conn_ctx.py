@@ -133,9 +133,11 @@ class ConnCtxOptions(DeviceOptions):
 
 
 class ConnCtxRouter(Router):
-    """Finished connections with their context; one :class:`ConnContext` per capture thread."""
+    """Finished connections with their context; one ``context`` (:class:`ConnContext` or a
+    subclass: what carries from batch to batch) per capture thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, context: type[ConnContext] = ConnContext) -> None:
+        self._new = context
         self._contexts: dict[int, ConnContext] = {}
         self._lock = threading.Lock()
 
@@ -144,7 +146,7 @@ class ConnCtxRouter(Router):
         with self._lock:
             ctx = self._contexts.get(tid)
             if ctx is None:
-                ctx = self._contexts[tid] = ConnContext()
+                ctx = self._contexts[tid] = self._new()
             return ctx
 
     def route(self, cb) -> EntityRows | None:
@@ -163,6 +165,7 @@ class ConnCtxView(ConnectionView):
     columns = CONN_CTX_COLUMNS
     options = ConnCtxOptions
     description = "17 conn features + UNSW-NB15's connection context (ct_* over the last 100, state, service)"
+    context = ConnContext   # what computes the rows from finished connections, daemon and trainer alike
 
     def shape(self, options) -> tuple[int, ...]:
         return (N_CTX_FEATURES,)
@@ -178,7 +181,7 @@ class ConnCtxView(ConnectionView):
         check_device_options(o, ck, path)
 
     def router(self, o: ConnCtxOptions, facts) -> ConnCtxRouter:
-        return ConnCtxRouter()
+        return ConnCtxRouter(self.context)
 
 
 CONN_CTX = register_view(ConnCtxView())

@@ -34,15 +34,16 @@ N_PACKETS_MAX = 256
 @dataclass(frozen=True)
 class DeviceOptions:
     """Per-device pooling (daemon/runtime/devices.py), for the views that identify devices from
-    their connections (``pkt_seq@1``, ``conn_ctx@1``): the service reads these keys by name."""
+    their connections (``pkt_seq@1``, ``conn_ctx@1``, ``conn_profile@1``): the service reads these keys by
+    name."""
 
-    device_window: float = opt(0.0, "view = \"pkt_seq@1\" or \"conn_ctx@1\": also pool the connections of each "
-                                    "source MAC over windows of this many seconds into one \"device\" event "
-                                    "(0 = off; docs/devices.md)", min=0.0, max=86400.0)
-    device_pool: str = opt("mean", "view = \"pkt_seq@1\" or \"conn_ctx@1\": how a device window pools its "
-                                   "connections' probabilities", choices=("mean", "logmean", "vote"))
-    device_min_connections: int = opt(1, "view = \"pkt_seq@1\" or \"conn_ctx@1\": device windows with fewer "
-                                         "connections are not reported", min=1, max=1_000_000)
+    device_window: float = opt(0.0, "a device view (pkt_seq@1, conn_ctx@1, conn_profile@1): also pool the "
+                                    "connections of each source MAC over windows of this many seconds into one "
+                                    "\"device\" event (0 = off; docs/devices.md)", min=0.0, max=86400.0)
+    device_pool: str = opt("mean", "a device view: how a device window pools its connections' probabilities",
+                           choices=("mean", "logmean", "vote"))
+    device_min_connections: int = opt(1, "a device view: device windows with fewer connections are not reported",
+                                      min=1, max=1_000_000)
 
 
 def check_device_options(o: DeviceOptions, ck: Checker, path) -> None:

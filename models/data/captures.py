@@ -12,7 +12,8 @@ can classify a connection as soon as it reaches ``SERIES_POINTS[L-1]`` packets
 
 ``conn_ctx@1``: the 17 features plus the context columns of
 :class:`malsensor.daemon.views.conn_ctx.ConnContext`, fed the capture's finished
-connections in order (what one capture thread of the daemon does in a replay).
+connections in order (what one capture thread of the daemon does in a replay);
+``conn_profile@1`` the same with its source profiles (the view's ``context``).
 """
 from __future__ import annotations
 
@@ -85,13 +86,14 @@ def read_capture_file(path: Path, view: ViewInfo, stats: DataStats, semantics: s
         pos = {int(s): i for i, s in enumerate(ends[:, L.SERIAL])}
         x = np.empty((ends.shape[0], lookback, feat.shape[1]), dtype=np.float64)
         x[[pos[int(s)] for s in got_rec[:, L.SERIAL]]] = got_x
-    elif view.name == "conn_ctx":
-        # the daemon's own context code, connections in the order the tracker finished them
-        from malsensor.daemon.views.conn_ctx import ConnContext
-
-        x = ConnContext().rows(ends, feat[final])
     else:
-        x = feat[final]
+        from malsensor.daemon.views.base import get_view
+        from malsensor.daemon.views.conn_ctx import ConnCtxView
+
+        served = get_view(view.ref)
+        # conn_ctx@1, conn_profile@1: the daemon's own context code, connections in the order the
+        # tracker finished them
+        x = served.context().rows(ends, feat[final]) if isinstance(served, ConnCtxView) else feat[final]
     stats.rows_read += int(ends.shape[0])
     return capture_part(path, ends, x, semantics)
 

@@ -70,13 +70,13 @@ class GBDTConfig:
     perfect_max_depth: int = 8
     n_jobs: int = 2
     # what the trees read: "conn@1" (17 features), "conn_ctx@1" (+ UNSW-NB15's connection
-    # context), or a connection's first n_packets packets (pkt_seq@1, flattened packet by
+    # context), "conn_profile@1" (+ the source device's profile), or a connection's first n_packets packets (pkt_seq@1, flattened packet by
     # packet: n_packets x 5 inputs; device identification)
     view: str = "conn@1"
     n_packets: int = 16               # view = "pkt_seq@1" only
 
 
-GBDT_VIEWS = ("conn@1", "conn_ctx@1", "pkt_seq@1")
+GBDT_VIEWS = ("conn@1", "conn_ctx@1", "conn_profile@1", "pkt_seq@1")
 
 
 def check_config(cfg: GBDTConfig) -> None:
@@ -414,10 +414,10 @@ class GBDT(ModelKind):
     reference = "XGBoost predict_proba"
 
     def view(self, cfg: GBDTConfig) -> ViewInfo:
-        if cfg.view == "conn_ctx@1":
-            from malsensor.daemon.views.conn_ctx import CONN_CTX
+        if cfg.view in ("conn_ctx@1", "conn_profile@1"):
+            from malsensor.daemon.views.base import get_view
 
-            return CONN_CTX.info()
+            return get_view(cfg.view).info()
         if cfg.view == "pkt_seq@1":
             from malsensor.daemon.views.pkt_seq import PKT_SEQ, PktSeqOptions
 
