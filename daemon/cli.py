@@ -141,7 +141,23 @@ def _row_format(a: argparse.Namespace) -> str:
     return format_for_path(a.output)
 
 
-def cmd_extract(a: argparse.Namespace, gc_on: bool = True) -> int:
+class ImportsWithoutGC:
+    """No garbage collection while the modules load: their ~100 k objects are none of them
+    garbage, and the collections that walk them were ~8 % of a small capture's extract (perf:
+    gc_collect_main, visit_decref). :meth:`done` turns it back on (as it was) once a command
+    has imported what it needs, before the packets; calling it again does nothing."""
+
+    def __init__(self) -> None:
+        self._restore = gc.isenabled()
+        gc.disable()
+
+    def done(self) -> None:
+        if self._restore:
+            gc.enable()
+            self._restore = False
+
+
+def cmd_extract(a: argparse.Namespace, imports: ImportsWithoutGC | None = None) -> int:
     from .capture.pcapfile import CaptureFormatError, ReaderStats, read_capture
     from .outputs.rows import RowWriter
     from .pipeline import OFFLINE_EMIT_ROWS, ConnPipeline, parse_protocols
@@ -154,8 +170,8 @@ def cmd_extract(a: argparse.Namespace, gc_on: bool = True) -> int:
         log.error("%s", exc)
         return 2
     if a.interface:
-        if gc_on:
-            gc.enable()  # a live capture runs for long
+        if imports:
+            imports.done()  # a live capture runs for long
         return _extract_live(a, tracking, protocols)
     if not a.capture:
         log.error("extract needs a capture file or --interface")
@@ -180,8 +196,8 @@ def cmd_extract(a: argparse.Namespace, gc_on: bool = True) -> int:
         return 2
     writer = RowWriter(out, _row_format(a), a.community_id_seed)
     progress = Progress(f"extract {os.path.basename(a.capture) if a.capture != '-' else 'stdin'}", size)
-    if gc_on:
-        gc.enable()  # the imports are done (see main), pyarrow's too
+    if imports:
+        imports.done()  # pyarrow's imports too
     try:
         try:
             for batch in read_capture(a.capture, stats=stats, reuse_buffers=True, map_file=MAP_FILES):
@@ -273,26 +289,20 @@ def _extract_live(a: argparse.Namespace, tracking: TrackerConfig, protocols) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    # no garbage collection while the modules load: their ~100 k objects are none of them
-    # garbage, and the collections that walk them were ~8 % of a small capture's extract
-    # (perf: gc_collect_main, visit_decref); cmd_extract turns it back on before the packets
-    gc_was_on = gc.isenabled()
-    gc.disable()
+    imports = ImportsWithoutGC()
     try:
         a = build_parser().parse_args(argv)
         setup_logging(a.log_level)
         if a.command == "extract":
-            return cmd_extract(a, gc_was_on)
+            return cmd_extract(a, imports)
         if a.command == "ptdump":
             from .pt.cli import cmd_ptdump
 
-            if gc_was_on:
-                gc.enable()
+            imports.done()
             return cmd_ptdump(a)
         return 2  # pragma: no cover - argparse enforces the subcommands
     finally:
-        if gc_was_on:
-            gc.enable()
+        imports.done()
 
 
 if __name__ == "__main__":  # pragma: no cover
