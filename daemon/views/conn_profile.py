@@ -49,7 +49,7 @@ log = logging.getLogger("malsensor.views.conn_profile")
 CONN_PROFILE_VIEW = "conn_profile"
 CONN_PROFILE_VERSION = 1
 SPAN = 32            # bench/search_gbdt_iot.py --source-profile: span 16 gave 0.7564 validation macro-F1, 32 0.7578
-MAX_SOURCES = 12_288   # per capture thread: 16,384 slots at 3/4, 4.6 MB of float64 sums
+MAX_SOURCES = 12_288   # per capture thread: 16,384 slots at 3/4: 4.7 MB (float64 sums)
 PROFILE_COLUMNS = (*(f"src_{c}_mean" for c in CONN_COLUMNS), *(f"src_{c}_std" for c in CONN_COLUMNS), "src_conns")
 CONN_PROFILE_COLUMNS = (*CONN_CTX_COLUMNS, *PROFILE_COLUMNS)
 
