@@ -13,11 +13,10 @@ finished connections of the same source MAC so far (this one included):
 
 Why (issue 14, device identification; docs/devices.md): a connection says little about the
 device that made it (DNS, NTP and DHCP look alike from every device), its device's recent
-connections say more. On the IoT Sentinel rows and split, XGBoost on these 62 columns against
-the 27 of conn_ctx@1 (bench/search_gbdt_iot.py --source-profile 32 measured the same columns
-before this view existed): per connection 0.87 accuracy / 0.71 macro-F1 against 0.76 / 0.66,
-but per device capture lower (README quality section): the profile repeats what pooling a
-device's connections already does.
+connections say more. On the IoT Sentinel rows and split (etc/models/gbdt-iot-profile.toml,
+README quality section): per connection 0.86 accuracy / 0.77 macro-F1 against 0.76 / 0.66 on
+conn_ctx@1, per device capture one capture behind (0.8533 against 0.8667): the profile repeats
+what pooling a device's connections already does.
 
 The key is the source MAC, as device events pool by it: one profile per device on the
 sensor's segment. Behind a router every remote host has the router's MAC, so this view is for
@@ -48,7 +47,7 @@ log = logging.getLogger("malsensor.views.conn_profile")
 
 CONN_PROFILE_VIEW = "conn_profile"
 CONN_PROFILE_VERSION = 1
-SPAN = 32            # bench/search_gbdt_iot.py --source-profile: span 16 gave 0.7564 validation macro-F1, 32 0.7578
+SPAN = 32   # chosen on validation before this view existed (docs/devices.md): macro-F1 0.7578, span 16 0.7564
 MAX_SOURCES = 12_288   # per capture thread: 16,384 slots at 3/4: 4.7 MB (float64 sums)
 PROFILE_COLUMNS = (*(f"src_{c}_mean" for c in CONN_COLUMNS), *(f"src_{c}_std" for c in CONN_COLUMNS), "src_conns")
 CONN_PROFILE_COLUMNS = (*CONN_CTX_COLUMNS, *PROFILE_COLUMNS)
