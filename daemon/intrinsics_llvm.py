@@ -5,7 +5,7 @@ long dependency chains, so the CPU does not run far enough ahead on its own to o
 misses of the next packets (index buckets and flow rows for the tracker). A hint for an element
 a few packets ahead hides most of that latency. It never faults: any index is allowed.
 
-``load_be16/32/64(buf, pos)``, ``load_le16/32(buf, pos)``: one unaligned load (plus a byte swap)
+``load_be16/32/48/64(buf, pos)``, ``load_le16/32(buf, pos)``: one unaligned load (plus a byte swap)
 of a multi-byte integer at ``buf[pos]`` of a uint8 array, instead of assembling it byte by byte.
 Like ``buf[pos]`` in a numba kernel they are not bounds-checked: the caller checks the length.
 
@@ -18,7 +18,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-__all__ = ["prefetch", "load_be16", "load_be32", "load_be64", "load_le16", "load_le32", "f64_bits"]
+__all__ = ["prefetch", "load_be16", "load_be32", "load_be48", "load_be64", "load_le16", "load_le32", "f64_bits"]
 
 
 def _element_pointer(context, builder, arrty, arr, idx):
@@ -69,6 +69,7 @@ def _loader(bits: int, swap: bool):
 
 load_be16 = _loader(16, True)
 load_be32 = _loader(32, True)
+load_be48 = _loader(48, True)   # a MAC address
 load_be64 = _loader(64, True)
 load_le16 = _loader(16, False)
 load_le32 = _loader(32, False)
