@@ -61,7 +61,15 @@ def pcapng_bytes(frames: list[bytes]) -> bytes:
 def warm_connections(tracking: TrackerConfig, semantics: str, *, files: bool) -> list:
     """Run decode, tracking (snapshots, sweeps, flushes) and the views over the crafted
     frames - through the pcap and pcapng readers too when ``files`` - and return the
-    connection batches (the daemon warms its event formatters with them)."""
+    connection batches (the daemon warms its event formatters with them). Off the main thread,
+    where capture and pipeline threads run: their kernels are numba's JIT ones
+    (:func:`~malsensor.daemon.jit.off_main_thread`)."""
+    from ..jit import off_main_thread
+
+    return off_main_thread(_run_chain, tracking, semantics, files)
+
+
+def _run_chain(tracking: TrackerConfig, semantics: str, files: bool) -> list:
     from ..pipeline import ConnPipeline
 
     tk = dataclasses.replace(tracking, snapshot_packets=(1,), max_flows=64)

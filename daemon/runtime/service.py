@@ -33,6 +33,7 @@ import numpy as np
 
 from ..artifact import log_text
 from ..capture.live import merge_summaries
+from ..jit import off_main_thread
 from ..logs import setup_logging
 from ..outputs.eve import PredictionBatch, label_lines
 from ..outputs.events import FORMATTERS
@@ -247,7 +248,11 @@ class Service:
         return "; ".join(s.describe() for s in self.sources) or "no source"
 
     def _warm(self) -> None:
-        """Every source kind's kernels, then every model's router and event formatter, once."""
+        """Every source kind's kernels, then every model's router and event formatter, once, off
+        the main thread: the threads that run them call numba's JIT kernels (daemon/jit.py)."""
+        off_main_thread(self._warm_kernels)
+
+    def _warm_kernels(self) -> None:
         samples: dict[str, list] = {}
         for kind in dict.fromkeys(self.kinds):
             samples.setdefault(kind.produces, []).extend(kind.warm(self.context))
