@@ -37,8 +37,8 @@ import numpy as np
 from ..flows import layout as L
 from ..jit import njit
 from ..schema import Checker, opt
-from .base import EntityRows, Router, register_view
-from .conn import CONN_COLUMNS, N_FEATURES, ConnectionView
+from .base import EntityRows, register_view
+from .conn import CONN_COLUMNS, N_FEATURES, ConnectionView, ConnRouter
 from .context import CT_COLUMNS, STATE_CODE, STATE_NAMES, WINDOW, ContextWindow
 from .pkt_seq import DeviceOptions, check_device_options
 from .service import SERVICE_NAMES, record_services
@@ -132,11 +132,13 @@ class ConnCtxOptions(DeviceOptions):
     lookback: int = opt(0, "not used by conn_ctx (0)", min=0, max=64)
 
 
-class ConnCtxRouter(Router):
-    """Finished connections with their context; one ``context`` (:class:`ConnContext` or a
-    subclass: what carries from batch to batch) per capture thread."""
+class ConnCtxRouter(ConnRouter):
+    """Finished connections (the ``end`` trigger of :class:`ConnRouter`) with their context; one
+    ``context`` (:class:`ConnContext` or a subclass: what carries from batch to batch) per
+    capture thread."""
 
     def __init__(self, context: type[ConnContext] = ConnContext) -> None:
+        super().__init__()
         self._new = context
         self._contexts: dict[int, ConnContext] = {}
         self._lock = threading.Lock()
@@ -150,7 +152,7 @@ class ConnCtxRouter(Router):
             return ctx
 
     def route(self, cb) -> EntityRows | None:
-        m = ~cb.is_snapshot
+        m = self.selected(cb)
         if not m.any():
             return None
         rec, feat = (cb.records, cb.features) if m.all() else (cb.records[m], cb.features[m])
