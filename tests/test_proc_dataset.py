@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from cgroups import alive, kill_all, new_cgroup, sleepers_in
+from cgroups import alive, kill_all, kill_if_running, new_cgroup, sleepers_in
 from malsensor.models.data.procshards import load_shard
 from malsensor.models.proc_dataset import WORKLOADS
 
@@ -97,9 +97,7 @@ def test_sigterm_kills_the_recordings_cgroup_and_removes_it(tmp_path):
             p.send_signal(signal.SIGTERM)
             _, err = p.communicate(timeout=60)
         finally:
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait()
+            kill_if_running(p)
         assert p.returncode == 130 and "interrupted" in err, err[-3000:]
         assert _children(parent) == []
     assert [q for q in pids if alive(q)] == []

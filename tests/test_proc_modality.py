@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cgroups import kill_all, new_cgroup, sleepers_in
+from cgroups import kill_all, kill_if_running, new_cgroup, sleepers_in
 from malsensor.daemon.proc.columns import INDEX as C
 
 TRAIN = [sys.executable, "-m", "malsensor.models.cli"]
@@ -158,9 +158,7 @@ def test_cnn3d_learns_a_spawning_process_tree_and_the_daemon_serves_host_events(
         d.send_signal(signal.SIGTERM)
         out, err = d.communicate(timeout=60)
     finally:
-        if d.poll() is None:
-            os.killpg(d.pid, signal.SIGKILL)
-            d.wait()
+        kill_if_running(d)
     assert d.returncode == 0, err[-3000:]
     events = [json.loads(x) for x in eve.read_text().splitlines()]
     assert before >= 5 and len(events) >= during > before
@@ -222,9 +220,7 @@ def _serve_one_cgroup(tmp_path: Path, whole_machine_cfg: str, logs: Path) -> Non
                 d.send_signal(signal.SIGTERM)
                 out, err = d.communicate(timeout=60)
         finally:
-            if d.poll() is None:
-                os.killpg(d.pid, signal.SIGKILL)
-                d.wait()
+            kill_if_running(d)
             kill_all(first)
     assert d.returncode == 0, err[-3000:]
     assert len(members) == 42
