@@ -75,6 +75,26 @@ TASKS = {
 }
 
 
+def add_search_arguments(ap, grids: dict) -> None:
+    """The options the hyper-parameter searches share: which configurations, and a JSONL copy."""
+    ap.add_argument("--configs", help="JSON list of run() keyword sets (default: --grid default)")
+    ap.add_argument("--grid", default="default", choices=sorted(grids), help="a named list of configurations")
+    ap.add_argument("--jsonl", type=Path, help="append every configuration's line here too")
+
+
+def search_configs(a, grids: dict) -> list[dict]:
+    return json.loads(a.configs) if a.configs else grids[a.grid]
+
+
+def report_config(out: dict, results: list, jsonl: Path | None) -> None:
+    """One configuration's line: printed, kept for the ranking, appended to ``jsonl``."""
+    print(json.dumps(out), flush=True)
+    results.append(out)
+    if jsonl:
+        with jsonl.open("a") as f:
+            f.write(json.dumps(out) + "\n")
+
+
 def search_xgb_params(n_classes: int, threads: int, depth: int, eta: float, mcw: float, col: float,
                       sub: float, max_bin: int, seed: int = 0) -> dict:
     """XGBoost parameters as the ``gbdt`` kind sets them for a spec with these knobs and

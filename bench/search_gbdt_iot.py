@@ -18,7 +18,6 @@ load XGBoost's waiting threads burn CPU), one configuration at a time.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -41,9 +40,7 @@ GRIDS = {"default": DEFAULT,
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--view", default="conn_ctx@1")
-    ap.add_argument("--configs", help="JSON list of run() keyword sets (default: --grid default)")
-    ap.add_argument("--grid", default="default", choices=sorted(GRIDS), help="a named list of configurations")
-    ap.add_argument("--jsonl", type=Path, help="append every configuration's line here too")
+    bq.add_search_arguments(ap, GRIDS)
     a = ap.parse_args()
     import xgboost as xgb
     from sklearn.metrics import f1_score
@@ -79,13 +76,9 @@ def main() -> None:
         out = dict(view=a.view, cw=cw, depth=depth, eta=eta, mcw=mcw, col=col, sub=sub, max_bin=max_bin, es=es,
                    best_round=best, val=figures(b, dv, va, best), test=figures(b, dte, te, best),
                    secs=round(time.time() - t0, 1))
-        print(json.dumps(out), flush=True)
-        results.append(out)
-        if a.jsonl:
-            with a.jsonl.open("a") as f:
-                f.write(json.dumps(out) + "\n")
+        bq.report_config(out, results, a.jsonl)
 
-    for cfg in json.loads(a.configs) if a.configs else GRIDS[a.grid]:
+    for cfg in bq.search_configs(a, GRIDS):
         run(**cfg)
     print(f"# {len(results)} configurations, by validation macro-F1 (the selection figure):")
     for r in sorted(results, key=lambda r: -r["val"]["f1"]):

@@ -26,7 +26,6 @@ lines rank them by validation macro-F1. On a loaded machine use ``--threads 1`` 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -79,9 +78,7 @@ def trainer_rows(label: str):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--label", default="attack_cat")
-    ap.add_argument("--configs", help="JSON list of run() keyword sets (default: --grid default)")
-    ap.add_argument("--grid", default="default", choices=sorted(GRIDS), help="a named list of configurations")
-    ap.add_argument("--jsonl", type=Path, help="append every configuration's line here too")
+    bq.add_search_arguments(ap, GRIDS)
     ap.add_argument("--threads", type=int, default=2, help="XGBoost threads (1 on a loaded machine: OpenMP's "
                     "waiting threads burn CPU; run with OMP_WAIT_POLICY=PASSIVE)")
     a = ap.parse_args()
@@ -125,13 +122,9 @@ def main() -> None:
             both = np.concatenate([tr, va])
             dboth = xgb.DMatrix(x[both], label=y[both], weight=weights(y[both], cw)[y[both]], nthread=a.threads)
             out["refit_test_f1"] = f1(xgb.train(p, dboth, best, verbose_eval=False), dte, y[te])
-        print(json.dumps(out), flush=True)
-        results.append(out)
-        if a.jsonl:
-            with a.jsonl.open("a") as f:
-                f.write(json.dumps(out) + "\n")
+        bq.report_config(out, results, a.jsonl)
 
-    configs = json.loads(a.configs) if a.configs else GRIDS[a.grid]
+    configs = bq.search_configs(a, GRIDS)
     for cfg in configs:
         run(**cfg)
     print(f"# {len(results)} configurations, by validation macro-F1 (the selection figure):")
