@@ -26,6 +26,7 @@ import numpy as np
 
 from ..jit import njit
 from .layout import END, END_SNAPSHOT, KEY, SERIAL
+from .probing import moves_back, pow2_at_least
 
 # The view's columns along the feature axis (docs/features.md, "pkt_seq@1")
 SEQ_COLUMNS = ("size", "direction", "iat", "tcp_flags", "proto", "service_port", "mask")
@@ -36,10 +37,6 @@ SIZE_CAP = 32767
 SLACK_ROWS = 65_536 + 16_384
 # ctr slots
 S_FREE, S_FULL, S_USED = range(3)
-
-
-def _pow2_at_least(n: int) -> int:
-    return 1 << max(1, (n - 1).bit_length())
 
 
 def seq_bytes_per_flow(n_packets: int) -> int:
@@ -77,7 +74,7 @@ def _delete(index, serials, bucket) -> None:
         if r < 0:
             break
         k = _hash(serials[r]) & mask
-        if (j > i and (k <= i or k > j)) or (j < i and (k <= i and k > j)):
+        if moves_back(i, j, k):
             index[i] = r
             i = j
     index[i] = -1
@@ -159,7 +156,7 @@ class SeqRecorder:
         cap = int(max_flows) + int(slack)
         self.n_packets = int(n_packets)
         self.capacity = cap
-        self.index = np.full(_pow2_at_least(2 * cap), -1, dtype=np.int32)
+        self.index = np.full(pow2_at_least(2 * cap), -1, dtype=np.int32)
         self.serials = np.zeros(cap, dtype=np.int64)
         self.count = np.zeros(cap, dtype=np.uint16)
         self.last_ts = np.zeros(cap, dtype=np.int64)

@@ -36,6 +36,7 @@ from .layout import (
     ST_SYNACK_ACKS_SYN, STATE, SYN_TS, SYNACK_TS, TTL_LAST, ST_ARGUS_ACK_OK, ST_ARGUS_HS_OVER,
     ST_ARGUS_SYNACK_OK, ST_SIG_BITS, ST_SIG_D_SHIFT, ST_SIG_S_SHIFT,
 )
+from .probing import moves_back, pow2_at_least
 from .signature import payload_class
 
 # TCP flag bits
@@ -121,7 +122,6 @@ def _index_delete(table, index, slot) -> None:
     i = _row_hash(table, slot) & mask
     while index[i] != slot:
         i = (i + 1) & mask
-    # backward-shift deletion keeps probe chains intact without tombstones
     j = i
     while True:
         j = (j + 1) & mask
@@ -129,7 +129,7 @@ def _index_delete(table, index, slot) -> None:
         if s < 0:
             break
         k = _row_hash(table, s) & mask
-        if (j > i and (k <= i or k > j)) or (j < i and (k <= i and k > j)):
+        if moves_back(i, j, k):
             index[i] = s
             i = j
     index[i] = -1
@@ -817,13 +817,9 @@ def expire_kernel(table, index, perm, ctr, params, now, out) -> int:
     return _sweep(table, index, perm, ctr, params, now, out, 0)
 
 
-def _pow2_at_least(n: int) -> int:
-    return 1 << max(1, (n - 1).bit_length())
-
-
 def bytes_per_flow(max_flows: int) -> float:
     """Memory the tracker holds per connection of its bound (row + index + perm)."""
-    index_buckets = _pow2_at_least(2 * max_flows)
+    index_buckets = pow2_at_least(2 * max_flows)
     return (max_flows * N_COLS * 8 + index_buckets * 4 + max_flows * 4) / max_flows
 
 
@@ -839,7 +835,7 @@ class FlowTracker:
         self.cfg = cfg
         n = cfg.max_flows
         self.table = np.zeros((n, N_COLS), dtype=np.int64)
-        self.index = np.full(_pow2_at_least(2 * n), -1, dtype=np.int32)
+        self.index = np.full(pow2_at_least(2 * n), -1, dtype=np.int32)
         self.perm = np.arange(n, dtype=np.int32)
         self.ctr = np.zeros(N_CTR, dtype=np.int64)
         self.ctr[C_NEXT_SERIAL] = 1
