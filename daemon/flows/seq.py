@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..intrinsics import borrowed
 from ..jit import njit
 from .layout import END, END_SNAPSHOT, KEY, SERIAL
 from .probing import moves_back, pow2_at_least
@@ -84,6 +85,9 @@ def _delete(index, serials, bucket) -> None:
 def record_kernel(index, serials, count, last_ts, size, flags, iat, free, ctr,
                   start, end, tags, ts, ip_len, tcp_flags) -> None:
     """Append packets ``start..end`` (tagged by the tracker) to their connection's row."""
+    index, serials, count, last_ts = borrowed(index), borrowed(serials), borrowed(count), borrowed(last_ts)
+    size, flags, iat, free, ctr = borrowed(size), borrowed(flags), borrowed(iat), borrowed(free), borrowed(ctr)
+    tags, ts, ip_len, tcp_flags = borrowed(tags), borrowed(ts), borrowed(ip_len), borrowed(tcp_flags)
     n_max = size.shape[1]
     for p in range(start, end):
         tag = tags[p]

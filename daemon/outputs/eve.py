@@ -43,6 +43,7 @@ import numpy as np
 from ..jit import njit
 
 from ..flows import layout as L
+from ..intrinsics import borrowed
 from ..protocols import proto_name
 from ..splitmix import mix64
 from ..views.conn import CONN_COLUMNS
@@ -204,6 +205,10 @@ def _eve_kernel(rows, rec, ftr, probs, cls, topk, alert, features, text, text_of
                 protos, protos_off, reasons, reasons_off, cid_seed, buf) -> int:
     pos = 0
     cid_work = np.zeros(COMMUNITY_ID_WORK, dtype=np.int64)
+    rec, ftr, probs, buf = borrowed(rec), borrowed(ftr), borrowed(probs), borrowed(buf)
+    text, text_off, labels, labels_off = borrowed(text), borrowed(text_off), borrowed(labels), borrowed(labels_off)
+    protos, protos_off = borrowed(protos), borrowed(protos_off)
+    reasons, reasons_off = borrowed(reasons), borrowed(reasons_off)
     for j in rows:
         r = rec[j]
         key = r[L.KEY]
@@ -212,7 +217,7 @@ def _eve_kernel(rows, rec, ftr, probs, cls, topk, alert, features, text, text_of
         pos = put_text(buf, pos, text, text_off, 1)
         pos = put_int(buf, pos, flow_id(r))
         pos = put_text(buf, pos, text, text_off, 2)
-        pos = put_community_id(buf, pos, rec, j, cid_seed, cid_work)
+        pos = put_community_id(buf, pos, rec, j, cid_seed, borrowed(cid_work))  # cid_work lives on
         pos = put_endpoints(buf, pos, rec, j, text, text_off, 3)
         pos = put_text(buf, pos, text, text_off, 7)
         pos = put_text(buf, pos, protos, protos_off, (key >> 32) & 0xFF)

@@ -28,6 +28,7 @@ import numpy as np
 from ..jit import njit
 
 from ..flows import layout as L
+from ..intrinsics import borrowed
 from ..views.conn import CONN_COLUMNS, N_FEATURES
 from .jsontext import IP_MAX, MAC_MAX, put_ip, put_mac
 from .rows import END_REASON_TEXT
@@ -44,6 +45,7 @@ KEY_COLUMNS = ("ts", "src_ip", "src_port", "dest_ip", "dest_port", "proto", "src
 @njit(cache=True, nogil=True)
 def _ip_text(rec, c_hi, c_lo, buf, offsets) -> int:
     """The address in columns ``c_hi``/``c_lo`` of every record, as Arrow string data + offsets."""
+    buf = borrowed(buf)  # put_ip per row without reference counts (daemon/intrinsics_llvm.py)
     pos = 0
     for i in range(rec.shape[0]):
         offsets[i] = pos
@@ -54,6 +56,7 @@ def _ip_text(rec, c_hi, c_lo, buf, offsets) -> int:
 
 @njit(cache=True, nogil=True)
 def _mac_text(rec, c, buf, offsets) -> int:
+    buf = borrowed(buf)
     pos = 0
     for i in range(rec.shape[0]):
         offsets[i] = pos

@@ -16,6 +16,7 @@ import numpy as np
 from ..jit import njit
 
 from ..flows import layout as L
+from ..intrinsics import borrowed
 from ..views.conn import CONN_COLUMNS
 from .community_id import TEXT_LEN as COMMUNITY_ID_LEN
 from .community_id import WORK_LEN as COMMUNITY_ID_WORK
@@ -109,29 +110,39 @@ def put_endpoints(buf, pos, rec, i, text, text_off, k) -> int:
 
 
 @njit(cache=True, nogil=True)
+def put_key_fields(buf, pos, rec, i, text, text_off, reasons, reasons_off, cid_seed, cid_work) -> int:
+    """The fields of record ``rec[i]`` before its features, as JSONL and CSV rows both write
+    them: the first timestamp, the endpoints, the protocol, the MACs, the end reason and the
+    Community ID, each after the fixed text 1..9 of the row's :class:`TextTable`."""
+    key = rec[i, L.KEY]
+    pos = put_float(buf, pos, rec[i, L.FIRST_TS] / 1e9)
+    pos = put_endpoints(buf, pos, rec, i, text, text_off, 1)
+    pos = put_text(buf, pos, text, text_off, 5)
+    pos = put_int(buf, pos, (key >> 32) & 0xFF)
+    pos = put_text(buf, pos, text, text_off, 6)
+    pos = put_mac(buf, pos, rec[i, L.SRC_MAC])
+    pos = put_text(buf, pos, text, text_off, 7)
+    pos = put_mac(buf, pos, rec[i, L.DST_MAC])
+    pos = put_text(buf, pos, text, text_off, 8)
+    pos = put_text(buf, pos, reasons, reasons_off, rec[i, L.END] & 0xFF)
+    pos = put_text(buf, pos, text, text_off, 9)
+    return put_community_id(buf, pos, rec, i, cid_seed, cid_work)
+
+
+@njit(cache=True, nogil=True)
 def _jsonl_kernel(rec, ftr, named, text, text_off, reasons, reasons_off, cid_seed, buf) -> int:
     """Rows of ``rec``/``ftr`` into ``buf``; the end. Each feature is formatted once, in ``fts``,
     and its text copied for the named field (half the float formatting: a float takes 35-70 ns,
     a copy of its few bytes a few)."""
     pos = 0
-    cid_work = np.zeros(COMMUNITY_ID_WORK, dtype=np.int64)
+    cid_work = np.zeros(COMMUNITY_ID_WORK, dtype=np.int64)  # borrowed per row: it lives through the loop
     n_ftr = ftr.shape[1]
     span = np.empty(n_ftr + 1, dtype=np.int64)  # where each value's text starts in ``fts``
+    buf, rec, text, text_off = borrowed(buf), borrowed(rec), borrowed(text), borrowed(text_off)
+    reasons, reasons_off = borrowed(reasons), borrowed(reasons_off)
     for i in range(rec.shape[0]):
-        key = rec[i, L.KEY]
         pos = put_text(buf, pos, text, text_off, 0)
-        pos = put_float(buf, pos, rec[i, L.FIRST_TS] / 1e9)
-        pos = put_endpoints(buf, pos, rec, i, text, text_off, 1)
-        pos = put_text(buf, pos, text, text_off, 5)
-        pos = put_int(buf, pos, (key >> 32) & 0xFF)
-        pos = put_text(buf, pos, text, text_off, 6)
-        pos = put_mac(buf, pos, rec[i, L.SRC_MAC])
-        pos = put_text(buf, pos, text, text_off, 7)
-        pos = put_mac(buf, pos, rec[i, L.DST_MAC])
-        pos = put_text(buf, pos, text, text_off, 8)
-        pos = put_text(buf, pos, reasons, reasons_off, rec[i, L.END] & 0xFF)
-        pos = put_text(buf, pos, text, text_off, 9)
-        pos = put_community_id(buf, pos, rec, i, cid_seed, cid_work)
+        pos = put_key_fields(buf, pos, rec, i, text, text_off, reasons, reasons_off, cid_seed, borrowed(cid_work))
         pos = put_text(buf, pos, text, text_off, 10)
         for k in range(n_ftr):
             span[k] = pos
@@ -180,26 +191,13 @@ def put_repr(buf, pos, x) -> int:
 def _csv_kernel(rec, ftr, text, text_off, reasons, reasons_off, cid_seed, buf) -> int:
     """CSV rows (the columns of the header RowWriter writes) of ``rec``/``ftr`` into ``buf``;
     the end. No value needs quoting: addresses, MACs, reason names and base64 have no comma,
-    quote or line break. The key fields are written as ``_jsonl_kernel`` writes them, on purpose
-    twice: one shared ``put_key_fields`` (inlined or not) cost 3-6 % per CSV row and 0-4 % per
-    JSONL row (``bench/bench_rows.py --before``, 2026-11-30, idle VM, 1.21-1.23 against 1.14-1.17
-    µs a CSV row, JIT kernels on both sides)."""
+    quote or line break."""
     pos = 0
     cid_work = np.zeros(COMMUNITY_ID_WORK, dtype=np.int64)
+    buf, rec, text, text_off = borrowed(buf), borrowed(rec), borrowed(text), borrowed(text_off)
+    reasons, reasons_off = borrowed(reasons), borrowed(reasons_off)
     for i in range(rec.shape[0]):
-        key = rec[i, L.KEY]
-        pos = put_float(buf, pos, rec[i, L.FIRST_TS] / 1e9)
-        pos = put_endpoints(buf, pos, rec, i, text, text_off, 1)
-        pos = put_text(buf, pos, text, text_off, 5)
-        pos = put_int(buf, pos, (key >> 32) & 0xFF)
-        pos = put_text(buf, pos, text, text_off, 6)
-        pos = put_mac(buf, pos, rec[i, L.SRC_MAC])
-        pos = put_text(buf, pos, text, text_off, 7)
-        pos = put_mac(buf, pos, rec[i, L.DST_MAC])
-        pos = put_text(buf, pos, text, text_off, 8)
-        pos = put_text(buf, pos, reasons, reasons_off, rec[i, L.END] & 0xFF)
-        pos = put_text(buf, pos, text, text_off, 9)
-        pos = put_community_id(buf, pos, rec, i, cid_seed, cid_work)
+        pos = put_key_fields(buf, pos, rec, i, text, text_off, reasons, reasons_off, cid_seed, borrowed(cid_work))
         for k in range(ftr.shape[1]):
             buf[pos] = 44  # ','
             pos = put_repr(buf, pos + 1, ftr[i, k])

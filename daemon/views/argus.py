@@ -25,6 +25,7 @@ import numpy as np
 from ..jit import njit
 
 from ..flows import layout as L
+from ..intrinsics import borrowed
 
 log = logging.getLogger("malsensor.views.argus")
 
@@ -170,6 +171,7 @@ def _iat_ms(first_ns: int, last_ns: int, gaps: int) -> float:
 def _argus_rows(rec: np.ndarray, out: np.ndarray) -> None:
     # Argus's handshake checks (docs/argus-semantics.md, R6): the tracker's ST_ARGUS_* bits
     need = L.ST_SYN | L.ST_SYNACK | L.ST_SYNACK_ACKS_SYN | L.ST_ARGUS_SYNACK_OK
+    rec, out = borrowed(rec), borrowed(out)  # row views without reference counts
     for i in range(rec.shape[0]):
         r = rec[i]
         o = out[i]

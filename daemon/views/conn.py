@@ -24,6 +24,7 @@ import numpy as np
 from ..jit import njit
 
 from ..flows import layout as L
+from ..intrinsics import borrowed
 from ..schema import Checker, opt
 from .base import EntityRows, Router, View, register_view
 
@@ -54,6 +55,7 @@ def interval(later: int, earlier: int) -> float:
 
 @njit(cache=True, nogil=True)
 def _malsensor_rows(rec: np.ndarray, out: np.ndarray) -> None:
+    rec, out = borrowed(rec), borrowed(out)  # row views without reference counts
     for i in range(rec.shape[0]):
         r = rec[i]
         s_pkts = r[L.S_PKTS]
