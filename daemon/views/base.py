@@ -20,7 +20,7 @@ Views register themselves in :data:`VIEWS` when their module is imported; a view
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
 import numpy as np
 
@@ -104,6 +104,14 @@ class View:
         if tuple(self.shape(o)) != tuple(info.shape):
             raise ValueError(f"{self.ref} has shape {list(self.shape(o))}, the artifact says {list(info.shape)}")
         return o
+
+    def sized_axes(self, info: ViewInfo, names: Sequence[str], last: int) -> tuple[int, ...]:
+        """For :meth:`options_for` of a view shaped ``[*names, last]`` whose leading sizes are
+        options: those sizes as the artifact recorded them (ValueError if its shape is not of that form)."""
+        shape = tuple(info.shape)
+        if len(shape) != len(names) + 1 or shape[-1] != last:
+            raise ValueError(f"{self.ref} has shape [{', '.join(names)}, {last}], the artifact says {list(shape)}")
+        return tuple(int(n) for n in shape[:-1])
 
     def option_specs(self) -> list[KeySpec]:
         return specs_of(self.options)

@@ -179,10 +179,9 @@ class ConnSeriesView(ConnectionView):
         return (o.lookback, N_FEATURES)
 
     def options_for(self, info) -> SeriesOptions:
-        if len(info.shape) != 2 or info.shape[1] != N_FEATURES:
-            raise ValueError(f"{self.ref} has shape [lookback, {N_FEATURES}], the artifact says {list(info.shape)}")
-        check_lookback(info.shape[0])
-        return SeriesOptions(lookback=int(info.shape[0]))
+        (lookback,) = self.sized_axes(info, ("lookback",), N_FEATURES)
+        check_lookback(lookback)
+        return SeriesOptions(lookback=lookback)
 
     def check(self, o: SeriesOptions, ck: Checker, path) -> None:
         if not 2 <= o.lookback <= len(SERIES_POINTS):

@@ -348,9 +348,8 @@ class HostVolumeView(ConnectionView):
                             self.feature_axis, o)
 
     def options_for(self, info) -> HostVolumeOptions:
-        if len(info.shape) != 3 or info.shape[2] != W:
-            raise ValueError(f"{self.ref} has shape [windows, connections, {W}], the artifact says {list(info.shape)}")
-        return HostVolumeOptions(windows=int(info.shape[0]), connections=int(info.shape[1]))
+        windows, connections = self.sized_axes(info, ("windows", "connections"), W)
+        return HostVolumeOptions(windows=windows, connections=connections)
 
     def check(self, o: HostVolumeOptions, ck: Checker, path) -> None:
         if o.window_stride > o.windows:

@@ -95,10 +95,10 @@ class PktSeqView(ConnectionView):
         return (o.n_packets, N_SEQ_COLUMNS)
 
     def options_for(self, info) -> PktSeqOptions:
-        if len(info.shape) != 2 or info.shape[1] != N_SEQ_COLUMNS or not 1 <= info.shape[0] <= N_PACKETS_MAX:
-            raise ValueError(f"{self.ref} has shape [n_packets, {N_SEQ_COLUMNS}], the artifact says "
-                             f"{list(info.shape)}")
-        return PktSeqOptions(n_packets=int(info.shape[0]))
+        (n_packets,) = self.sized_axes(info, ("n_packets",), N_SEQ_COLUMNS)
+        if not 1 <= n_packets <= N_PACKETS_MAX:
+            raise ValueError(f"{self.ref} takes n_packets 1..{N_PACKETS_MAX}, the artifact says {n_packets}")
+        return PktSeqOptions(n_packets=n_packets)
 
     def check(self, o: PktSeqOptions, ck: Checker, path) -> None:
         check_device_options(o, ck, path)

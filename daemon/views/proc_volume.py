@@ -95,9 +95,8 @@ class ProcVolumeView(View):
         return (o.steps, o.processes, W)
 
     def options_for(self, info) -> ProcVolumeOptions:
-        if len(info.shape) != 3 or info.shape[2] != W:
-            raise ValueError(f"{self.ref} has shape [steps, processes, {W}], the artifact says {list(info.shape)}")
-        return ProcVolumeOptions(steps=int(info.shape[0]), processes=int(info.shape[1]))
+        steps, processes = self.sized_axes(info, ("steps", "processes"), W)
+        return ProcVolumeOptions(steps=steps, processes=processes)
 
     def check(self, o: ProcVolumeOptions, ck: Checker, path) -> None:
         if o.stride > o.steps:

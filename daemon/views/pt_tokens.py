@@ -121,9 +121,8 @@ class PtTokensView(View):
         return ViewInfo(self.name, self.version, self.shape(o), self.dtype, cols, self.feature_axis)
 
     def options_for(self, info: ViewInfo) -> PtTokensOptions:
-        if len(info.shape) != 2 or info.shape[1] != 2:
-            raise ValueError(f"{self.ref} has shape [seq_len, 2], the artifact says {list(info.shape)}")
-        return PtTokensOptions(seq_len=int(info.shape[0]), tip_only=tuple(info.columns) == ("tip_hi", "tip_lo"))
+        (seq_len,) = self.sized_axes(info, ("seq_len",), 2)
+        return PtTokensOptions(seq_len=seq_len, tip_only=tuple(info.columns) == ("tip_hi", "tip_lo"))
 
     def check(self, options: PtTokensOptions, ck: Checker, path) -> None:
         if options.windowing == "slide" and options.stride > options.seq_len:
