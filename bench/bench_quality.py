@@ -158,22 +158,27 @@ def baseline(task: dict, name: str = "baseline", view_ref: str = "conn@1") -> di
 _ROWS: dict = {}
 
 
-def task_rows(task: dict, view_ref: str = "conn@1"):
-    """The task's labelled rows (its own view, else ``view_ref``) and the trainer's seeded
-    split (cached per task and view)."""
+def task_rows(task: dict, view_ref: str = "conn@1", options=None):
+    """The task's labelled rows (its own view, else ``view_ref``; the view's ``options``, else
+    its defaults) and the trainer's seeded split (cached per task, view and options)."""
     from malsensor.daemon.views.base import get_view
     from malsensor.models.data.labels import LabelSpec
     from malsensor.models.data.load import DataOptions, load_dataset
     from malsensor.models.data.split import split_dataset
 
     ref = task.get("view", view_ref)
-    key = (id(task), ref)
+    key = (id(task), ref, options)
     if key not in _ROWS:
         view = get_view(ref)
         labels = LabelSpec("column", task["label"]) if "label" in task else LabelSpec(macs=task["macs"])
-        ds = load_dataset(task["data"], view.info(), DataOptions(labels))
+        ds = load_dataset(task["data"], view.info(options), DataOptions(labels))
         _ROWS[key] = (ds, split_dataset(ds, "auto", 0))
     return _ROWS[key]
+
+
+def capture_keys(ds, idx: np.ndarray) -> np.ndarray:
+    """One key per device capture (a capture file and a device label) for the rows ``idx``."""
+    return np.array([f"{g}\0{y}" for g, y in zip(ds.groups[idx].tolist(), ds.y[idx].tolist())])
 
 
 def device_captures(ds, te: np.ndarray, probs: np.ndarray, classes: list[str], pool: str = "mean") -> dict:
@@ -182,7 +187,7 @@ def device_captures(ds, te: np.ndarray, probs: np.ndarray, classes: list[str], p
     device's. ``probs`` are over ``classes`` for the rows ``te``."""
     from malsensor.daemon.runtime.devices import pool_probs
 
-    key = np.array([f"{g}\0{y}" for g, y in zip(ds.groups[te].tolist(), ds.y[te].tolist())])
+    key = capture_keys(ds, te)
     out: dict = {"capture_errors": []}   # (device, taken for) of the wrong captures, first pool
     for name, p in (("capture_accuracy", pool), ("capture_accuracy_logmean", "logmean")):
         right = []

@@ -32,16 +32,9 @@ import bench_quality as bq  # noqa: E402
 
 def load(n_packets: int):
     """The trainer's pkt_seq@1 rows with ``n_packets`` packets and its split."""
-    from malsensor.daemon.views.base import get_view
     from malsensor.daemon.views.pkt_seq import PktSeqOptions
-    from malsensor.models.data.labels import LabelSpec
-    from malsensor.models.data.load import DataOptions, load_dataset
-    from malsensor.models.data.split import split_dataset
 
-    task = bq.TASKS["iot-seq"]
-    info = get_view("pkt_seq@1").info(PktSeqOptions(n_packets=n_packets))
-    ds = load_dataset(task["data"], info, DataOptions(LabelSpec(macs=task["macs"])))
-    return ds, split_dataset(ds, "auto", 0)
+    return bq.task_rows(bq.TASKS["iot-seq"], options=PktSeqOptions(n_packets=n_packets))
 
 
 def bags(ds, idx: np.ndarray, buckets: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -54,8 +47,7 @@ def bags(ds, idx: np.ndarray, buckets: int) -> tuple[np.ndarray, np.ndarray, lis
     present = x[:, :, col["mask"]] > 0
     h = (x[:, :, col["size"]].astype(np.int64) * 7 + x[:, :, col["direction"]].astype(np.int64) * 131071
          + x[:, :, col["proto"]].astype(np.int64) * 8191) % buckets
-    key = np.array([f"{g}\0{y}" for g, y in zip(ds.groups[idx].tolist(), ds.y[idx].tolist())])
-    keys, inverse = np.unique(key, return_inverse=True)
+    keys, inverse = np.unique(bq.capture_keys(ds, idx), return_inverse=True)
     out = np.zeros((keys.size, buckets), dtype=np.float32)
     rows = np.repeat(inverse, h.shape[1]).reshape(h.shape)
     out[rows[present], h[present]] = 1.0

@@ -23,7 +23,6 @@ Packets are read by tshark (the reference decoder, installed by ``make test``), 
 from __future__ import annotations
 
 import argparse
-import csv
 import subprocess
 import sys
 import time
@@ -37,16 +36,6 @@ import bench_quality as bq  # noqa: E402
 FIELDS = ("eth.src", "eth.dst", "ip.proto", "frame.len", "ip.ttl", "tcp.flags",
           "tcp.srcport", "tcp.dstport", "udp.srcport", "udp.dstport")
 Packet = tuple  # (from the device, proto, frame length, TTL if from the device, TCP flags, port, port)
-
-
-def device_labels(macs_csv: Path) -> dict[str, str]:
-    """MAC -> label, the devices that share a MAC merged as the trainer merges them (``A+B``)."""
-    by_mac: dict[str, list[str]] = defaultdict(list)
-    with open(macs_csv, newline="") as f:
-        for row in csv.reader(f):
-            if len(row) == 2 and row[1].count(":") == 5:
-                by_mac[row[1].strip().lower()].append(row[0].strip())
-    return {mac: "+".join(sorted(names)) for mac, names in by_mac.items()}
 
 
 def well_known(port: str) -> int:
@@ -116,8 +105,11 @@ def main() -> int:
                     help="label pairs A/B whose marker packets to print")
     ap.add_argument("--no-split", action="store_true", help="only the bound over all captures")
     a = ap.parse_args()
+    from malsensor.models.data.labels import read_mac_table
+    from malsensor.models.data.table import DataStats
+
     task = bq.TASKS["iot-ctx"]
-    data = read_all(bq.IOT, device_labels(Path(task["macs"])))
+    data = read_all(bq.IOT, read_mac_table(Path(task["macs"]), DataStats()))  # the trainer's labels, shared MACs merged
     report("all captures", list(data.values()))
     if not a.no_split:
         ds, sp = bq.task_rows(task)
