@@ -39,6 +39,13 @@ through etc/models/gbdt-iot.toml, chosen by bench/search_gbdt_iot.py on validati
 etc/models/gbdt-iot-profile.toml):
 
     .venv/bin/python bench/bench_quality.py --tasks iot-profile --models gbdt,baseline,xgboost
+
+``iot-bag`` is device identification on ``device_bag@1``: one row per device window (the
+hashed set of the sizes of the first 64 packets of each of its connections; a window holds a
+whole capture), so its accuracy is per device capture (``forest`` through
+etc/models/forest-iot-bag.toml):
+
+    .venv/bin/python bench/bench_quality.py --tasks iot-bag --models forest,baseline,xgboost
 """
 from __future__ import annotations
 
@@ -72,6 +79,10 @@ TASKS = {
     # deviation of the conn features over the source MAC's connections)
     "iot-profile": {"data": [str(IOT)], "macs": IOT / "device_macs.csv", "view": "conn_profile@1",
                     "specs": {"gbdt": "gbdt-iot-profile.toml"}},
+    # one row per device window (device_bag@1: the hashed set of its packets' sizes; a window
+    # holds a whole capture), so accuracy is per device capture
+    "iot-bag": {"data": [str(IOT)], "macs": IOT / "device_macs.csv", "view": "device_bag@1",
+                "specs": {"forest": "forest-iot-bag.toml"}},
 }
 
 

@@ -1,16 +1,19 @@
 """Device identification by one verdict per device capture from the sizes of its packets
-(issue 14's per-capture target, 0.90): the direction to take beyond per-connection pooling.
+(issue 14's per-capture target, 0.90): how ``device_bag@1``'s bag_packets and bag_bits were chosen.
 
     .venv/bin/python bench/iot_device_bag.py [--packets 16,32,48,64] [--buckets 1024,4096] [--seeds 3]
 
-Rows are the trainer's own ``pkt_seq@1`` rows of the IoT Sentinel captures (the first N packets
-of every connection, N = ``--packets``; the two shared-MAC pairs merged) and its seeded split,
-captures grouped (none on two sides): the split bench_quality.py and the shipped models use.
-Each device capture (a device's connections in one capture file) becomes one row: the set of
-(direction, IP protocol, frame size) of those packets, hashed into B = ``--buckets`` bits. A
-scikit-learn forest (500 trees) is fitted on the training captures and scored per capture on
-validation and test, for every (N, B) and forest seed; the configuration is chosen by
-validation accuracy (the mean over seeds), and its test figure printed beside it.
+Rows are the trainer's own ``device_bag@1`` rows of the IoT Sentinel captures (models/data/
+device_bags.py: the daemon's DeviceBags over each capture; the two shared-MAC pairs merged): one
+row per device window, and a window holds a whole capture, so one row per device capture: the
+set of (direction, IP protocol, size) of the first N = ``--packets`` packets of each of the
+device's connections, hashed into B = ``--buckets`` bits. The split is the connection tasks'
+seeded split (iot-ctx), captures grouped, so the figures count the same 85 validation and 75
+test captures as the pooled per-connection ones in bench_quality.py (``--tasks iot-bag`` splits
+the windows themselves: 81 and 80). A scikit-learn forest (500 trees) is fitted on the training
+captures and scored per capture on validation and test, for every (N, B) and forest seed; the
+configuration is chosen by validation accuracy (the mean over seeds), and its test figure
+printed beside it.
 
 Why sizes: bench/iot_separability.py shows that most sibling devices differ by single packets
 (one byte longer announcements, a 956-byte segment only one of them sends), which per-connection
@@ -30,30 +33,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_quality as bq  # noqa: E402
 
 
-def load(n_packets: int):
-    """The trainer's pkt_seq@1 rows with ``n_packets`` packets and its split."""
-    from malsensor.daemon.views.pkt_seq import PktSeqOptions
+def connection_split_sides() -> dict[str, int]:
+    """Capture file -> side (0 train, 1 validation, 2 test) of the connection tasks' split (the
+    one the pooled per-connection figures use), so every per-capture figure counts the same captures."""
+    ds, sp = bq.task_rows(bq.TASKS["iot-ctx"])
+    return {ds.group_names[g]: s for s, idx in enumerate((sp.train, sp.val, sp.test)) for g in np.unique(ds.groups[idx])}
 
-    return bq.task_rows(bq.TASKS["iot-seq"], options=PktSeqOptions(n_packets=n_packets))
 
+def load(n_packets: int, bits: int, sides: dict[str, int]):
+    """The trainer's device_bag@1 rows (one per device window; a window holds a whole capture)
+    and their side of the connection split."""
+    from malsensor.daemon.views.device_bag import DeviceBagOptions
 
-def bags(ds, idx: np.ndarray, buckets: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """One row per (capture, device) among rows ``idx``: the hashed set of (direction, protocol,
-    size) of their recorded packets; the device labels; the capture names."""
-    from malsensor.daemon.views.pkt_seq import SEQ_COLUMNS
-
-    col = {c: i for i, c in enumerate(SEQ_COLUMNS)}
-    x = ds.x[idx]
-    present = x[:, :, col["mask"]] > 0
-    h = (x[:, :, col["size"]].astype(np.int64) * 7 + x[:, :, col["direction"]].astype(np.int64) * 131071
-         + x[:, :, col["proto"]].astype(np.int64) * 8191) % buckets
-    keys, inverse = np.unique(bq.capture_keys(ds, idx), return_inverse=True)
-    out = np.zeros((keys.size, buckets), dtype=np.float32)
-    rows = np.repeat(inverse, h.shape[1]).reshape(h.shape)
-    out[rows[present], h[present]] = 1.0
-    labels = [k.split("\0")[1] for k in keys]
-    names = [ds.group_names[int(k.split("\0")[0])] for k in keys]
-    return out, np.array(labels, dtype=object), names
+    ds, _ = bq.task_rows(bq.TASKS["iot-bag"], options=DeviceBagOptions(bag_packets=n_packets, bag_bits=bits))
+    side = np.array([sides.get(ds.group_names[g], -1) for g in ds.groups])
+    return ds, [np.flatnonzero(side == k) for k in range(3)]
 
 
 def main() -> int:
@@ -64,15 +58,14 @@ def main() -> int:
     a = ap.parse_args()
     from sklearn.ensemble import RandomForestClassifier
 
+    sides = connection_split_sides()
     results = []
     for n in (int(v) for v in a.packets.split(",")):
-        t0 = time.monotonic()
-        ds, sp = load(n)
-        print(f"N = {n}: {ds.n:,} connections, loaded in {time.monotonic() - t0:.0f} s", flush=True)
         for b in (int(v) for v in a.buckets.split(",")):
-            xtr, ytr, _ = bags(ds, sp.train, b)
-            xva, yva, _ = bags(ds, sp.val, b)
-            xte, yte, nte = bags(ds, sp.test, b)
+            t0 = time.monotonic()
+            ds, (tr, va_i, te_i) = load(n, b, sides)
+            print(f"N = {n}, B = {b}: {ds.n} device windows, read in {time.monotonic() - t0:.0f} s", flush=True)
+            xtr, ytr, xva, yva, xte, yte = ds.x[tr], ds.y[tr], ds.x[va_i], ds.y[va_i], ds.x[te_i], ds.y[te_i]
             va, te, wrong = [], [], []
             for seed in range(a.seeds):
                 rf = RandomForestClassifier(n_estimators=500, random_state=seed, n_jobs=1).fit(xtr, ytr)

@@ -61,7 +61,10 @@ class ArtifactError(Exception):
 
 @dataclass(frozen=True)
 class ViewInfo:
-    """The feature view a model reads: name, version and per-sample shape."""
+    """The feature view a model reads: name, version and per-sample shape. ``options``: the
+    view's options where the shape does not say them all (a window length, packets per
+    connection), as the trainer hands the view to its reader; artifacts do not record them
+    (the spec's hyper-parameters in meta.json do) and two infos compare without them."""
 
     name: str
     version: int
@@ -69,6 +72,7 @@ class ViewInfo:
     dtype: str = "float32"
     columns: tuple[str, ...] = ()
     feature_axis: int = -1   # the per-sample axis that holds the features (normalisation runs along it)
+    options: Any = field(default=None, compare=False, repr=False)
 
     @property
     def ref(self) -> str:

@@ -42,8 +42,8 @@ __all__ = ["Config", "ConfigError", "Problem", "load_config", "parse_config", "c
 DEFAULT_CONFIG = "/etc/malsensor/malsensor.toml"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 BUILTIN_SOURCES = ("afpacket", "pcap", "procfs", "pt_spool")   # documented in etc/malsensor.toml (plugins add more)
-BUILTIN_VIEWS = ("conn@1", "conn_ctx@1", "conn_profile@1", "conn_series@1", "pkt_seq@1", "proc_volume@1", "host_volume@1",
-                 "pt_tokens@1")
+BUILTIN_VIEWS = ("conn@1", "conn_ctx@1", "conn_profile@1", "conn_series@1", "pkt_seq@1", "device_bag@1", "proc_volume@1",
+                 "host_volume@1", "pt_tokens@1")
 ALIASES = {"interface": "afpacket", "replay": "pcap"}  # old section -> [[source]] kind
 HOUR, DAY, YEAR = 3600.0, 86400.0, 365 * 86400.0
 

@@ -29,15 +29,12 @@ from typing import Callable
 import numpy as np
 
 from ..flows import layout as L
+from ..outputs.device import DEVICE_KEY
 from ..outputs.eve import PredictionBatch
 
 POOLS = ("mean", "logmean", "vote")
 LOG_FLOOR = 1e-6
 NS = 1_000_000_000
-
-# what identifies a device event: the MAC, the window, how many connections were pooled
-DEVICE_KEY = np.dtype([("mac", np.int64), ("start_ns", np.int64), ("end_ns", np.int64),
-                       ("first_ns", np.int64), ("last_ns", np.int64), ("connections", np.int64)])
 
 
 def pool_sums(probs: np.ndarray, pool: str) -> np.ndarray:

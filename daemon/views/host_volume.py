@@ -317,14 +317,6 @@ class HostVolumeRouter(Router):
         return self._rows(got)
 
 
-@dataclass(frozen=True)
-class HostViewInfo(ViewInfo):
-    """The view as the trainer passes it to its reader: with every option (window length, local
-    networks...), not only the shape an artifact records (the spec's [model] keeps them in meta)."""
-
-    options: HostVolumeOptions | None = None
-
-
 class HostVolumeView(ConnectionView):
     """Over finished connections like the conn views (so the tracker asks it for snapshot
     points and kept packets: none), grouped per local host."""
@@ -342,9 +334,10 @@ class HostVolumeView(ConnectionView):
     def shape(self, o: HostVolumeOptions) -> tuple[int, ...]:
         return (o.windows, o.connections, W)
 
-    def info(self, options=None) -> HostViewInfo:
+    def info(self, options=None) -> ViewInfo:
+        """With every option (window length, local networks...) for the trainer's reader."""
         o = self.options() if options is None else options
-        return HostViewInfo(self.name, self.version, tuple(self.shape(o)), self.dtype, tuple(self.columns),
+        return ViewInfo(self.name, self.version, tuple(self.shape(o)), self.dtype, tuple(self.columns),
                             self.feature_axis, o)
 
     def options_for(self, info) -> HostVolumeOptions:

@@ -58,6 +58,13 @@ class ForestConfig:
     traversal: str = "auto"
     perfect_max_depth: int = 6
     n_jobs: int = 2
+    # what the forest reads: "conn@1" (17 features per connection) or "device_bag@1" (one row per
+    # device and window: the hashed set of its packets' sizes; device identification)
+    view: str = "conn@1"
+    bag_packets: int = 64              # view = "device_bag@1": the view's keys (daemon/views/device_bag.py)
+    bag_bits: int = 1024
+    bag_window: float = 600.0
+    bag_late: float = 60.0
 
 
 def _max_features(v: str) -> Any:
@@ -74,7 +81,14 @@ def _max_features(v: str) -> Any:
     return f
 
 
+FOREST_VIEWS = ("conn@1", "device_bag@1")
+
+
 def check_config(cfg: ForestConfig) -> None:
+    if cfg.view not in FOREST_VIEWS:
+        raise TrainError(f"view must be one of {', '.join(FOREST_VIEWS)}, not {cfg.view!r}")
+    if cfg.view == "device_bag@1":
+        view_info(cfg)   # the view's own bounds on its keys
     if cfg.n_estimators < 1:
         raise TrainError("n_estimators must be >= 1")
     if cfg.max_depth < 0:
@@ -88,6 +102,24 @@ def check_config(cfg: ForestConfig) -> None:
     if cfg.trees_per_chunk < 1:
         raise TrainError("trees_per_chunk must be >= 1")
     _max_features(cfg.max_features)
+
+
+def view_info(cfg: ForestConfig) -> ViewInfo:
+    """The view the forest reads, with its options (TrainError naming a bad key)."""
+    if cfg.view == "conn@1":
+        return CONN.info()
+    from malsensor.daemon.schema import specs_of
+    from malsensor.daemon.views.device_bag import DEVICE_BAG, DeviceBagOptions
+
+    o = DeviceBagOptions(bag_packets=cfg.bag_packets, bag_bits=cfg.bag_bits, bag_window=cfg.bag_window,
+                         bag_late=cfg.bag_late)
+    for spec in specs_of(DeviceBagOptions):
+        v = getattr(o, spec.name)
+        if (spec.min is not None and v < spec.min) or (spec.max is not None and v > spec.max):
+            raise TrainError(f"{spec.name} must be in {spec.min:g}..{spec.max:g}, not {v}")
+    if o.bag_bits & (o.bag_bits - 1):
+        raise TrainError(f"bag_bits must be a power of two, not {o.bag_bits}")
+    return DEVICE_BAG.info(o)
 
 
 def sklearn_forest(cfg: ForestConfig, n_trees: int, seed: int):
@@ -333,7 +365,7 @@ class Forest(ModelKind):
     fitted = True
 
     def view(self, cfg: ForestConfig) -> ViewInfo:
-        return CONN.info()
+        return view_info(cfg)
 
     def check(self, cfg: ForestConfig) -> None:
         check_config(cfg)
