@@ -100,5 +100,5 @@ def test_without_the_plugin_the_configuration_names_what_is_unknown(tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2
     assert f"{cfg}:2: source[0].kind: unknown source kind 'synthdir' (known: afpacket, pcap, procfs, pt_spool)" in r.stderr
-    assert (f"{cfg}:6: model[0].view: unknown view 'synth@1' (known: conn@1, conn_ctx@1, conn_profile@1, conn_series@1, host_volume@1, pkt_seq@1, proc_volume@1, pt_tokens@1)"
+    assert (f"{cfg}:6: model[0].view: unknown view 'synth@1' (known: conn@1, conn_ctx@1, conn_profile@1, conn_series@1, device_bag@1, host_volume@1, pkt_seq@1, proc_volume@1, pt_tokens@1)"
             in r.stderr)

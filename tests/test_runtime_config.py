@@ -299,7 +299,7 @@ def test_model_tables_take_the_keys_of_their_view():
         "t.toml:5: model[0].trigger: a conn_series@1 model classifies at its last series point or at the "
         "connection's end: trigger must be \"end\"",
         "t.toml:8: model[1].view: unknown view 'conn_series@2' (known: conn@1, conn_ctx@1, conn_profile@1, conn_series@1, "
-        "host_volume@1, pkt_seq@1, proc_volume@1, pt_tokens@1)",
+        "device_bag@1, host_volume@1, pkt_seq@1, proc_volume@1, pt_tokens@1)",
         "t.toml:11: model[2].lookbak: unknown key; did you mean 'lookback'? (allowed: name, models_dir, artifact, "
         "path, view, labels, topk, alert_threshold, benign_labels, trigger, early_packets, lookback)",
     ]
