@@ -16,6 +16,7 @@ from malsensor.daemon import artifact as A
 from . import checkpoint as ckpt
 from .data.labels import LabelSpec
 from .data.load import DataOptions, load_dataset
+from .data.shards import view_doc
 from .data.split import class_weights, split_dataset
 from .data.table import Dataset
 from .errors import TrainError
@@ -251,7 +252,9 @@ def run_fit(opts: FitOptions) -> FitOutcome:
                  "columns": list(view.columns), "feature_axis": view.feature_axis,
                  "semantics": ds.semantics or opts.semantics,
                  # a sampled source's interval (proc shards): the daemon refuses the model under another one
-                 **({"sample_interval_s": ds.sample_interval} if ds.sample_interval else {})},
+                 **({"sample_interval_s": ds.sample_interval} if ds.sample_interval else {}),
+                 # the view's keys its shape does not give (a window length...): likewise
+                 **{k: v for k, v in view_doc(view).items() if k == "options"}},
         "input": {"non_finite": "replaced by 0 inside the exported function (as in training)"},
         "output": {"kind": "probabilities", "n_classes": n_cls},
         "hyper": spec.as_dict(),

@@ -196,3 +196,25 @@ def test_replay_gives_the_trainers_rows_and_verdicts(tmp_path, trained):
     for dev in ("Aria", "EdimaxPlug1101W"):
         mine = [e for e in events if e["device"]["mac"] == macs[dev].strip()]
         assert len(mine) == 1 and mine[0]["prediction"]["label"] == dev, (dev, mine)
+
+
+def test_the_daemon_refuses_bag_keys_the_model_was_not_trained_with(trained):
+    models_dir, _, tmp = trained
+    import json
+
+    from malsensor.daemon.artifact import ArtifactError
+    from malsensor.daemon.runtime import config as C
+    from malsensor.daemon.runtime.registry import load_model
+
+    meta = json.loads((models_dir / "bag" / "current" / "meta.json").read_text())
+    assert meta["view"]["options"] == BAG
+    keys = "\n".join(f"{k} = {v}" for k, v in {**BAG, "bag_packets": 16}.items())
+    cfg = C.parse_config(f'[[model]]\nname = "bag"\nmodels_dir = "{models_dir}"\nview = "device_bag@1"\n{keys}\n',
+                         "m.toml", str(tmp))
+    with pytest.raises(ArtifactError, match="trained with bag_packets = 32 but this \\[\\[model\\]\\] table gives "
+                                            "bag_packets = 16"):
+        load_model(cfg.models[0], (1, 16))
+    keys = "\n".join(f"{k} = {v}" for k, v in BAG.items())
+    cfg = C.parse_config(f'[[model]]\nname = "bag"\nmodels_dir = "{models_dir}"\nview = "device_bag@1"\n{keys}\n',
+                         "m.toml", str(tmp))
+    assert load_model(cfg.models[0], (1, 16)).artifact.view.shape == (256,)

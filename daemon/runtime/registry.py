@@ -14,6 +14,7 @@ is not retried every second) and leaves the old model serving.
 """
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
 import logging
@@ -97,6 +98,14 @@ def load_model(cfg: ModelSection, batch_sizes: Sequence[int], semantics: str | N
         raise ArtifactError(target / META_FILE, f"the model was trained on samples every {every:g} s but the "
                                                 f"sensor samples every {given} ([[source]] interval); set "
                                                 f"interval = {every:g} or train on samples recorded at {given}")
+    trained_keys = art.meta.get("view", {}).get("options")
+    if isinstance(trained_keys, dict) and dataclasses.is_dataclass(cfg.options):
+        ours = json.loads(json.dumps(dataclasses.asdict(cfg.options)))
+        differ = [k for k, v in trained_keys.items() if k in ours and ours[k] != v]
+        if differ:
+            said = ", ".join(f"{k} = {json.dumps(trained_keys[k])}" for k in differ)
+            raise ArtifactError(target / META_FILE, f"the model was trained with {said} but this [[model]] table "
+                                                    f"gives {', '.join(f'{k} = {json.dumps(ours[k])}' for k in differ)}")
     labels = read_labels(cfg.labels) if cfg.labels else list(art.labels)
     try:
         warm = art.warmup(batch_sizes)

@@ -27,6 +27,7 @@ reuses the shards it finished.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -72,7 +73,12 @@ def shard_name(source: str) -> str:
 
 
 def view_doc(view: ViewInfo) -> dict:
-    return {"name": view.name, "version": view.version, "shape": list(view.shape), "columns": list(view.columns)}
+    """What identifies a view's rows: with the options the shape does not say (a window length,
+    packets per connection), as JSON gives them back."""
+    doc = {"name": view.name, "version": view.version, "shape": list(view.shape), "columns": list(view.columns)}
+    if dataclasses.is_dataclass(view.options):
+        doc["options"] = json.loads(json.dumps(dataclasses.asdict(view.options)))
+    return doc
 
 
 # --------------------------------------------------------------------------- writing
