@@ -77,11 +77,11 @@ def main() -> int:
             results.append((float(np.mean(va)), n, b, va, te, wrong, len(ytr), len(yva), len(yte)))
             print(f"  B = {b:5d}: validation {' '.join(f'{v:.4f}' for v in va)}  test {' '.join(f'{v:.4f}' for v in te)} "
                   f"(captures {len(ytr)} / {len(yva)} / {len(yte)})", flush=True)
-    best = max(results, key=lambda r: (r[0], -r[1], -r[2]))
-    _, n, b, va, te, wrong, *_ = best
-    print(f"\nchosen on validation: N = {n}, B = {b}: validation {np.mean(va):.4f}, test {np.mean(te):.4f} "
-          f"({min(te):.4f}-{max(te):.4f} over {len(te)} seeds)")
-    print(f"wrong test captures (seed 0): {', '.join(sorted(wrong)) or 'none'}")
+    top = max(r[0] for r in results)
+    print(f"\nbest on validation ({top:.4f}; ties are one capture apart at most, so all are shown):")
+    for _, n, b, va, te, wrong, *_ in sorted((r for r in results if r[0] == top), key=lambda r: (r[1], r[2])):
+        print(f"  N = {n}, B = {b}: test {np.mean(te):.4f} ({min(te):.4f}-{max(te):.4f} over {len(te)} seeds); "
+              f"wrong test captures (seed 0): {', '.join(sorted(wrong)) or 'none'}")
     return 0
 
 

@@ -40,7 +40,7 @@ import numpy as np
 
 from ..flows import layout as L
 from ..flows.probing import pow2_at_least
-from ..flows.seq import N_SEQ_COLUMNS, SEQ_COLUMNS
+from ..flows.seq import SEQ_COLUMNS
 from ..jit import njit
 from ..outputs.device import DEVICE_KEY
 from ..schema import Checker, opt
