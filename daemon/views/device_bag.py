@@ -180,7 +180,9 @@ class DeviceBags:
                                f"connection (TrackerConfig.seq_packets)")
         out: list[tuple[np.ndarray, np.ndarray]] = []
         if final.any():
-            rec, sq = rec[final], np.ascontiguousarray(seq[final], dtype=np.float32)
+            if not final.all():   # (a copy of the packets only when snapshot rows are mixed in)
+                rec, seq = rec[final], seq[final]
+            sq = np.ascontiguousarray(seq, dtype=np.float32)
             out.append(self._fold(rec, sq))
             self.clock = max(self.clock, int(rec[:, L.LAST_TS].max()))
             self.next_due = min(self.next_due, int(self.state[2]) + self.late_ns)
