@@ -158,6 +158,8 @@ class Checker:
         elif t is str:
             if not isinstance(v, str):
                 return bad(f"expected a string, got {describe(v)}")
+            if spec.path and "\x00" in v:   # (the OS would refuse it later, with no file or line)
+                return bad("a path cannot contain a NUL character")
         if not is_item and spec.choices is not None and v not in spec.choices:
             return bad(f"{v!r} is not allowed (allowed: {', '.join(map(str, spec.choices))})")
         if t in (int, float):

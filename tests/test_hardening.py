@@ -66,6 +66,15 @@ def test_config_numeric_keys_have_upper_bounds():
     ]
 
 
+def test_config_paths_with_a_nul_character_are_named():
+    """An output path with a NUL (found by tests/test_fuzz.py) was a ValueError traceback from
+    os.path.realpath in the output clash check."""
+    assert problems('[[output]]\npath = "/tmp/a\\u0000b.json"\n[[model]]\nname = "m"\nmodels_dir = "/x\\u0000"\n') == [
+        "t.toml:2: output[0].path: a path cannot contain a NUL character",
+        "t.toml:5: model[0].models_dir: a path cannot contain a NUL character",
+    ]
+
+
 def test_every_numeric_key_has_a_range():
     """The documented range of every numeric key is both ends (docs/daemon.md lists them)."""
     doc = (REPO / "docs" / "daemon.md").read_text()

@@ -338,7 +338,7 @@ class HostVolumeView(ConnectionView):
         """With every option (window length, local networks...) for the trainer's reader."""
         o = self.options() if options is None else options
         return ViewInfo(self.name, self.version, tuple(self.shape(o)), self.dtype, tuple(self.columns),
-                            self.feature_axis, o)
+                        self.feature_axis, o)
 
     def options_for(self, info) -> HostVolumeOptions:
         windows, connections = self.sized_axes(info, ("windows", "connections"), W)
