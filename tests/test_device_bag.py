@@ -167,9 +167,15 @@ def test_replay_gives_the_trainers_rows_and_verdicts(tmp_path, trained):
 
     subprocess.run(["mergecap", "-a", "-F", "pcap", "-w", merged, *caps], check=True)
     keys = "\n".join(f"{k} = {v}" for k, v in BAG.items())
-    events = replay(tmp_path, merged, f'[[model]]\nname = "bag"\nmodels_dir = "{models_dir}"\n'
-                                      f'view = "device_bag@1"\n{keys}\n', timeout=900).events
+    done = replay(tmp_path, merged, f'[[model]]\nname = "bag"\nmodels_dir = "{models_dir}"\n'
+                                    f'view = "device_bag@1"\n{keys}\n', timeout=900)
+    events = done.events
     assert {e["event_type"] for e in events} == {"device"}
+    import json
+
+    stats = json.loads((done.logs / "stats.jsonl").read_text().splitlines()[-1])
+    assert stats["models"]["bag"]["view"] == {"windows": len(events), "closed_early": 0}
+    assert stats["models"]["bag"]["pending"] == 0
 
     from malsensor.daemon.artifact import load_artifact
 

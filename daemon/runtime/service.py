@@ -315,6 +315,7 @@ class Service:
                 "queue_accepted": q.accepted if q is not None else 0,
                 "queue_dropped": q.dropped if q is not None else 0,
                 "pending": self.routers[name][1].pending() if name in self.routers else 0,  # held by the view
+                "view": self.routers[name][1].counters() if name in self.routers else {},
                 "predictions": wc.predictions if wc else 0,
                 "alerts": wc.alerts if wc else 0,
                 "batches": wc.batches if wc else 0,

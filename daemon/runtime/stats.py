@@ -207,6 +207,9 @@ class PrometheusCollector:
                          ("batches", "Inference batches run")):
             yield counter(f"malsensor_model_{key}", doc, None, ["model"],
                           [([n], m[key]) for n, m in models.items()])
+        yield counter("malsensor_model_view", "What each model's view counts (windows closed, closed early, "
+                      "rows cut...)", None, ["model", "counter"],
+                      [([n, k], v) for n, m in models.items() for k, v in m.get("view", {}).items()])
         q = GaugeMetricFamily("malsensor_model_queue_depth", "Connections waiting for the model", labels=["model"])
         info = GaugeMetricFamily("malsensor_model_info", "The artifact version each model serves (value 1)",
                                  labels=["model", "version", "kind"])

@@ -65,6 +65,11 @@ class Router:
         """Entities held back waiting for more data (shown in stats)."""
         return 0
 
+    def counters(self) -> dict[str, int]:
+        """What the view counts (shown in stats as the model's ``view``): rows it had to cut,
+        windows it closed early..."""
+        return {}
+
     def finish(self) -> EntityRows | None:
         """End of input (a replay's end, a stop that emits open connections): what the router
         still holds that is complete enough to classify (windowed views close their windows)."""

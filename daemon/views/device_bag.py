@@ -262,6 +262,9 @@ class DeviceBagRouter(Router):
     def pending(self) -> int:
         return self.bags.pending()
 
+    def counters(self) -> dict[str, int]:
+        return {"windows": self.bags.windows, "closed_early": self.bags.forced}
+
     @staticmethod
     def _entity_rows(got: tuple[np.ndarray, np.ndarray]) -> EntityRows | None:
         keys, x = got

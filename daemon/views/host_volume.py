@@ -298,6 +298,9 @@ class HostVolumeRouter(Router):
     def pending(self) -> int:
         return self.builder.pending()
 
+    def counters(self) -> dict[str, int]:
+        return {"late": self.builder.late, "cut": self.builder.cut}
+
     @staticmethod
     def _rows(got) -> EntityRows | None:
         if not got:
