@@ -58,7 +58,7 @@ BAG_PACKETS_DEFAULT = 64   # validation per capture (docs/devices.md): 16 -> 0.8
 BAG_BITS_DEFAULT = 1024    # 4096: the same on validation (0.9059), 0.91 against 0.92 on test
 BAG_WINDOW_DEFAULT = 600.0
 BAG_LATE_DEFAULT = 60.0
-MAX_DEVICES = 16_384       # 32,768 slots x (16 words + 6 int64): 5.8 MB at the default 1024 bits
+MAX_DEVICES = 16_384       # 32,768 slots x (16 bag words, 5 int64, 1 bool): 5.5 MB at the default 1024 bits
 _SIZE, _DIRECTION, _PROTO, _MASK = (SEQ_COLUMNS.index(c) for c in ("size", "direction", "proto", "mask"))
 _NONE = np.iinfo(np.int64).max
 
