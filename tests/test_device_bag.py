@@ -112,6 +112,13 @@ def test_snapshots_are_not_connections_and_a_full_table_closes_every_bag():
     assert keys.tolist() == [(3, 3 * S, 103 * S, 3 * S, 4 * S, 1), (2, 4 * S, 104 * S, 4 * S, 5 * S, 1)]
 
 
+def test_the_table_of_devices_takes_what_the_docs_say():
+    """docs/devices.md: 5.5 MB at the default 1024 bits (32,768 slots for 16,384 devices)."""
+    b = DeviceBags(DeviceBagOptions())
+    arrays = (b.slot_mac, b.slot_used, b.w_start, b.w_first, b.w_last, b.w_count, b.bag)
+    assert b.slot_mac.shape == (32768,) and sum(a.nbytes for a in arrays) == 5_537_792
+
+
 def test_too_few_recorded_packets_is_an_error():
     b = DeviceBags(DeviceBagOptions(bag_packets=8, bag_bits=64))
     with pytest.raises(RuntimeError, match="keep 8 packets"):
