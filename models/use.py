@@ -1,6 +1,7 @@
 """``evaluate``, ``predict`` and ``inspect``: run a published artifact with the daemon's loader."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sys
@@ -44,15 +45,23 @@ def open_artifact(path: str | Path) -> Artifact:
 
 def data_view(art: Artifact) -> ViewInfo:
     """The view the trainer must build from data for this artifact (or a clear refusal): the
-    registered view of that name@version, with the options that give the artifact's shape."""
+    registered view of that name@version, with the options that give the artifact's shape and
+    those ``meta.json`` recorded (a window length, packets per connection: the rows must be
+    built as they were for training)."""
     v = art.view
     view = VIEWS.find(v.ref)
     if view is None:
         raise TrainError(f"the artifact reads view {v.describe()}, which this trainer cannot build from "
                          f"data (views: {', '.join(VIEWS.names())})")
+    trained = art.meta.get("view", {}).get("options")
     try:
-        known = view.info(view.options_for(v))
-    except ValueError as e:
+        o = view.options_for(v)
+        if isinstance(trained, dict) and dataclasses.is_dataclass(o):
+            names = {f.name for f in dataclasses.fields(o)}
+            o = dataclasses.replace(o, **{k: tuple(x) if isinstance(x, list) else x
+                                          for k, x in trained.items() if k in names})
+        known = view.info(o)
+    except (ValueError, TypeError) as e:
         raise TrainError(f"view mismatch: {e}") from None
     if known.shape != v.shape or (v.columns and tuple(v.columns) != tuple(known.columns)):
         raise TrainError(f"view mismatch: the artifact reads {v.describe()} with columns "
