@@ -28,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -80,6 +80,20 @@ class ViewInfo:
 
     def describe(self) -> str:
         return f"{self.ref} shape {list(self.shape)} {self.dtype}"
+
+
+def options_doc(options: Any) -> dict | None:
+    """A view's options as JSON gives them back (``meta.json`` view.options, shard manifests);
+    None for a view without options."""
+    return json.loads(json.dumps(asdict(options))) if is_dataclass(options) else None
+
+
+def with_options_doc(options: Any, doc: Any) -> Any:
+    """``options`` with the keys of ``doc`` (an :func:`options_doc`) it has; arrays become tuples."""
+    if not isinstance(doc, dict) or not is_dataclass(options):
+        return options
+    names = {f.name for f in fields(options)}
+    return replace(options, **{k: tuple(v) if isinstance(v, list) else v for k, v in doc.items() if k in names})
 
 
 # --------------------------------------------------------------------------- arrays <-> msgpack

@@ -16,7 +16,6 @@ from malsensor.daemon import artifact as A
 from . import checkpoint as ckpt
 from .data.labels import LabelSpec
 from .data.load import DataOptions, load_dataset
-from .data.shards import view_doc
 from .data.split import class_weights, split_dataset
 from .data.table import Dataset
 from .errors import TrainError
@@ -241,6 +240,7 @@ def run_fit(opts: FitOptions) -> FitOutcome:
         log.info("exported function vs trainer (%s): max |diff| %.3g on the canary rows",
                  getattr(kind, "reference", f"{spec.kind} as fitted"), check["max_abs_diff_vs_trainer"])
 
+    view_options = A.options_doc(view.options)
     meta = {
         "format": A.FORMAT,
         "kind": spec.kind,
@@ -254,7 +254,7 @@ def run_fit(opts: FitOptions) -> FitOutcome:
                  # a sampled source's interval (proc shards): the daemon refuses the model under another one
                  **({"sample_interval_s": ds.sample_interval} if ds.sample_interval else {}),
                  # the view's keys its shape does not give (a window length...): likewise
-                 **{k: v for k, v in view_doc(view).items() if k == "options"}},
+                 **({"options": view_options} if view_options is not None else {})},
         "input": {"non_finite": "replaced by 0 inside the exported function (as in training)"},
         "output": {"kind": "probabilities", "n_classes": n_cls},
         "hyper": spec.as_dict(),

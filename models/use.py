@@ -1,7 +1,6 @@
 """``evaluate``, ``predict`` and ``inspect``: run a published artifact with the daemon's loader."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import sys
@@ -10,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from malsensor.daemon.artifact import Artifact, ArtifactError, ViewInfo, load_artifact
+from malsensor.daemon.artifact import Artifact, ArtifactError, ViewInfo, load_artifact, with_options_doc
 
 from .data.labels import LabelSpec
 from .data.load import DataOptions, load_dataset
@@ -55,12 +54,7 @@ def data_view(art: Artifact) -> ViewInfo:
                          f"data (views: {', '.join(VIEWS.names())})")
     trained = art.meta.get("view", {}).get("options")
     try:
-        o = view.options_for(v)
-        if isinstance(trained, dict) and dataclasses.is_dataclass(o):
-            names = {f.name for f in dataclasses.fields(o)}
-            o = dataclasses.replace(o, **{k: tuple(x) if isinstance(x, list) else x
-                                          for k, x in trained.items() if k in names})
-        known = view.info(o)
+        known = view.info(with_options_doc(view.options_for(v), trained))
     except (ValueError, TypeError) as e:
         raise TrainError(f"view mismatch: {e}") from None
     if known.shape != v.shape or (v.columns and tuple(v.columns) != tuple(known.columns)):

@@ -14,7 +14,6 @@ is not retried every second) and leaves the old model serving.
 """
 from __future__ import annotations
 
-import dataclasses
 import gc
 import json
 import logging
@@ -27,7 +26,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..artifact import META_FILE, Artifact, ArtifactError, load_artifact, log_text, resolve
+from ..artifact import META_FILE, Artifact, ArtifactError, load_artifact, log_text, options_doc, resolve
 from .config import ModelSection, model_artifact_path
 
 log = logging.getLogger("malsensor.models")
@@ -99,8 +98,8 @@ def load_model(cfg: ModelSection, batch_sizes: Sequence[int], semantics: str | N
                                                 f"sensor samples every {given} ([[source]] interval); set "
                                                 f"interval = {every:g} or train on samples recorded at {given}")
     trained_keys = art.meta.get("view", {}).get("options")
-    if isinstance(trained_keys, dict) and dataclasses.is_dataclass(cfg.options):
-        ours = json.loads(json.dumps(dataclasses.asdict(cfg.options)))
+    ours = options_doc(cfg.options)
+    if isinstance(trained_keys, dict) and ours is not None:
         differ = [k for k, v in trained_keys.items() if k in ours and ours[k] != v]
         if differ:
             said = ", ".join(f"{k} = {json.dumps(trained_keys[k])}" for k in differ)

@@ -27,7 +27,6 @@ reuses the shards it finished.
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -37,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from malsensor.daemon.artifact import ViewInfo
+from malsensor.daemon.artifact import ViewInfo, options_doc
 
 from ..errors import TrainError
 from .table import DataStats, Part
@@ -76,8 +75,9 @@ def view_doc(view: ViewInfo) -> dict:
     """What identifies a view's rows: with the options the shape does not say (a window length,
     packets per connection), as JSON gives them back."""
     doc = {"name": view.name, "version": view.version, "shape": list(view.shape), "columns": list(view.columns)}
-    if dataclasses.is_dataclass(view.options):
-        doc["options"] = json.loads(json.dumps(dataclasses.asdict(view.options)))
+    options = options_doc(view.options)
+    if options is not None:
+        doc["options"] = options
     return doc
 
 
