@@ -19,6 +19,7 @@ Views register themselves in :data:`VIEWS` when their module is imported; a view
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
@@ -74,6 +75,36 @@ class Router:
         """End of input (a replay's end, a stop that emits open connections): what the router
         still holds that is complete enough to classify (windowed views close their windows)."""
         return None
+
+
+class WindowedRouter(Router):
+    """A router whose state spans batches (windows over packet time), shared by the capture
+    threads under one lock. Subclasses say how a batch is fed (``_feed``), what the end of input
+    closes (``_finish``) and how what those give becomes rows (``_rows``)."""
+
+    trigger = "window"
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def _feed(self, batch: Any) -> Any:
+        raise NotImplementedError
+
+    def _finish(self) -> Any:
+        raise NotImplementedError
+
+    def _rows(self, got: Any) -> EntityRows | None:
+        raise NotImplementedError
+
+    def route(self, batch: Any) -> EntityRows | None:
+        with self._lock:
+            got = self._feed(batch)
+        return self._rows(got)
+
+    def finish(self) -> EntityRows | None:
+        with self._lock:
+            got = self._finish()
+        return self._rows(got)
 
 
 class View:

@@ -34,7 +34,6 @@ them, in the order the threads hand their batches over.
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,7 +45,7 @@ from ..jit import njit
 from ..outputs.device import DEVICE_KEY
 from ..schema import Checker, opt
 from ..splitmix import mix64
-from .base import EntityRows, Router, register_view
+from .base import EntityRows, WindowedRouter, register_view
 from .conn import ConnectionView
 from .pkt_seq import N_PACKETS_MAX
 
@@ -217,7 +216,6 @@ class DeviceBags:
             got.append(closed)
             self.slot_used[:] = False
             self.state[:] = (0, 0, self.state[2])
-            meta[:] = 0
             log.warning("device_bag: more than %d source MACs: every open bag was closed early (%d so far)",
                         self.max_devices, self.forced)
 
@@ -250,14 +248,12 @@ class DeviceBags:
         return np.concatenate([k for k, _ in parts]), np.concatenate([x for _, x in parts])
 
 
-class DeviceBagRouter(Router):
+class DeviceBagRouter(WindowedRouter):
     """One :class:`DeviceBags` shared by the capture threads of the sources."""
 
-    trigger = "window"
-
     def __init__(self, o: DeviceBagOptions) -> None:
+        super().__init__()
         self.bags = DeviceBags(o)
-        self._lock = threading.Lock()
 
     def pending(self) -> int:
         return self.bags.pending()
@@ -265,22 +261,17 @@ class DeviceBagRouter(Router):
     def counters(self) -> dict[str, int]:
         return {"windows": self.bags.windows, "closed_early": self.bags.forced}
 
-    @staticmethod
-    def _entity_rows(got: tuple[np.ndarray, np.ndarray]) -> EntityRows | None:
+    def _feed(self, cb) -> tuple[np.ndarray, np.ndarray]:
+        return self.bags.feed(cb.records, cb.seq)
+
+    def _finish(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.bags.finish()
+
+    def _rows(self, got: tuple[np.ndarray, np.ndarray]) -> EntityRows | None:
         keys, x = got
         if not keys.shape[0]:
             return None
         return EntityRows(keys, x, x.sum(axis=1, keepdims=True))  # events show how many bits are set
-
-    def route(self, cb) -> EntityRows | None:
-        with self._lock:
-            got = self.bags.feed(cb.records, cb.seq)
-        return self._entity_rows(got)
-
-    def finish(self) -> EntityRows | None:
-        with self._lock:
-            got = self.bags.finish()
-        return self._entity_rows(got)
 
 
 class DeviceBagView(ConnectionView):

@@ -26,7 +26,6 @@ this one stacks a host's connections, so an infected host can be told from its t
 from __future__ import annotations
 
 import ipaddress
-import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,7 +33,7 @@ import numpy as np
 from ..artifact import ViewInfo
 from ..flows import layout as L
 from ..schema import Checker, opt
-from .base import EntityRows, Router, register_view
+from .base import EntityRows, WindowedRouter, register_view
 from .conn import CONN_COLUMNS, N_FEATURES, ConnectionView
 
 COLUMNS = CONN_COLUMNS + ("originator", "present")
@@ -286,14 +285,12 @@ def top_connections(key, x: np.ndarray, k: int = 5) -> list[dict]:
     return out
 
 
-class HostVolumeRouter(Router):
+class HostVolumeRouter(WindowedRouter):
     """A :class:`HostVolumeBuilder` shared by the capture threads of the sources."""
 
-    trigger = "window"
-
     def __init__(self, o: HostVolumeOptions) -> None:
+        super().__init__()
         self.builder = HostVolumeBuilder(o)
-        self._lock = threading.Lock()
 
     def pending(self) -> int:
         return self.builder.pending()
@@ -301,23 +298,18 @@ class HostVolumeRouter(Router):
     def counters(self) -> dict[str, int]:
         return {"late": self.builder.late, "cut": self.builder.cut}
 
-    @staticmethod
-    def _rows(got) -> EntityRows | None:
+    def _feed(self, cb):
+        return self.builder.feed(cb.records, cb.features)
+
+    def _finish(self):
+        return self.builder.finish()
+
+    def _rows(self, got) -> EntityRows | None:
         if not got:
             return None
         keys = np.concatenate([k for k, _ in got])
         x = np.concatenate([v for _, v in got])
         return EntityRows(keys, x) if x.shape[0] else None
-
-    def route(self, cb) -> EntityRows | None:
-        with self._lock:
-            got = self.builder.feed(cb.records, cb.features)
-        return self._rows(got)
-
-    def finish(self) -> EntityRows | None:
-        with self._lock:
-            got = self.builder.finish()
-        return self._rows(got)
 
 
 class HostVolumeView(ConnectionView):
