@@ -82,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--format", choices=("jsonl", "csv", "parquet"),
                    help="row format (default: from the output's extension: .parquet, .csv, otherwise jsonl)")
     e.add_argument("--summary-json", metavar="FILE", help="also write the summary as JSON to FILE")
+    e.add_argument("-l", "--log-level", dest="log_level_sub", choices=LEVELS, help="as before the command")
     e.add_argument("--community-id-seed", type=_seed, default=0, metavar="SEED",
                    help="seed (0..65535) of each row's community_id (Community ID v1; default 0, as Zeek "
                         "and Suricata)")
@@ -292,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     imports = ImportsWithoutGC()
     try:
         a = build_parser().parse_args(argv)
-        setup_logging(a.log_level)
+        setup_logging(getattr(a, "log_level_sub", None) or a.log_level)
         if a.command == "extract":
             return cmd_extract(a, imports)
         if a.command == "ptdump":

@@ -113,6 +113,22 @@ def test_truncated_capture_keeps_what_came_before_and_warns_with_offset(tmp_path
     assert f"{off:,}" in proc.stderr or str(off) in proc.stderr
 
 
+def test_log_level_after_the_command_is_honoured(tmp_path):
+    """``malsensor extract ... -l error`` as ``malsensor -l error extract ...`` (and as
+    ``malsensor-train``'s subcommands take it): the truncation warning goes, the summary stays."""
+    cap = require_data(PCAPS / "stratosphere_ssh_bruteforce.pcap")
+    cut = tmp_path / "cut.pcap"
+    _cut(cap, cut, 5000)
+    loud = extract(str(cut), "-o", str(tmp_path / "a.jsonl"))
+    assert "truncated at byte" in loud.stderr
+    for args in (("-l", "error"), ("--log-level", "error")):
+        quiet = extract(str(cut), "-o", str(tmp_path / "b.jsonl"), *args)
+        assert "truncated at byte" not in quiet.stderr.replace("capture truncated at byte offset", "")
+        assert "capture truncated at byte offset" in quiet.stderr  # the summary line
+    bad = extract(str(cut), "-l", "loud", check=False)
+    assert bad.returncode == 2 and "invalid choice: 'loud'" in bad.stderr
+
+
 def test_corrupt_record_stops_with_offset_after_writing_earlier_rows(tmp_path):
     cap = require_data(PCAPS / "stratosphere_ssh_bruteforce.pcap")
     data = bytearray(cap.read_bytes())

@@ -8,6 +8,8 @@ import sys
 
 import numpy as np
 
+from ..logs import LEVELS
+
 log = logging.getLogger("malsensor")
 
 _FLAGS = (
@@ -29,6 +31,7 @@ def add_parser(sub) -> None:
     p.add_argument("trace", help="raw Intel PT byte stream")
     for flag, dest, value, text in _FLAGS:
         p.add_argument(flag, dest=dest, action="store_const", const=value, default=not value, help=text)
+    p.add_argument("-l", "--log-level", dest="log_level_sub", choices=LEVELS, help="as before the command")
     p.add_argument("--cpu", metavar="FAMILY/MODEL", help="apply this CPU's packet errata (SKD007, SKZ84)")
     p.add_argument("--summary", action="store_true",
                    help="print the counters (packets by type, errors by kind, bytes) as JSON on stderr")
