@@ -9,6 +9,10 @@ a few packets ahead hides most of that latency. It never faults: any index is al
 of a multi-byte integer at ``buf[pos]`` of a uint8 array, instead of assembling it byte by byte.
 Like ``buf[pos]`` in a numba kernel they are not bounds-checked: the caller checks the length.
 
+``copy16(dst, dpos, src, spos)``: 16 bytes from ``src[spos]`` to ``dst[dpos]`` (uint8 arrays), one
+unaligned load and one store; the text writers copy a piece of text of n bytes with ceil(n/16)
+of them. Not bounds-checked: both arrays must have 16 bytes from those places.
+
 ``f64_bits(x)``: the IEEE-754 bits of a float64 as uint64 (a register move).
 
 ``borrowed(array)``: the same array with no owner, so that numba counts no references for it.
@@ -21,8 +25,8 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-__all__ = ["prefetch", "load_be16", "load_be32", "load_be48", "load_be64", "load_le16", "load_le32", "f64_bits",
-           "borrowed"]
+__all__ = ["prefetch", "load_be16", "load_be32", "load_be48", "load_be64", "load_le16", "load_le32", "copy16",
+           "f64_bits", "borrowed"]
 
 
 def _element_pointer(context, builder, arrty, arr, idx):
@@ -77,6 +81,29 @@ load_be48 = _loader(48, True)   # a MAC address
 load_be64 = _loader(64, True)
 load_le16 = _loader(16, False)
 load_le32 = _loader(32, False)
+
+
+def _is_bytes(arr) -> bool:
+    return isinstance(arr, types.Array) and arr.ndim == 1 and arr.dtype == types.uint8
+
+
+@intrinsic
+def copy16(typingctx, dst, dpos, src, spos):
+    """``dst[dpos:dpos + 16] = src[spos:spos + 16]`` as one 16-byte load and store (no slices,
+    no loop, no bounds check)."""
+    if not (_is_bytes(dst) and _is_bytes(src) and isinstance(dpos, types.Integer) and isinstance(spos, types.Integer)):
+        return None
+    sig = types.void(dst, dpos, src, spos)
+
+    def codegen(context, builder, signature, args):
+        i128p = ir.IntType(128).as_pointer()
+        s = _element_pointer(context, builder, signature.args[2], args[2], args[3])
+        d = _element_pointer(context, builder, signature.args[0], args[0], args[1])
+        v = builder.load(builder.bitcast(s, i128p), align=1)
+        builder.store(v, builder.bitcast(d, i128p), align=1)
+        return context.get_dummy_value()
+
+    return sig, codegen
 
 
 @intrinsic

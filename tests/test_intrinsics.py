@@ -6,8 +6,9 @@ import struct
 import numpy as np
 from numba import njit
 
-from malsensor.daemon.intrinsics_llvm import (borrowed, f64_bits, load_be16, load_be32, load_be48, load_be64,
+from malsensor.daemon.intrinsics_llvm import (borrowed, copy16, f64_bits, load_be16, load_be32, load_be48, load_be64,
                                               load_le16, load_le32, prefetch)
+from malsensor.daemon.outputs.jsontext import COPY_SLACK, TextTable, put_copy, put_text
 
 BYTES = np.frombuffer(bytes(range(0xF0, 0x100)) + bytes(range(16)), dtype=np.uint8).copy()
 
@@ -28,6 +29,48 @@ def test_loads_are_unaligned_big_and_little_endian_integers():
         assert int(be64) == struct.unpack(">Q", raw)[0]
         assert le16 == struct.unpack("<H", raw[:2])[0]
         assert le32 == struct.unpack("<I", raw[:4])[0]
+
+
+@njit
+def _copy16(dst, i, src, j):
+    copy16(dst, i, src, j)
+
+
+def test_copy16_moves_sixteen_bytes_between_unaligned_places():
+    for i, j in ((0, 0), (3, 1), (5, 16), (15, 7)):
+        dst = np.zeros(40, dtype=np.uint8)
+        _copy16(dst, i, BYTES, j)
+        want = np.zeros(40, dtype=np.uint8)
+        want[i:i + 16] = BYTES[j:j + 16]
+        assert dst.tolist() == want.tolist()
+
+
+@njit
+def _texts(buf, blob, off, n):
+    pos = 0
+    for i in range(n):
+        pos = put_text(buf, pos, blob, off, i)
+    return pos
+
+
+@njit
+def _copy_back(buf, pos, a, n):
+    return put_copy(buf, pos, buf, a, n)
+
+
+def test_put_copy_writes_exactly_the_text_at_every_length():
+    """Lengths 0..40 across the 16-byte steps: the text is exact, nothing after it counts, and a
+    copy from earlier in the same buffer (the JSONL rows' named features) is exact too."""
+    texts = ["".join(chr(97 + (k + i) % 26) for i in range(k)) for k in range(41)]
+    table = TextTable.of(texts)
+    assert table.blob.shape[0] == table.off[-1] + COPY_SLACK
+    buf = np.full(sum(map(len, texts)) + 40 + COPY_SLACK, 0xEE, dtype=np.uint8)  # room for the copies back
+    end = _texts(buf, table.blob, table.off, len(texts))
+    assert buf[:end].tobytes() == "".join(texts).encode()
+    for a, n in ((0, 0), (2, 1), (5, 16), (100, 17), (300, 40)):
+        want = buf[a:a + n].tobytes()
+        assert _copy_back(buf, end, a, n) == end + n
+        assert buf[end:end + n].tobytes() == want
 
 
 @njit

@@ -21,8 +21,8 @@ from ..views.conn import CONN_COLUMNS
 from .community_id import TEXT_LEN as COMMUNITY_ID_LEN
 from .community_id import WORK_LEN as COMMUNITY_ID_WORK
 from .community_id import check_seed, community_ids, put_community_id
-from .jsontext import (FLOAT_MAX, INT_MAX, IP_MAX, MAC_MAX, TextTable, format_rows, put_float, put_int, put_ip,
-                       put_mac, put_text, write_rows)
+from .jsontext import (FLOAT_MAX, INT_MAX, IP_MAX, MAC_MAX, TextTable, format_rows, put_copy, put_float, put_int,
+                       put_ip, put_mac, put_text, write_rows)
 
 ROW_KEYS = ("ts", "src_ip", "src_port", "dest_ip", "dest_port", "proto", "src_mac", "dest_mac", "end_reason",
             "community_id")
@@ -154,10 +154,7 @@ def _jsonl_kernel(rec, ftr, named, text, text_off, reasons, reasons_off, cid_see
         for k in range(named.shape[0]):
             pos = put_text(buf, pos, text, text_off, _T_NAMED + k)
             a = span[named[k]]
-            e = span[named[k] + 1] - 1
-            for b in range(a, e):
-                buf[pos] = buf[b]
-                pos += 1
+            pos = put_copy(buf, pos, buf, a, span[named[k] + 1] - 1 - a)
         pos = put_text(buf, pos, text, text_off, _T_NAMED + named.shape[0])
     return pos
 
