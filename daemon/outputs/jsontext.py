@@ -124,7 +124,8 @@ def put_copy(buf, pos, src, a, n) -> int:
 
 @njit(cache=True, nogil=True, inline="always")
 def put_text(buf, pos, blob, off, i) -> int:
-    """Entry ``i`` of a :class:`TextTable` (passed as its two arrays)."""
+    """Entry ``i`` of a :class:`TextTable` (passed as its two arrays), into a buffer with
+    COPY_SLACK bytes to spare after the text (:func:`scratch`'s buffers have them)."""
     a = off[i]
     return put_copy(buf, pos, blob, a, off[i + 1] - a)
 
