@@ -121,14 +121,14 @@ def compare_cli(iot_repeat: int, runs: int, before: str | None = None) -> None:
                 # each run starts one command later: what ran just before (and how long ago the
                 # file was last read, see READ_ONLY) differs from run to run for every command
                 for name, cmd in cmds[run % len(cmds):] + cmds[:run % len(cmds)]:
-                    r = child_cpu(cmd, old_env if name.startswith("--before") else None)  # cat: to DEVNULL
+                    r = child_cpu(cmd, old_env if name.startswith("--before") else None)
                     if (name, k) not in best or r[1] < best[(name, k)][1]:
                         best[(name, k)] = r
     print(f"\nIoT Sentinel corpus: {sizes[0].name} {pkts[0]:,} packets, {sizes[1].name} {pkts[1]:,} packets "
           f"(best of {runs} by CPU time)")
     print(f"{'command':52s} {'wall s':>7s} {'CPU s':>6s} {'CPU s x2':>8s} {'Mpkt/CPU-s':>10s} {'slope Mpkt/CPU-s':>16s}"
           f" {'vs argus e2e':>12s} {'slope':>6s} {'vs argus+ra e2e':>15s} {'beyond reading: e2e':>19s} {'slope':>6s}")
-    names = [n for n in cli_commands(sizes[0], "/tmp", before)]
+    names = list(cli_commands(sizes[0], "/tmp", before))
     cpu = {(n, k): best[(n, k)][1] for n in names for k in (0, 1)}
     e2e = {n: pkts[0] / cpu[(n, 0)] for n in names}
     slope = {n: (pkts[1] - pkts[0]) / max(cpu[(n, 1)] - cpu[(n, 0)], 1e-9) for n in names}

@@ -9,6 +9,7 @@ device window whose probabilities are the artifact's on the trainer's row for th
 """
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from pathlib import Path
 
@@ -178,8 +179,6 @@ def test_replay_gives_the_trainers_rows_and_verdicts(tmp_path, trained):
                                     f'view = "device_bag@1"\n{keys}\n', timeout=900)
     events = done.events
     assert {e["event_type"] for e in events} == {"device"}
-    import json
-
     stats = json.loads((done.logs / "stats.jsonl").read_text().splitlines()[-1])
     assert stats["models"]["bag"]["view"] == {"windows": len(events), "closed_early": 0}
     assert stats["models"]["bag"]["pending"] == 0
@@ -213,8 +212,6 @@ def test_replay_gives_the_trainers_rows_and_verdicts(tmp_path, trained):
 
 def test_the_daemon_refuses_bag_keys_the_model_was_not_trained_with(trained):
     models_dir, _, tmp = trained
-    import json
-
     from malsensor.daemon.artifact import ArtifactError
     from malsensor.daemon.runtime import config as C
     from malsensor.daemon.runtime.registry import load_model
@@ -247,8 +244,6 @@ def test_evaluate_builds_the_rows_the_model_was_trained_on(trained, tmp_path):
     (held / "a.pcap").symlink_to(sorted((iot / "Aria").glob("*.pcap"))[-1])
     proc = cli("evaluate", models_dir / "bag" / "current", held, "--macs", iot / "device_macs.csv", "--json")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    import json
-
     got = json.loads(proc.stdout)
     # one labelled window (Aria's), named right: the same verdict the replay test checks
     assert got["n"] == 1 and got["accuracy"] == 1.0, got
