@@ -212,20 +212,24 @@ def test_parquet_rows_equal_the_jsonl_rows_with_typed_columns(tmp_path):
     rows = jsonl(tmp_path / "a.jsonl")
     table = pq.read_table(tmp_path / "a.parquet")
     assert table.num_rows == len(rows) > 50
-    assert table.column_names == ROW_KEYS + [c for c in CONN_COLUMNS if c != "proto"]
+    # no fts list: the feature vector is the proto column and the named ones, in CONN_COLUMNS order
+    assert table.column_names == [k for k in ROW_KEYS if k != "fts"] + [c for c in CONN_COLUMNS if c != "proto"]
     types = {f.name: f.type for f in table.schema}
     assert types["ts"] == pa.timestamp("ns", tz="UTC")
     assert types["src_port"] == types["dest_port"] == pa.uint16() and types["proto"] == pa.uint8()
-    assert types["src_ip"] == pa.string() and types["fts"] == pa.list_(pa.float64(), 17)
+    assert types["src_ip"] == types["community_id"] == pa.string() and types["dur"] == pa.float64()
     assert types["end_reason"] == pa.dictionary(pa.int16(), pa.string())
     ts_ns = table.column("ts").cast(pa.int64()).to_pylist()
     for j, p, t in zip(rows, table.to_pylist(), ts_ns):
         assert t / 1e9 == j["ts"]
         p["ts"] = j["ts"]
-        # JSONL writes null for a non-finite value; Parquet keeps the NaN
-        p = {k: ([None if x != x else x for x in v] if k == "fts" else (None if v != v else v))
-             for k, v in p.items()}
+        p = {k: None if v != v else v for k, v in p.items()}  # JSONL writes null for NaN; Parquet keeps it
+        assert [p[c] for c in CONN_COLUMNS] == j.pop("fts")
         assert p == j
+    # statistics where a reader filters (time, hosts, ports), none for the features
+    meta = pq.ParquetFile(tmp_path / "a.parquet").metadata.row_group(0)
+    stats = {meta.column(i).path_in_schema: meta.column(i).is_stats_set for i in range(meta.num_columns)}
+    assert stats["ts"] and stats["src_ip"] and stats["dest_port"] and not stats["dur"] and not stats["community_id"]
     # an explicit --format wins over the extension; standard output works too
     out = subprocess.run([sys.executable, "-m", "malsensor.daemon.cli", "extract", str(cap), "--semantics",
                           "argus", "--format", "parquet"], capture_output=True, timeout=300, check=True).stdout
