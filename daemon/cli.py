@@ -306,5 +306,26 @@ def main(argv: list[str] | None = None) -> int:
         imports.done()
 
 
+def run() -> None:
+    """The ``malsensor`` command: :func:`main`, then the process ends without the interpreter's
+    teardown (as mypy's ``hard_exit``). By then every output is closed and the logs are flushed
+    here; what the teardown would add is freeing modules and arrays that the exit frees anyway:
+    ~0.02 of the ~0.10 CPU-s of a small ``extract`` (``http_espn.pcapng``, eight runs each)."""
+    rc = main()
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:  # `| head` closed it: nothing more to say
+        pass
+    except OSError as exc:  # Python's own exit returns 120 when standard output cannot be flushed
+        log.error("cannot write standard output: %s", exc.strerror or exc)
+        rc = rc or 120
+    logging.shutdown()
+    try:
+        sys.stderr.flush()
+    except OSError:
+        pass
+    os._exit(rc)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    run()

@@ -11,7 +11,8 @@ from __future__ import annotations
 import difflib
 import re
 import shlex
-from pathlib import Path
+import subprocess
+import sys
 
 import pytest
 
@@ -103,3 +104,18 @@ def test_malsensor_ptdump_prints_the_reference_listing(capsys, tmp_path):
     assert normalise(out.splitlines()) == normalise((VECTORS / "out" / f"{name}-ptdump.exp").read_text().splitlines())
     assert '"errors": {"bad_opcode": 1}' in err
     assert main(["ptdump", str(tmp_path / "absent.pt")]) == 2
+
+
+def test_the_ptdump_command_ends_with_its_listing_written(tmp_path):
+    """The command leaves through ``os._exit`` (daemon/cli.py ``run``): its standard output must
+    be whole by then, and a full one is an error with a message, not a traceback."""
+    require_data(VECTORS / "out")
+    name = "ptdump-bad_opc-resync"
+    cmd = [sys.executable, "-m", "malsensor.daemon.cli", "ptdump", str(VECTORS / "out" / f"{name}.pt")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert normalise(proc.stdout.splitlines()) == normalise((VECTORS / "out" / f"{name}-ptdump.exp").read_text().splitlines())
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run(cmd, stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
+    assert proc.returncode == 1 and "cannot write standard output: No space left on device" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -75,6 +75,9 @@ def cmd_ptdump(a: argparse.Namespace) -> int:
         out.flush()
     except BrokenPipeError:  # `| head`: stop quietly
         return 0
+    except OSError as exc:  # a full disk
+        log.error("cannot write standard output: %s", exc.strerror or exc)
+        return 1
     if a.summary:
         counters = decode(data, packets=False, no_sync=opts.no_sync, errata=errata).counters
         json.dump(counters.as_dict(), sys.stderr)
