@@ -134,13 +134,26 @@ _POW10 = np.array([10 ** k for k in range(1, 20)], dtype=np.uint64)
 _PAIRS = np.frombuffer("".join(f"{k:02d}" for k in range(100)).encode(), dtype=np.uint8).copy()
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _ndigits(v) -> int:
+    """How many decimal digits the uint64 ``v`` has (1 for 0). (Summing one comparison with each
+    power of ten, without the loop's branches, measured slower: JSONL rows 0.92-0.93 µs, 0.89.)"""
+    n = 1
+    while n < 20 and v >= _POW10[n - 1]:
+        n += 1
+    return n
+
+
 @njit(cache=True, nogil=True)
 def put_uint(buf, pos, v) -> int:
     """A non-negative integer (as uint64) in decimal (two digits per division)."""
     v = np.uint64(v)
-    n = 1
-    while n < 20 and v >= _POW10[n - 1]:
-        n += 1
+    return _put_digits(buf, pos, v, _ndigits(v))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _put_digits(buf, pos, v, n) -> int:
+    """The ``n`` decimal digits of ``v`` (exactly that many) at ``buf[pos]``."""
     k = pos + n
     hundred = np.uint64(100)
     while v >= hundred:
@@ -346,43 +359,37 @@ def put_float(buf, pos, x) -> int:
         buf[pos + 2] = 48
         return pos + 3
     ax = abs(x)
-    if ax < 1e16 and ax == np.floor(ax):  # integral: its own digits, minus trailing zeros
-        digits = np.uint64(ax)
-        exp = 0
-        while digits % np.uint64(10) == _U0:
-            digits //= np.uint64(10)
-            exp += 1
-    else:
-        digits, exp = shortest_digits(x)
-    nd = 1
-    t = digits
-    while t >= np.uint64(10):
-        t //= np.uint64(10)
-        nd += 1
+    if ax < 1e16 and ax == np.floor(ax):  # integral: repr is its digits and ".0"
+        pos = put_uint(buf, pos, np.uint64(ax))
+        buf[pos] = 46
+        buf[pos + 1] = 48
+        return pos + 2
+    digits, exp = shortest_digits(x)
+    nd = _ndigits(digits)
     decpt = nd + exp  # position of the decimal point relative to the first digit
     if -4 < decpt <= 16:
-        if decpt <= 0:
+        if decpt <= 0:  # "0.", up to 3 zeros, the digits (the 5 bytes written first, then overwritten)
             buf[pos] = 48
             buf[pos + 1] = 46
-            pos += 2
-            for _ in range(-decpt):
-                buf[pos] = 48
-                pos += 1
-            return put_uint(buf, pos, digits)
-        if decpt >= nd:
-            pos = put_uint(buf, pos, digits)
+            buf[pos + 2] = 48
+            buf[pos + 3] = 48
+            buf[pos + 4] = 48
+            return _put_digits(buf, pos + 2 - decpt, digits, nd)
+        if decpt >= nd:  # integral (not below 1e16 here: then 17 digits and zeros)
+            pos = _put_digits(buf, pos, digits, nd)
             for _ in range(decpt - nd):
                 buf[pos] = 48
                 pos += 1
             buf[pos] = 46
             buf[pos + 1] = 48
             return pos + 2
-        end = put_uint(buf, pos, digits)  # then open a gap for the point
-        for k in range(end - 1, pos + decpt - 1, -1):
-            buf[k + 1] = buf[k]
+        # the digits, then the fraction (at most 16 of them) moved one place on for the point:
+        # one 16-byte load and store (COPY_SLACK), where a byte loop's exit was a mispredicted branch
+        end = _put_digits(buf, pos, digits, nd)
+        copy16(buf, pos + decpt + 1, buf, pos + decpt)
         buf[pos + decpt] = 46
         return end + 1
-    end = put_uint(buf, pos + 1, digits)  # d.ddd: first digit moved in front of the point
+    end = _put_digits(buf, pos + 1, digits, nd)  # d.ddd: first digit moved in front of the point
     buf[pos] = buf[pos + 1]
     if nd > 1:
         buf[pos + 1] = 46
