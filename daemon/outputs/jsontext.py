@@ -339,7 +339,7 @@ def shortest_digits(x: float):
     return vr + (_U1 if up else _U0), e10 + removed
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def put_float(buf, pos, x) -> int:
     """``repr(x)`` for finite doubles, ``null`` for NaN and infinities."""
     x = np.float64(x)
