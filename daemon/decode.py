@@ -44,7 +44,7 @@ import numpy as np
 from .jit import njit
 
 from malsensor.daemon.capture.batch import NO_VLAN, PacketBatch
-from malsensor.daemon.intrinsics import load_be16, load_be32, load_be48, load_be64
+from malsensor.daemon.intrinsics import load_be16, load_be32, load_be48, load_be64, prefetch
 
 __all__ = [
     "Decoded", "decode_batch", "status_counts", "malformed_count", "MALFORMED_REASONS", "STATUS_NAMES",
@@ -94,6 +94,12 @@ _N_CODES = max(STATUS_NAMES) + 1
 TCP_FIN, TCP_SYN, TCP_RST, TCP_PSH, TCP_ACK, TCP_URG, TCP_ECE, TCP_CWR = (1 << b for b in range(8))
 
 IPV4_MAPPED_PREFIX = 0x0000FFFF00000000  # lo half of ::ffff:a.b.c.d
+# The kernel asks for the first 128 bytes of the packet this many places ahead while it decodes
+# one: the record walk has streamed the whole 2 MiB chunk through the cache since, and the first
+# load of each packet's headers was a miss that stalled the loop (40 % of the kernel's samples,
+# perf, x8 IoT corpus through the file mapping). In-process extract of that corpus, decoding:
+# 0.054-0.058 s without, 0.034-0.040 with 8 ahead; 16 measured alike, 4 less (0.039-0.045).
+DECODE_PREFETCH = 8
 
 
 @dataclass(slots=True)
@@ -189,6 +195,11 @@ def _decode_kernel(buf, offset, caplen, wirelen, linktype, kvlan,
     v4map = np.uint64(IPV4_MAPPED_PREFIX)
     zero64 = np.uint64(0)
     for i in range(n):
+        if i + DECODE_PREFETCH < n:  # the headers of a packet further on (see DECODE_PREFETCH)
+            ahead = offset[i + DECODE_PREFETCH]
+            if 0 <= ahead and ahead + 64 < blen:
+                prefetch(buf, ahead)
+                prefetch(buf, ahead + 64)
         # clamp the packet to the buffer so that a bad offset/caplen can't read outside it
         base = offset[i]
         cap = np.int64(caplen[i])
