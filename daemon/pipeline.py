@@ -132,8 +132,9 @@ class ConnPipeline:
         if records.shape[0] == 0:
             return None
         if self.semantics == "argus":
-            # ra's orientation of mid-stream TCP records (pkt_seq directions stay the tracker's)
-            records = argus_orient(records)
+            # ra's orientation of mid-stream TCP records (pkt_seq directions stay the tracker's);
+            # in place: every path here hands _finish records of the pipeline's own
+            records = argus_orient(records, copy=False)
         cb = ConnBatch(records, conn_features(records, self.semantics), seq)
         snaps = int(cb.is_snapshot.sum())
         self.counters.snapshots += snaps
