@@ -375,15 +375,8 @@ def put_float(buf, pos, x) -> int:
             buf[pos + 3] = 48
             buf[pos + 4] = 48
             return _put_digits(buf, pos + 2 - decpt, digits, nd)
-        if decpt >= nd:  # integral (not below 1e16 here: then 17 digits and zeros)
-            pos = _put_digits(buf, pos, digits, nd)
-            for _ in range(decpt - nd):
-                buf[pos] = 48
-                pos += 1
-            buf[pos] = 46
-            buf[pos + 1] = 48
-            return pos + 2
-        # the digits, then the fraction (at most 16 of them) moved one place on for the point:
+        # here 0 < decpt < nd: integral values below 1e16 left above, larger ones have decpt > 16.
+        # The digits, then the fraction (at most 16 of them) moved one place on for the point:
         # one 16-byte load and store (COPY_SLACK), where a byte loop's exit was a mispredicted branch
         end = _put_digits(buf, pos, digits, nd)
         copy16(buf, pos + decpt + 1, buf, pos + decpt)
