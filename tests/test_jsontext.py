@@ -43,7 +43,11 @@ def test_floats_are_python_repr():
     bits = RNG.integers(0, 2 ** 64 - 1, 300_000, dtype=np.uint64).view(np.float64)
     decimals = RNG.integers(0, 10 ** 9, 100_000).astype(np.float64) / 10.0 ** RNG.integers(0, 12, 100_000)
     probs = RNG.random(100_000).astype(np.float32).astype(np.float64)
-    v = np.concatenate([special, bits[np.isfinite(bits)], decimals, probs])
+    # around every power of ten where the layout changes (0.000d, d.ddd, integral, exponent)
+    tens = 10.0 ** np.arange(-8, 25)
+    edges = np.concatenate([tens, np.nextafter(tens, 0), np.nextafter(tens, np.inf),
+                            RNG.integers(1, 10 ** 6, 33_000) * np.repeat(tens, 1000) / 1e6])
+    v = np.concatenate([special, bits[np.isfinite(bits)], decimals, probs, edges])
     assert texts(put_float, v, width=25) == [repr(x) for x in v.tolist()]
 
 
