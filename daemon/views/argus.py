@@ -142,9 +142,8 @@ def argus_orient(rec: np.ndarray, services_file: str = SERVICES_FILE, copy: bool
 
     IPv6 records are never reversed by ra (SYN-ACK-first ones go back to the sender as ``s``).
     """
-    if copy or rec.dtype != np.int64 or not rec.flags.c_contiguous or not rec.flags.writeable:
-        rec = np.array(rec, dtype=np.int64, copy=True, order="C")
-    rec = rec.reshape(-1, L.N_COLS)
+    rec = (np.array(rec, dtype=np.int64, copy=True, order="C") if copy
+           else np.require(rec, np.int64, ("C", "W"))).reshape(-1, L.N_COLS)
     if rec.shape[0]:
         _orient_rows(rec, server_like_ports(services_file))
     return rec
