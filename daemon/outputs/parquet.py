@@ -118,10 +118,10 @@ class ParquetRows:
         """The Arrow table of one batch (records int64 (n, N_COLS), features float64 (n, 17))."""
         pa = self.pa
         rec = np.ascontiguousarray(records, dtype=np.int64)
-        ftr = np.ascontiguousarray(features, dtype=np.float64)
         n = rec.shape[0]
         key = rec[:, L.KEY]
-        named = np.ascontiguousarray(ftr[:, _NAMED_IDX].T)  # one row per named column
+        # one row per named column (the index copies; no contiguous copy of features first)
+        named = np.ascontiguousarray(np.asarray(features, dtype=np.float64)[:, _NAMED_IDX].T)
         cols = [
             self._fixed(self._ts, rec[:, L.FIRST_TS]),
             self._text(n, IP_MAX, lambda b, o: _ip_text(rec, L.SRC_HI, L.SRC_LO, b, o)),
