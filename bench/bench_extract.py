@@ -8,8 +8,10 @@
      malsensor extract CORPUS --semantics argus -o FILE.parquet
      argus -X -J -S 3600 -r CORPUS -w FILE.argus
      argus -X -J -S 3600 -r CORPUS -w FILE.argus && ra -n -u -c , -r FILE.argus -s FIELDS > FILE.csv
+     MALSENSOR_FILE_IO=map malsensor extract ... -o FILE.jsonl   (the capture mapped, not read with direct I/O)
    (--before DIR: an older tree's two extract commands too, run as ``python -m malsensor.daemon.cli``)
-     cat FILE > /dev/null   (reading the input once: what every command pays before its own work)
+     cat FILE > /dev/null   (reading the input once through the page cache, as argus and cat do)
+     dd if=FILE of=/dev/null bs=2M iflag=direct   (reading it once with direct I/O, as malsensor does)
    End to end = packets per CPU-second of the smaller corpus, start-up included. Slope = the
    extra packets over the extra CPU time between the two sizes: start-up cancels out, what is
    left is the steady-state cost per packet. Every figure is the best of --runs runs by CPU time,
@@ -71,12 +73,17 @@ RA_FIELDS = ("stime saddr sport daddr dport dur proto sbytes dbytes sttl dttl sl
 # cached file's pages are such memory. Measured 2026-11-30: one touch per page of the 388 MB x8
 # corpus, repeated in one process after a pause of 0 s: 13-30 ms; 1 s: 594 ms; 2 s: 765 ms; 4 s:
 # 824 ms; read() of it into a 2 MiB buffer after a 2.5 s pause: 0.98-1.22 CPU-s.
+# malsensor extract reads captures at rest with direct I/O (daemon/capture/direct_io.py): it does
+# not pay this, and the `dd iflag=direct` row is what reading costs it instead.
 READ_ONLY = "cat FILE > /dev/null (reading the input once)"
+READ_DIRECT = "dd iflag=direct (reading it with direct I/O)"
 
 
-def cli_commands(corpus: Path, out: str, before: str | None = None) -> dict[str, list[str]]:
-    """The command lines compared side by side, writing under the folder ``out``; with ``before``
-    (a folder holding an older tree's malsensor/daemon), that tree's extract commands too."""
+def cli_commands(corpus: Path, out: str, before: str | None = None
+                 ) -> dict[str, tuple[list[str], dict[str, str] | None]]:
+    """The command lines compared side by side (and the environment of each, None for this
+    one's), writing under the folder ``out``; with ``before`` (a folder holding an older tree's
+    malsensor/daemon), that tree's extract commands too."""
     argus, ra = shutil.which("argus"), shutil.which("ra")
     if argus is None or ra is None:
         sys.exit("argus and ra are needed (apt-get install argus-server argus-client)")
@@ -84,15 +91,19 @@ def cli_commands(corpus: Path, out: str, before: str | None = None) -> dict[str,
     argus_cmd = [argus, "-X", "-J", "-S", "3600", "-r", str(corpus), "-w"]
     # through a file: with -w - argus drops records once ra falls behind ("max queue exceeded")
     two = " ".join(argus_cmd) + f" {out}/ra.argus && {ra} -n -u -c , -r {out}/ra.argus -s {RA_FIELDS} > {out}/rows.csv"
-    cmds = {"malsensor extract --semantics argus -o FILE.jsonl": mal + [f"{out}/rows.jsonl"],
-            "malsensor extract --semantics argus -o FILE.parquet": mal + [f"{out}/rows.parquet"],
-            "argus -X -J -S 3600 -r FILE -w FILE.argus": argus_cmd + [f"{out}/out.argus"],
-            "argus -w FILE.argus && ra -c , -s FIELDS > FILE.csv": ["/bin/sh", "-c", two],
-            READ_ONLY: ["cat", str(corpus)]}
+    cmds = {"malsensor extract --semantics argus -o FILE.jsonl": (mal + [f"{out}/rows.jsonl"], None),
+            "malsensor extract --semantics argus -o FILE.parquet": (mal + [f"{out}/rows.parquet"], None),
+            "argus -X -J -S 3600 -r FILE -w FILE.argus": (argus_cmd + [f"{out}/out.argus"], None),
+            "argus -w FILE.argus && ra -c , -s FIELDS > FILE.csv": (["/bin/sh", "-c", two], None),
+            "MALSENSOR_FILE_IO=map extract -o FILE.jsonl": (mal + [f"{out}/mapped.jsonl"],
+                                                            dict(os.environ, MALSENSOR_FILE_IO="map")),
+            READ_ONLY: (["cat", str(corpus)], None),
+            READ_DIRECT: (["dd", f"if={corpus}", "of=/dev/null", "bs=2M", "iflag=direct", "status=none"], None)}
     if before:
         old = [sys.executable, "-m", "malsensor.daemon.cli", "extract", str(corpus), "--semantics", "argus", "-o"]
-        cmds["--before: extract -o FILE.jsonl"] = old + [f"{out}/old.jsonl"]
-        cmds["--before: extract -o FILE.parquet"] = old + [f"{out}/old.parquet"]
+        env = dict(os.environ, PYTHONPATH=before)
+        cmds["--before: extract -o FILE.jsonl"] = (old + [f"{out}/old.jsonl"], env)
+        cmds["--before: extract -o FILE.parquet"] = (old + [f"{out}/old.parquet"], env)
     return cmds
 
 
@@ -103,12 +114,10 @@ def packets_of(corpus: Path) -> int:
 def compare_cli(iot_repeat: int, runs: int, before: str | None = None) -> None:
     """End to end and by the slope over two corpus sizes, every command in turn."""
     byte_compile()
-    old_env = None
     if before:
         import compileall
 
         compileall.compile_dir(before, quiet=1)
-        old_env = dict(os.environ, PYTHONPATH=before)
     sizes = [build(iot_repeat, "iot"), build(2 * iot_repeat, "iot")]
     for c in sizes:
         subprocess.run(["cat", str(c)], stdout=subprocess.DEVNULL, check=True)  # into the page cache
@@ -120,35 +129,26 @@ def compare_cli(iot_repeat: int, runs: int, before: str | None = None) -> None:
                 cmds = list(cli_commands(corpus, td, before).items())
                 # each run starts one command later: what ran just before (and how long ago the
                 # file was last read, see READ_ONLY) differs from run to run for every command
-                for name, cmd in cmds[run % len(cmds):] + cmds[:run % len(cmds)]:
-                    r = child_cpu(cmd, old_env if name.startswith("--before") else None)
+                for name, (cmd, env) in cmds[run % len(cmds):] + cmds[:run % len(cmds)]:
+                    r = child_cpu(cmd, env)
                     if (name, k) not in best or r[1] < best[(name, k)][1]:
                         best[(name, k)] = r
     print(f"\nIoT Sentinel corpus: {sizes[0].name} {pkts[0]:,} packets, {sizes[1].name} {pkts[1]:,} packets "
           f"(best of {runs} by CPU time)")
-    print(f"{'command':52s} {'wall s':>7s} {'CPU s':>6s} {'CPU s x2':>8s} {'Mpkt/CPU-s':>10s} {'slope Mpkt/CPU-s':>16s}"
-          f" {'vs argus e2e':>12s} {'slope':>6s} {'vs argus+ra e2e':>15s} {'beyond reading: e2e':>19s} {'slope':>6s}")
+    print(f"{'command':52s} {'wall s':>7s} {'CPU s':>6s} {'wall s x2':>9s} {'CPU s x2':>8s} {'Mpkt/CPU-s':>10s}"
+          f" {'slope Mpkt/CPU-s':>16s}"
+          f" {'vs argus e2e':>12s} {'slope':>6s} {'vs argus+ra e2e':>15s}")
     names = list(cli_commands(sizes[0], "/tmp", before))
     cpu = {(n, k): best[(n, k)][1] for n in names for k in (0, 1)}
     e2e = {n: pkts[0] / cpu[(n, 0)] for n in names}
     slope = {n: (pkts[1] - pkts[0]) / max(cpu[(n, 1)] - cpu[(n, 0)], 1e-9) for n in names}
     argus, argus_ra = names[2], names[3]
-
-    def beyond(n: str, k: int | None) -> float:
-        """CPU time beyond reading the input (cat's), of size k or (None) between the two sizes."""
-        if k is not None:
-            return max(cpu[(n, k)] - cpu[(READ_ONLY, k)], 1e-9)
-        return max(beyond(n, 1) - beyond(n, 0), 1e-9)
-
     for n in names:
         wall, c, _ = best[(n, 0)]
-        line = (f"{n:52s} {wall:7.2f} {c:6.2f} {cpu[(n, 1)]:8.2f} {e2e[n] / 1e6:10.2f} {slope[n] / 1e6:16.2f}"
-                f" {e2e[n] / e2e[argus]:11.2f}x {slope[n] / slope[argus]:5.2f}x {e2e[n] / e2e[argus_ra]:14.2f}x")
-        if n != READ_ONLY:
-            line += f" {beyond(argus, 0) / beyond(n, 0):18.2f}x {beyond(argus, None) / beyond(n, None):5.2f}x"
-        print(line)
-    print("beyond reading: the ratio vs argus of each command's CPU time less cat's (the same file read "
-          "once), end to end and between the sizes")
+        print(f"{n:52s} {wall:7.2f} {c:6.2f} {best[(n, 1)][0]:9.2f} {cpu[(n, 1)]:8.2f} {e2e[n] / 1e6:10.2f}"
+              f" {slope[n] / 1e6:16.2f} {e2e[n] / e2e[argus]:11.2f}x {slope[n] / slope[argus]:5.2f}x"
+              f" {e2e[n] / e2e[argus_ra]:14.2f}x")
+    print("wall s: of the run with the least CPU time")
 
 
 def engine_in_process(repeat: int, semantics: list[str], runs: int) -> None:

@@ -25,10 +25,9 @@ from .logs import LEVELS, setup_logging
 
 log = logging.getLogger("malsensor")
 
-# capture files are read through a memory mapping (no page-cache copies; daemon/capture/pcapfile.py
-# _MappedStream): MALSENSOR_MMAP=0 reads them with read(), for a file another process may truncate
-# while it is read (through a mapping, that ends the process with SIGBUS)
-MAP_FILES = os.environ.get("MALSENSOR_MMAP", "1") != "0"
+# how capture files at rest are read (daemon/capture/pcapfile.py read_capture's file_io): direct
+# I/O a few chunks ahead by default; MALSENSOR_FILE_IO=map or =read, to compare
+FILE_IO = os.environ.get("MALSENSOR_FILE_IO", "direct")
 
 
 def _tracking_args(p: argparse.ArgumentParser) -> None:
@@ -159,7 +158,7 @@ class ImportsWithoutGC:
 
 
 def cmd_extract(a: argparse.Namespace, imports: ImportsWithoutGC | None = None) -> int:
-    from .capture.pcapfile import CaptureFormatError, ReaderStats, read_capture
+    from .capture.pcapfile import FILE_IO as FILE_IO_WAYS, CaptureFormatError, ReaderStats, read_capture
     from .outputs.rows import RowWriter
     from .pipeline import OFFLINE_EMIT_ROWS, ConnPipeline, parse_protocols
     from .progress import Progress
@@ -176,6 +175,9 @@ def cmd_extract(a: argparse.Namespace, imports: ImportsWithoutGC | None = None) 
         return _extract_live(a, tracking, protocols)
     if not a.capture:
         log.error("extract needs a capture file or --interface")
+        return 2
+    if FILE_IO not in FILE_IO_WAYS:
+        log.error("MALSENSOR_FILE_IO=%s: must be one of %s", FILE_IO, ", ".join(FILE_IO_WAYS))
         return 2
     try:
         size = _capture_size(a.capture)
@@ -201,7 +203,7 @@ def cmd_extract(a: argparse.Namespace, imports: ImportsWithoutGC | None = None) 
         imports.done()  # pyarrow's imports too
     try:
         try:
-            for batch in read_capture(a.capture, stats=stats, reuse_buffers=True, map_file=MAP_FILES):
+            for batch in read_capture(a.capture, stats=stats, reuse_buffers=True, file_io=FILE_IO):
                 for cb in pipe.feed(batch):
                     _write_connections(writer, cb)
                 progress.update(min(stats.bytes, size) if size else stats.bytes)

@@ -200,7 +200,7 @@ def extract_file(path: str | os.PathLike, tracking: TrackerConfig = TrackerConfi
     from .capture.pcapfile import read_capture
 
     pipe = pipeline or ConnPipeline(tracking, semantics, protocols, emit_rows=OFFLINE_EMIT_ROWS)
-    for cb in pipe.run(read_capture(path, reuse_buffers=True, map_file=True)):  # files at rest: no copies
+    for cb in pipe.run(read_capture(path, reuse_buffers=True, file_io="direct")):  # files at rest
         if not include_snapshots:
             snap = cb.is_snapshot
             if snap.any():

@@ -49,6 +49,7 @@ import numpy as np
 from ..intrinsics import load_be16, load_be32, load_le16, load_le32, prefetch
 from ..jit import njit
 from .batch import NO_VLAN, SUPPORTED_LINKTYPES, PacketBatch
+from .direct_io import ALIGN, Chunk, ChunkReader
 
 log = logging.getLogger("malsensor.capture")
 
@@ -132,6 +133,7 @@ class ReaderStats:
     format: str = ""  # "pcap", "pcap-ns", "pcapng"; "+gzip" appended when compressed
     sections: int = 0  # pcapng Section Header Blocks
     skipped_blocks: int = 0  # pcapng blocks skipped (NRB, ISB, DSB, custom, unknown, ...)
+    file_io: str = ""  # how the file was read: "read", "map" or "direct" (see read_capture)
 
 
 # ---------------------------------------------------------------------------- kernels
@@ -424,6 +426,9 @@ class _Stream:
     def bytes_at(self, n: int) -> bytes:
         return self.buf[self.start:self.start + n].tobytes()
 
+    def close(self) -> None:
+        """Let go of what the stream holds besides the file (see the subclasses)."""
+
 
 class _MappedStream(_Stream):
     """A regular file read through a private read-only mapping instead of ``read()``.
@@ -487,6 +492,73 @@ class _MappedStream(_Stream):
             self.mm.close()
         except BufferError:  # batches still refer to it: unmapped when the last one goes
             pass
+
+
+class _DirectStream(_Stream):
+    """A regular file read with direct I/O, a few chunks ahead, by :class:`ChunkReader`.
+
+    Each window is one chunk's buffer: the record piece left at the end of the window before is
+    copied into the room in front of the chunk (``HEAD`` bytes, a pcap record's maximum), so
+    nothing else is copied. A record longer than what that gives (a pcapng block over a chunk)
+    is gathered into a buffer of its own. With ``reuse`` the chunk buffers go back to the reader
+    two windows later (the same lifetime as the alternating buffers of read()); without it every
+    chunk has a buffer of its own.
+
+    Unlike a mapping, a file cut short by another process while it is read is simply shorter.
+    """
+
+    HEAD = 512 << 10  # > MAX_CAPLEN + the record header, rounded to a multiple of ALIGN
+    KEEP = 2  # chunks held: the current window's and the one before (batches may refer to both)
+
+    def __init__(self, reader: ChunkReader, path: str, stats: ReaderStats, reuse: bool) -> None:
+        super().__init__(None, path, reader.chunk, stats, reuse)  # type: ignore[arg-type]
+        self.reader = reader
+        self.held: list[Chunk] = []
+
+    def refill(self, need: int = 0) -> None:
+        """The next chunk behind the unconsumed tail; at least ``need`` bytes from the current
+        position, or all that is left."""
+        if self.eof:
+            return
+        tail = self.avail
+        need = max(need, tail + 1)
+        c = self._take()
+        if tail <= self.HEAD and (tail + c.length >= need or self.eof):
+            lo = self.HEAD - tail
+            c.buf[lo:self.HEAD] = self.buf[self.start:self.end]
+            self.base = c.offset - self.HEAD
+            self.buf, self.start, self.end = c.buf, lo, self.HEAD + c.length
+            self.held.append(c)
+            while len(self.held) > self.KEEP:
+                self.reader.release(self.held.pop(0))
+            return
+        # gather: the tail and as many chunks as it takes, into a buffer of their own
+        out = np.empty(max(need, tail + c.length), dtype=np.uint8)
+        out[:tail] = self.buf[self.start:self.end]
+        self.base += self.start
+        end = tail
+        while True:
+            if end + c.length > out.shape[0]:
+                out = np.concatenate([out[:end], np.empty(max(c.length, end), dtype=np.uint8)])
+            out[end:end + c.length] = c.buf[self.HEAD:self.HEAD + c.length]
+            end += c.length
+            self.reader.release(c)
+            if end >= need or self.eof:
+                break
+            c = self._take()
+        self.buf, self.start, self.end = out, 0, end
+
+    def _take(self) -> Chunk:
+        """The reader's next chunk; marks the end of the file (or a read error) when it is the last."""
+        c = self.reader.next()
+        if c.error is not None:
+            self.error = CaptureFormatError(self.path, c.offset + c.length,
+                                            f"cannot read: {c.error.strerror or c.error}")
+        self.eof = c.error is not None or c.length < self.reader.chunk
+        return c
+
+    def close(self) -> None:
+        self.reader.close()
 
 
 class _Gunzip:
@@ -705,9 +777,15 @@ def _open(path: str) -> tuple[BinaryIO, BinaryIO, bool]:
 # ---------------------------------------------------------------------------- readers
 
 
+FILE_IO = ("read", "map", "direct")
+# Files smaller than this are mapped rather than read with direct I/O: a few chunks do not pay
+# for the reading thread, and they are mostly small captures read again and again (tests, warm-up).
+DIRECT_MIN_BYTES = 8 << 20
+
+
 def read_capture(path: str | os.PathLike[str], *, chunk_bytes: int = 2 << 20,
                  stats: ReaderStats | None = None, reuse_buffers: bool = False,
-                 map_file: bool = False) -> Iterator[PacketBatch]:
+                 file_io: str = "read") -> Iterator[PacketBatch]:
     """Yield the packets of a pcap or pcapng file (optionally gzip-compressed) in batches.
 
     One batch per chunk of ``chunk_bytes`` (the last records of a chunk that are cut by
@@ -720,21 +798,32 @@ def read_capture(path: str | os.PathLike[str], *, chunk_bytes: int = 2 << 20,
     is requested, and must not be written (for consumers that finish with each batch first,
     like the pipeline).
 
-    ``map_file``: read an uncompressed regular file through a memory mapping rather than
-    ``read()`` (no copies; see :class:`_MappedStream`, also for why a file truncated while it
-    is read then ends the process with SIGBUS). Other inputs, and a file that cannot be
-    mapped, are read as without it; batches and messages are the same either way.
+    ``file_io`` says how an uncompressed regular file is read (other inputs always use
+    ``read()``; packets, statistics and messages are the same every way, batch boundaries may
+    differ):
+
+    - ``"read"``: ``read()`` into the stream's own buffers;
+    - ``"map"``: through a memory mapping (no copies; see :class:`_MappedStream`, also for why
+      a file truncated while it is read then ends the process with SIGBUS);
+    - ``"direct"``: with direct I/O, on a thread, a few chunks ahead (:class:`_DirectStream`;
+      chunks are ``chunk_bytes`` rounded up to 4 KiB). A file under ``DIRECT_MIN_BYTES``, or
+      one whose file system refuses O_DIRECT, is mapped instead.
     """
     path = os.fspath(path)
     if chunk_bytes < 1:
         raise ValueError("chunk_bytes must be positive")
+    if file_io not in FILE_IO:
+        raise ValueError(f"file_io must be one of {FILE_IO}")
     st = stats if stats is not None else ReaderStats()
     f, raw, compressed = _open(path)
     stream: _Stream | None = None
     try:
-        mapping = _map(raw) if map_file and not compressed else None
-        stream = (_MappedStream(mapping, path, chunk_bytes, st, reuse_buffers) if mapping is not None
-                  else _Stream(f, path, chunk_bytes, st, reuse_buffers))
+        if file_io != "read" and not compressed:
+            stream = _at_rest(raw, path, chunk_bytes, st, reuse_buffers, file_io == "direct")
+        if stream is None:
+            stream = _Stream(f, path, chunk_bytes, st, reuse_buffers)
+        st.file_io = ("direct" if isinstance(stream, _DirectStream) else
+                      "map" if isinstance(stream, _MappedStream) else "read")
         stream.refill(0)
         if stream.avail < 4:
             stream.fault()
@@ -764,10 +853,32 @@ def read_capture(path: str | os.PathLike[str], *, chunk_bytes: int = 2 << 20,
                 "pcap magic a1b2c3d4/a1b23c4d, pcapng 0a0d0d0a or gzip 1f8b)")
         stream.fault()
     finally:
-        if isinstance(stream, _MappedStream):
+        if stream is not None:
             stream.close()
         f.close()
         raw.close()
+
+
+def _at_rest(raw: BinaryIO, path: str, chunk_bytes: int, st: ReaderStats, reuse: bool,
+             direct: bool) -> _Stream | None:
+    """A direct-I/O or mapped stream over a regular file, or None (read it with read())."""
+    try:
+        fd = raw.fileno()
+        info = os.fstat(fd)
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not stat.S_ISREG(info.st_mode):
+        return None
+    if direct and info.st_size >= DIRECT_MIN_BYTES:
+        chunk = -(-chunk_bytes // ALIGN) * ALIGN
+        try:
+            reader = ChunkReader(fd, chunk, _DirectStream.HEAD, recycle=reuse)
+        except OSError as e:  # no O_DIRECT here (tmpfs before Linux 6.6, some FUSE), no /proc
+            log.debug("%s: no direct I/O (%s); mapping it", path, e.strerror or e)
+        else:
+            return _DirectStream(reader, path, st, reuse)
+    mapping = _map(raw)
+    return _MappedStream(mapping, path, chunk_bytes, st, reuse) if mapping is not None else None
 
 
 def _map(raw: BinaryIO):
