@@ -12,14 +12,13 @@ import logging
 import os
 import struct
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from malsensor.daemon.capture import pcapfile
-from malsensor.daemon.capture.direct_io import ALIGN, ChunkReader
+from malsensor.daemon.direct_io import ALIGN
 from malsensor.daemon.capture.pcapfile import CaptureFormatError, ReaderStats, read_capture
 
 from conftest import PCAPS, require_data
@@ -157,10 +156,20 @@ def test_mapped_batches_stay_valid_after_the_reader_ends() -> None:
 
 
 def repeated_capture(path: Path, size: int) -> Path:
-    """A pcap of ``size`` bytes: a real capture's records over and over (the last one cut)."""
+    """A pcap of ``size`` bytes: a real capture's records over and over, each time an hour later
+    (its connections are new connections), the last record cut."""
     data = require_data(PCAPS / "stratosphere_scanning_host.pcap").read_bytes()
-    body = data[24:]
-    path.write_bytes((data[:24] + body * (-(-(size - 24) // len(body))))[:size])
+    body = bytearray(data[24:])
+    starts, pos = [], 0
+    while pos + 16 <= len(body):
+        starts.append(pos)
+        pos += 16 + struct.unpack_from("<I", body, pos + 8)[0]
+    reps = []
+    for k in range(-(-(size - 24) // len(body))):
+        for p in starts:
+            struct.pack_into("<I", body, p, struct.unpack_from("<I", body, p)[0] + (3600 if k else 0))
+        reps.append(bytes(body))
+    path.write_bytes((data[:24] + b"".join(reps))[:size])
     return path
 
 
@@ -238,39 +247,3 @@ def test_direct_reader_stops_when_the_consumer_does(tmp_path: Path, direct_for_a
     gen.close()
     assert not any(t.name == "malsensor-read" for t in threading.enumerate())
     assert len(os.listdir("/proc/self/fd")) == fds
-
-
-def drain(reader: ChunkReader, work_s: float = 0.0) -> bytes:
-    out = []
-    while True:
-        c = reader.next()
-        assert c.error is None
-        out.append(c.buf[reader.head:reader.head + c.length].tobytes())
-        reader.release(c)
-        if work_s:
-            time.sleep(work_s)
-        if c.length < reader.chunk:
-            return b"".join(out)
-
-
-def test_chunk_reader_takes_the_page_cache_only_when_the_device_is_behind(tmp_path: Path) -> None:
-    """A consumer that does nothing waits for every chunk: the reader then takes what the page
-    cache holds (the file was just written). One that works 10 ms a chunk never waits for a
-    64 KiB direct read: every byte comes from the device."""
-    big = repeated_capture(tmp_path / "big.pcap", 1 << 20)
-    data = big.read_bytes()
-    with open(big, "rb") as f:
-        r = ChunkReader(f.fileno(), ALIGN, ALIGN)
-        try:
-            assert drain(r) == data
-        finally:
-            r.close()
-        assert r.bytes_cached > 0 and r.bytes_direct > 0
-        assert r.bytes_cached + r.bytes_direct == len(data)
-
-        r = ChunkReader(f.fileno(), 16 * ALIGN, ALIGN)
-        try:
-            assert drain(r, work_s=0.01)[:len(data)] == data
-        finally:
-            r.close()
-        assert (r.bytes_direct, r.bytes_cached) == (len(data), 0)

@@ -49,7 +49,7 @@ import numpy as np
 from ..intrinsics import load_be16, load_be32, load_le16, load_le32, prefetch
 from ..jit import njit
 from .batch import NO_VLAN, SUPPORTED_LINKTYPES, PacketBatch
-from .direct_io import ALIGN, Chunk, ChunkReader
+from ..direct_io import ALIGN, Chunk, ChunkReader
 
 log = logging.getLogger("malsensor.capture")
 
@@ -876,6 +876,7 @@ def _at_rest(raw: BinaryIO, path: str, chunk_bytes: int, st: ReaderStats, reuse:
         except OSError as e:  # no O_DIRECT here (tmpfs before Linux 6.6, some FUSE), no /proc
             log.debug("%s: no direct I/O (%s); mapping it", path, e.strerror or e)
         else:
+            log.debug("%s: read with direct I/O, %d KiB at a time, on a thread", path, chunk >> 10)
             return _DirectStream(reader, path, st, reuse)
     mapping = _map(raw)
     return _MappedStream(mapping, path, chunk_bytes, st, reuse) if mapping is not None else None
