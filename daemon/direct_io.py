@@ -42,10 +42,25 @@ import numpy as np
 ALIGN = 4096  # offsets, lengths and addresses of O_DIRECT reads (the largest logical block size in use)
 
 
+HUGE_PAGE = 2 << 20
+
+
 def aligned_buffer(size: int) -> np.ndarray:
-    """``size`` bytes at a page boundary (an anonymous mapping: O_DIRECT needs aligned memory;
-    private, since a shared one is shmem and costs more per page fault)."""
-    return np.frombuffer(mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE), dtype=np.uint8)
+    """``size`` bytes at a 2 MiB boundary, in transparent huge pages where the kernel gives them.
+
+    An anonymous mapping (O_DIRECT needs aligned memory), private (a shared one is shmem, dearer
+    per fault). Huge pages: on the VM a fresh 4 KiB page cost ~9 us at its first touch (perf of
+    an x16 extract: the reader's four buffers were 13 % of its page zeroing, the writer's
+    another 12 %), a 2 MiB page about a tenth of that per byte."""
+    span = -(-size // HUGE_PAGE) * HUGE_PAGE
+    mm = mmap.mmap(-1, span + HUGE_PAGE, flags=mmap.MAP_PRIVATE)
+    whole = np.frombuffer(mm, dtype=np.uint8)
+    start = -whole.ctypes.data % HUGE_PAGE
+    try:
+        mm.madvise(mmap.MADV_HUGEPAGE, start, span)
+    except (AttributeError, OSError, ValueError):  # no THP in this kernel: small pages
+        pass
+    return whole[start:start + size]
 
 
 @dataclass
