@@ -6,7 +6,9 @@ the unconsumed tail is copied to the front of the next buffer (grown when one re
 larger than a chunk). Each yielded batch refers to its own buffer, which is never written
 again, so a consumer may keep batches as long as it likes - except with ``reuse_buffers``,
 where two buffers and two sets of per-packet arrays alternate (no copies, no page faults for
-fresh memory) and a batch is valid only until the next one is requested.
+fresh memory) and a batch is valid only until the next one is requested. A regular file at rest
+can instead be mapped or read with direct I/O a few chunks ahead (``read_capture``'s ``file_io``;
+:class:`_MappedStream`, :class:`_DirectStream`): same packets and messages, fewer copies.
 
 pcapng: the kernel walks Enhanced, Simple and (obsolete) Packet Blocks and skips Name
 Resolution, Interface Statistics, Decryption Secrets, systemd Journal Export and custom
