@@ -524,13 +524,15 @@ def decode_batch(batch: PacketBatch, out: Decoded | None = None) -> Decoded:
     its arrays when they hold at least ``batch.n`` entries: the result then holds
     views of their first ``n`` entries (and remembers the full arrays, so that
     ``d = decode_batch(batch, d)`` in a loop allocates only when a batch is larger
-    than every batch before it). The arrays are overwritten: a caller that keeps
+    than every batch before it, with a quarter more room). The arrays are overwritten: a caller that keeps
     a result across calls must copy it.
     """
     n = batch.n
     store = None if out is None else (out if out._store is None else out._store)
     if store is None or store.n < n:
-        store = Decoded.empty(n)
+        # a quarter more: packets per chunk vary a little, and each new maximum made new arrays
+        # (six sets of fresh pages in an x8 extract before this headroom)
+        store = Decoded.empty(n + n // 4)
     if store.n == n:
         res = store
     else:
