@@ -50,8 +50,8 @@ def aligned_buffer(size: int) -> np.ndarray:
 
     An anonymous mapping (O_DIRECT needs aligned memory), private (a shared one is shmem, dearer
     per fault). Huge pages: on the VM a fresh 4 KiB page cost ~9 us at its first touch (perf of
-    an x16 extract: the reader's four buffers were 13 % of its page zeroing, the writer's
-    another 12 %), a 2 MiB page about a tenth of that per byte."""
+    an x16 extract in small pages: the first touches of the reader's four buffers were 13 % of
+    its page zeroing), a 2 MiB page about a tenth of that per byte."""
     span = -(-size // HUGE_PAGE) * HUGE_PAGE
     mm = mmap.mmap(-1, span + HUGE_PAGE, flags=mmap.MAP_PRIVATE)
     whole = np.frombuffer(mm, dtype=np.uint8)
