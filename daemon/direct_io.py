@@ -40,18 +40,19 @@ from dataclasses import dataclass
 import numpy as np
 
 ALIGN = 4096  # offsets, lengths and addresses of O_DIRECT reads (the largest logical block size in use)
-
-
 HUGE_PAGE = 2 << 20
 
 
-def aligned_buffer(size: int) -> np.ndarray:
-    """``size`` bytes at a 2 MiB boundary, in transparent huge pages where the kernel gives them.
+def aligned_buffer(size: int, huge: bool = True) -> np.ndarray:
+    """``size`` bytes at a page boundary; with ``huge``, at a 2 MiB one and in transparent huge
+    pages where the kernel gives them (the buffer's resident size is then rounded up to 2 MiB).
 
     An anonymous mapping (O_DIRECT needs aligned memory), private (a shared one is shmem, dearer
     per fault). Huge pages: on the VM a fresh 4 KiB page cost ~9 us at its first touch (perf of
     an x16 extract in small pages: the first touches of the reader's four buffers were 13 % of
     its page zeroing), a 2 MiB page about a tenth of that per byte."""
+    if not huge:
+        return np.frombuffer(mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE), dtype=np.uint8)
     span = -(-size // HUGE_PAGE) * HUGE_PAGE
     mm = mmap.mmap(-1, span + HUGE_PAGE, flags=mmap.MAP_PRIVATE)
     whole = np.frombuffer(mm, dtype=np.uint8)
@@ -86,7 +87,11 @@ class ChunkReader:
         # a second open file description of the same file (not a dup: O_DIRECT is a property
         # of the description, and the caller's own reads must stay buffered)
         self._direct_fd = os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_DIRECT | os.O_CLOEXEC)
-        self._cached_fd = os.dup(fd)
+        try:
+            self._cached_fd = os.dup(fd)
+        except OSError:
+            os.close(self._direct_fd)
+            raise
         self.chunk, self.head, self.recycle = chunk, head, recycle
         self.direct = True  # False once the file system refused an O_DIRECT read
         self.starved = False  # the consumer waits for chunks twice as long as it works on them
@@ -103,7 +108,9 @@ class ChunkReader:
         self._thread.start()
 
     def _new_buffer(self) -> np.ndarray:
-        return aligned_buffer(self.head + self.chunk)
+        # huge pages for the few recycled buffers only: chunks a consumer keeps would hold
+        # 4 MiB each for 2.5 MiB of bytes
+        return aligned_buffer(self.head + self.chunk, huge=self.recycle)
 
     # ------------------------------------------------------------------ consumer side
 
