@@ -310,9 +310,16 @@ def _set_direct(fd: int, on: bool) -> None:
 
 def _write_all(fd: int, view: memoryview) -> None:
     """All of ``view``; after a short write the rest goes through the page cache (the file's
-    end is no longer at a block boundary, which O_DIRECT needs)."""
+    end is no longer at a block boundary, which O_DIRECT needs), and so does everything once
+    the file system refuses an O_DIRECT write (EINVAL: a block size above 4 KiB, some FUSE)."""
     while view:
-        n = os.write(fd, view)
+        try:
+            n = os.write(fd, view)
+        except OSError as e:
+            if e.errno == errno.EINVAL and fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT:
+                _set_direct(fd, False)
+                continue
+            raise
         view = view[n:]
         if view and n % ALIGN:
             _set_direct(fd, False)

@@ -84,6 +84,30 @@ def test_writer_writes_exactly_what_it_was_given(tmp_path: Path, total: int) -> 
         w.write(b"x")
 
 
+def test_a_refused_direct_write_goes_through_the_page_cache(tmp_path: Path) -> None:
+    """O_DIRECT refuses memory that is not aligned (EINVAL), as some file systems refuse it
+    altogether: the bytes are written through the page cache instead, and the rest of the file too."""
+    from malsensor.daemon.direct_io import _write_all
+
+    out = tmp_path / "out.bin"
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_DIRECT)
+    try:
+        data = bytearray(range(256)) * 64  # 16 KiB, not at a page boundary
+        view = memoryview(data)[1:1 + 4 * ALIGN]
+        try:
+            os.pwrite(fd, view, 0)
+            checks_alignment = False  # tmpfs: its O_DIRECT is a copy, any address goes
+            os.ftruncate(fd, 0)
+        except OSError as e:
+            assert e.errno == errno.EINVAL
+            checks_alignment = True  # ext4, xfs: the case under test
+        _write_all(fd, view)
+        assert bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT) != checks_alignment
+    finally:
+        os.close(fd)
+    assert out.read_bytes() == bytes(view)
+
+
 def test_writer_is_a_plain_file_where_direct_io_does_not_apply(tmp_path: Path) -> None:
     for dev in ("/dev/null", "/dev/full"):
         f = DirectFileWriter.open(dev)
