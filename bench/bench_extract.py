@@ -73,7 +73,7 @@ RA_FIELDS = ("stime saddr sport daddr dport dur proto sbytes dbytes sttl dttl sl
 # cached file's pages are such memory. Measured 2026-11-30: one touch per page of the 388 MB x8
 # corpus, repeated in one process after a pause of 0 s: 13-30 ms; 1 s: 594 ms; 2 s: 765 ms; 4 s:
 # 824 ms; read() of it into a 2 MiB buffer after a 2.5 s pause: 0.98-1.22 CPU-s.
-# malsensor extract reads captures at rest with direct I/O (daemon/capture/direct_io.py): it does
+# malsensor extract reads captures at rest with direct I/O (daemon/direct_io.py): it does
 # not pay this, and the `dd iflag=direct` row is what reading costs it instead.
 READ_ONLY = "cat FILE > /dev/null (reading the input once)"
 READ_DIRECT = "dd iflag=direct (reading it with direct I/O)"

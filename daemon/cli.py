@@ -167,7 +167,7 @@ class ImportsWithoutGC:
 
 
 def cmd_extract(a: argparse.Namespace, imports: ImportsWithoutGC | None = None) -> int:
-    from .capture.pcapfile import FILE_IO as FILE_IO_WAYS, CaptureFormatError, ReaderStats, read_capture
+    from .capture.pcapfile import FILE_IO_WAYS, CaptureFormatError, ReaderStats, read_capture
     from .outputs.rows import RowWriter
     from .pipeline import OFFLINE_EMIT_ROWS, ConnPipeline, parse_protocols
     from .progress import Progress

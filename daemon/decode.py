@@ -524,8 +524,8 @@ def decode_batch(batch: PacketBatch, out: Decoded | None = None) -> Decoded:
     its arrays when they hold at least ``batch.n`` entries: the result then holds
     views of their first ``n`` entries (and remembers the full arrays, so that
     ``d = decode_batch(batch, d)`` in a loop allocates only when a batch is larger
-    than every batch before it, with a quarter more room). The arrays are overwritten: a caller that keeps
-    a result across calls must copy it.
+    than every batch before it, with a quarter more room). The arrays are
+    overwritten: a caller that keeps a result across calls must copy it.
     """
     n = batch.n
     store = None if out is None else (out if out._store is None else out._store)

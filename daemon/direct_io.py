@@ -96,10 +96,9 @@ class ChunkReader:
         self.direct = True  # False once the file system refused an O_DIRECT read
         self.starved = False  # the consumer waits for chunks twice as long as it works on them
         self._wait = self._work = 0.0  # moving averages, seconds a chunk
-        self._returned = 0.0  # when next() last returned
+        self._returned = 0.0  # when next() last returned (0: not yet)
         self.bytes_direct = self.bytes_cached = 0  # read from the device / through the page cache
         self._stop = False
-        self._taken = 0
         self._free: queue.SimpleQueue[np.ndarray | None] = queue.SimpleQueue()
         self._ready: queue.SimpleQueue[Chunk] = queue.SimpleQueue()
         for _ in range(depth):
@@ -123,11 +122,10 @@ class ChunkReader:
         except queue.Empty:
             c = self._ready.get()
             waited = time.perf_counter() - asked
-        if self._taken:  # the first chunk is always waited for
+        if self._returned:  # the first chunk is always waited for
             self._wait += (waited - self._wait) / 8
             self._work += (asked - self._returned - self._work) / 8
             self.starved = self._wait > 2 * self._work
-        self._taken += 1
         self._returned = time.perf_counter()
         return c
 
@@ -224,12 +222,12 @@ class DirectFileWriter:
         (a FIFO, a device such as /dev/null or /dev/full, tmpfs before Linux 6.6)."""
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
         try:
-            if stat.S_ISREG(os.fstat(fd).st_mode):
+            direct = stat.S_ISREG(os.fstat(fd).st_mode)
+            if direct:
                 _set_direct(fd, True)
-                return cls(fd, path, block)
         except OSError:  # EINVAL: no O_DIRECT on this file system
-            pass
-        return open(fd, "wb", closefd=True)
+            direct = False
+        return cls(fd, path, block) if direct else open(fd, "wb", closefd=True)
 
     def writable(self) -> bool:
         return True

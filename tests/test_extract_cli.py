@@ -19,9 +19,9 @@ ROW_KEYS = ["ts", "src_ip", "src_port", "dest_ip", "dest_port", "proto", "src_ma
             "community_id", "fts"]
 
 
-def extract(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+def extract(*args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "malsensor.daemon.cli", "extract", *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     if check and proc.returncode != 0:
         raise AssertionError(f"{cmd} exited {proc.returncode}:\n{proc.stderr}")
     return proc
