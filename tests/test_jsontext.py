@@ -47,7 +47,13 @@ def test_floats_are_python_repr():
     tens = 10.0 ** np.arange(-8, 25)
     edges = np.concatenate([tens, np.nextafter(tens, 0), np.nextafter(tens, np.inf),
                             RNG.integers(1, 10 ** 6, 33_000) * np.repeat(tens, 1000) / 1e6])
-    v = np.concatenate([special, bits[np.isfinite(bits)], decimals, probs, edges])
+    # multiples of 1e-6 (durations from microsecond timestamps), up to and across 2**32, and
+    # nanosecond timestamps in seconds (whose double is often not the one nearest the microsecond)
+    micro = np.concatenate([RNG.integers(1, 2 ** 53, 100_000) / 1e6, RNG.integers(1, 10 ** 7, 50_000) / 1e6,
+                            np.nextafter(RNG.integers(1, 10 ** 9, 20_000) / 1e6, np.inf),
+                            RNG.integers(1_400_000_000_000_000, 1_800_000_000_000_000, 50_000) * 1000 / 1e9,
+                            (2.0 ** 32 + RNG.integers(-10 ** 6, 10 ** 6, 20_000) / 1e6)])
+    v = np.concatenate([special, bits[np.isfinite(bits)], decimals, probs, edges, micro])
     assert texts(put_float, v, width=25) == [repr(x) for x in v.tolist()]
 
 
