@@ -132,9 +132,9 @@ def test_map_and_direct_fall_back_to_read_for_gzip_fifo_and_empty(tmp_path: Path
         assert got == st.packets == 956 and st.file_io == "read"
 
     with open(src, "rb") as f:  # what the mapped reader maps, and what it leaves to read()
-        assert pcapfile._map(f) is not None
+        assert pcapfile._map(f.fileno(), src.stat().st_size) is not None
     with open(empty, "rb") as f:
-        assert pcapfile._map(f) is None
+        assert pcapfile._map(f.fileno(), 0) is None
     with pytest.raises(ValueError, match="file_io must be one of"):
         next(read_capture(src, file_io="mmap"))
 

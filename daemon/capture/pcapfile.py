@@ -883,19 +883,18 @@ def _at_rest(raw: BinaryIO, path: str, chunk_bytes: int, st: ReaderStats, reuse:
         else:
             log.debug("%s: read with direct I/O, %d KiB at a time, on a thread", path, chunk >> 10)
             return _DirectStream(reader, path, st, reuse)
-    mapping = _map(raw)
+    mapping = _map(fd, info.st_size)
     return _MappedStream(mapping, path, chunk_bytes, st, reuse) if mapping is not None else None
 
 
-def _map(raw: BinaryIO):
-    """A private mapping of the whole file, or None (not a regular file, empty, mapping refused)."""
+def _map(fd: int, size: int):
+    """A private mapping of the whole of the regular file ``fd`` (``size`` bytes), or None
+    (empty, mapping refused)."""
+    if size == 0:
+        return None
     try:
-        fd = raw.fileno()
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode) or info.st_size == 0:
-            return None
         return mmap.mmap(fd, 0, access=mmap.ACCESS_COPY)
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError):
         return None
 
 
